@@ -1,0 +1,68 @@
+"""Argument checks shared by every tfreg constructor.
+
+Each check raises a `TypeError` or `ValueError` whose message names the
+argument and the value received, in the style of Keras:
+"Invalid value for argument `mode`. Expected one of ('rows', 'columns').
+Received: mode='diag'".
+"""
+
+import math
+import numbers
+
+
+def _describe(name, value, expected):
+    return (f"Invalid value for argument `{name}`. Expected {expected}. "
+                    f"Received: {name}={value!r}")
+
+
+def real(name, value, expected="a finite float"):
+    """Returns `value` as a Python float; rejects bools, non-numbers, NaN, inf."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(_describe(name, value, expected))
+    if not math.isfinite(value):
+        raise ValueError(_describe(name, value, expected))
+    return float(value)
+
+
+def non_negative(name, value):
+    """A strength: a finite float >= 0."""
+    expected = "a finite float >= 0"
+    number = real(name, value, expected)
+    if number < 0:
+        raise ValueError(_describe(name, value, expected))
+    return number
+
+
+def positive(name, value):
+    """A scale: a finite float > 0."""
+    expected = "a finite float > 0"
+    number = real(name, value, expected)
+    if number <= 0:
+        raise ValueError(_describe(name, value, expected))
+    return number
+
+
+def open_unit(name, value):
+    """A probability strictly between 0 and 1."""
+    expected = "a float in the open interval (0, 1)"
+    number = real(name, value, expected)
+    if not 0 < number < 1:
+        raise ValueError(_describe(name, value, expected))
+    return number
+
+
+def integer(name, value, minimum):
+    """An int (not a bool) >= `minimum`."""
+    expected = f"an int >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(_describe(name, value, expected))
+    if value < minimum:
+        raise ValueError(_describe(name, value, expected))
+    return int(value)
+
+
+def choice(name, value, options):
+    """One of `options` (strings)."""
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(_describe(name, value, f"one of {tuple(options)}"))
+    return value

@@ -1,0 +1,87 @@
+"""The base class of every tfreg regularizer."""
+
+import inspect
+
+import tensorflow as tf
+
+from tfreg import _keras
+
+
+def accumulation_dtype(dtype):
+    """float64 stays float64; every narrower float is accumulated in float32."""
+    return tf.float64 if dtype == tf.float64 else tf.float32
+
+
+class Regularizer(_keras.Regularizer):
+    """Base class for tfreg regularizers; subclass it to write your own.
+
+    A subclass validates its arguments once, in `__init__`, stores each one
+    under the attribute of the same name, and implements `penalty(x)` as pure
+    tensor code. The base class then gives it what every tfreg regularizer has:
+
+    - it is a `tf.keras.regularizers.Regularizer`, usable as
+      `kernel_regularizer`, `bias_regularizer` or `activity_regularizer`;
+    - `penalty` receives the tensor in float32 (float64 stays float64), so
+      float16 and bfloat16 weights or activations never overflow or lose the
+      sum, and the penalty is returned in that accumulation dtype;
+    - `get_config` returns every constructor argument, read from the attribute
+      of the same name, and `from_config` rejects unknown keys with a
+      `ValueError` before the constructor validates the values.
+
+    Register the subclass so that saved models find it without
+    `custom_objects`:
+
+    >>> import tensorflow as tf
+    >>> import tfreg
+    >>> @tfreg.register
+    ... class Cubic(tfreg.Regularizer):
+    ...     '''factor * sum(|x|^3).'''
+    ...     def __init__(self, factor=0.01):
+    ...         self.factor = tfreg.validation.non_negative("factor", factor)
+    ...     def penalty(self, x):
+    ...         return self.factor * tf.reduce_sum(tf.abs(x) ** 3)
+    >>> float(Cubic(0.5)(tf.constant([1.0, -2.0])))
+    4.5
+    >>> Cubic.from_config(Cubic(0.5).get_config()).factor
+    0.5
+    """
+
+    def __call__(self, x):
+        x = tf.convert_to_tensor(x)
+        if not x.dtype.is_floating:
+            raise TypeError(
+                f"{type(self).__name__} expects a floating-point tensor. "
+                f"Received: x.dtype={x.dtype.name}")
+        return self.penalty(tf.cast(x, accumulation_dtype(x.dtype)))
+
+    def penalty(self, x):
+        """The penalty of `x` (float32 or float64) as a scalar of x's dtype."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `penalty(x)`.")
+
+    @classmethod
+    def config_keys(cls):
+        """The constructor arguments, which are exactly the config's keys."""
+        parameters = inspect.signature(cls.__init__).parameters
+        return tuple(name for name in parameters if name != "self")
+
+    def get_config(self):
+        return {key: getattr(self, key) for key in self.config_keys()}
+
+    @classmethod
+    def from_config(cls, config):
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"Expected a dict config for {cls.__name__}. "
+                f"Received: config={config!r}")
+        unknown = sorted(set(config) - set(cls.config_keys()), key=str)
+        if unknown:
+            raise ValueError(
+                f"Unknown key(s) {unknown} in the config of {cls.__name__}. "
+                f"Expected a subset of {list(cls.config_keys())}.")
+        return cls(**config)
+
+    def __repr__(self):
+        arguments = ", ".join(
+            f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"

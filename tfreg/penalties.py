@@ -1,0 +1,75 @@
+"""Penalty math as pure tensor functions, apart from any Keras plumbing.
+
+Every function takes a floating tensor and returns a scalar of the same dtype.
+They hold no Python branching on tensor values, use static shapes only and
+compile with XLA. The `Regularizer` classes wrap them with validation, dtype
+handling and configs.
+"""
+
+import tensorflow as tf
+
+# Floor on a squared norm before its inverse square root (as tf.math.l2_normalize):
+# a zero row normalizes to zero instead of NaN.
+_NORMALIZE_EPSILON = 1e-12
+
+
+def l1(x):
+    """sum(|x|)."""
+    return tf.reduce_sum(tf.abs(x))
+
+
+def l2(x):
+    """sum(x^2), computed as 2 * tf.nn.l2_loss(x), which reads x once."""
+    return 2.0 * tf.nn.l2_loss(x)
+
+
+def matrix_view(x, name="x"):
+    """Reshapes a weight tensor into the matrix that structured penalties use.
+
+    Dense kernels `(in, out)` stay as they are. Convolution kernels
+    `(*kernel_size, in_channels, out_channels)` (Conv1D, Conv2D, Conv3D) become
+    `(prod(kernel_size) * in_channels, out_channels)`: one column per filter,
+    one row per input tap, so "columns" always means output units or filters.
+
+    Raises:
+      ValueError: when the rank is not 2 to 5 or a dimension is unknown.
+    """
+    shape = x.shape
+    if shape.rank is None or not 2 <= shape.rank <= 5:
+        raise ValueError(
+            f"Expected a kernel of rank 2 (Dense) or 3 to 5 (Conv1D/2D/3D) for "
+            f"`{name}`. Received: {name}.shape={shape}")
+    if not shape.is_fully_defined():
+        raise ValueError(
+            f"Expected a kernel with a fully defined (static) shape for "
+            f"`{name}`. Received: {name}.shape={shape}")
+    if shape.rank == 2:
+        return x
+    return tf.reshape(x, (-1, shape[-1]))
+
+
+def _l2_normalize(x, axis):
+    squared_norm = tf.reduce_sum(tf.square(x), axis=axis, keepdims=True)
+    return x * tf.math.rsqrt(tf.maximum(squared_norm, _NORMALIZE_EPSILON))
+
+
+def mean_abs_cosine(matrix, mode):
+    """Mean |cosine similarity| between distinct rows (or columns).
+
+    With `u_i` the rows (mode="rows") or columns (mode="columns") of the
+    matrix, each scaled to unit L2 norm, and n their number:
+
+        mean_{i<j} |u_i . u_j| = sum_{i != j} |u_i . u_j| / (n * (n - 1))
+
+    This is the quantity behind Keras' `OrthogonalRegularizer`. With a single
+    row (or column) there are no pairs and the value is 0.
+    """
+    if mode == "columns":
+        matrix = tf.transpose(matrix)
+    n = matrix.shape[0]
+    if n < 2:
+        return tf.zeros((), matrix.dtype)
+    unit = _l2_normalize(matrix, axis=1)
+    gram = tf.matmul(unit, unit, transpose_b=True)
+    off_diagonal = gram * (1.0 - tf.eye(n, dtype=matrix.dtype))
+    return tf.reduce_sum(tf.abs(off_diagonal)) / (n * (n - 1.0))

@@ -1,0 +1,130 @@
+"""`get`, `serialize`, `deserialize` and the registry that serves all three.
+
+One table maps every accepted name to a class: the class name ('L1L2'), its
+snake_case name ('l1_l2'), the Keras-registered name ('tfreg>L1L2') and any
+alias (Keras' 'orthogonal_regularizer'). Deserializing looks names up in this
+table only: a config never imports a module or calls anything but a
+registered class's validating constructor.
+"""
+
+import re
+
+from tfreg import _keras
+from tfreg import base
+
+_REGISTRY = {}
+# Names that mean a preset instance rather than the class's defaults.
+_PRESETS = {}
+
+_OUTER_KEYS = frozenset({"module", "class_name", "config", "registered_name"})
+
+
+def _snake_case(name):
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def _qualified(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register(cls=None, *, aliases=()):
+    """Registers a `tfreg.Regularizer` subclass with Keras and with `tfreg.get`.
+
+    Keras then finds it in saved models as `tfreg>ClassName` without
+    `custom_objects`, and `tfreg.get` accepts its class name, its snake_case
+    name and `aliases`. Use as `@tfreg.register` or
+    `@tfreg.register(aliases=("name",))`.
+    """
+    def decorate(cls):
+        if not (isinstance(cls, type) and issubclass(cls, base.Regularizer)):
+            raise TypeError(
+                f"Expected a subclass of tfreg.Regularizer. Received: cls={cls!r}")
+        names = (cls.__name__, _snake_case(cls.__name__),
+                 f"{_keras.PACKAGE}>{cls.__name__}", *aliases)
+        for name in names:
+            previous = _REGISTRY.get(name)
+            if previous is not None and _qualified(previous) != _qualified(cls):
+                raise ValueError(
+                    f"The name {name!r} is already registered to "
+                    f"{_qualified(previous)}.")
+            _REGISTRY[name] = cls
+        return _keras.register(cls)
+
+    return decorate if cls is None else decorate(cls)
+
+
+def add_preset(name, cls, **kwargs):
+    """Makes the string `name` mean `cls(**kwargs)` in `tfreg.get`."""
+    _PRESETS[name] = (cls, kwargs)
+
+
+def registered_names():
+    """Every name `tfreg.get` accepts as a string, sorted."""
+    return sorted(set(_REGISTRY) | set(_PRESETS))
+
+
+def _lookup(name):
+    cls = _REGISTRY.get(name) or _REGISTRY.get(name.lower())
+    if cls is None:
+        raise ValueError(
+            f"Unknown regularizer: {name!r}. Expected one of "
+            f"{registered_names()}.")
+    return cls
+
+
+def serialize(regularizer):
+    """Returns a JSON-compatible dict describing `regularizer`.
+
+    This is Keras' own `serialize_keras_object`, so the dict is the one Keras
+    writes into saved models: for tfreg classes `{"module": None,
+    "class_name": "L1", "config": {...}, "registered_name": "tfreg>L1"}`.
+    """
+    return _keras.keras.saving.serialize_keras_object(regularizer)
+
+
+def deserialize(config):
+    """Builds a tfreg regularizer from a name or a dict made by `serialize`.
+
+    Only registered tfreg classes are resolved; the "module" entry is never
+    imported. Unknown names, unknown keys and invalid values raise
+    `ValueError` or `TypeError`.
+    """
+    if isinstance(config, str):
+        if config in _PRESETS or config.lower() in _PRESETS:
+            cls, kwargs = _PRESETS.get(config) or _PRESETS[config.lower()]
+            return cls(**kwargs)
+        return _lookup(config)()
+    if not isinstance(config, dict):
+        raise TypeError(
+            "Expected a regularizer name (str) or a config dict. "
+            f"Received: config={config!r}")
+    unknown = sorted(set(config) - _OUTER_KEYS, key=str)
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) {unknown} in a regularizer config. Expected a "
+            f"subset of {sorted(_OUTER_KEYS)}.")
+    name = config.get("registered_name") or config.get("class_name")
+    if not isinstance(name, str):
+        raise TypeError(
+            "Expected a string `class_name` in a regularizer config. "
+            f"Received: class_name={config.get('class_name')!r}")
+    inner = config.get("config", {})
+    return _lookup(name).from_config(inner)
+
+
+def get(identifier):
+    """Resolves a regularizer the way `keras.regularizers.get` does.
+
+    None gives None; a string or dict is deserialized; a regularizer or any
+    other callable is returned as it is.
+    """
+    if identifier is None:
+        return None
+    if isinstance(identifier, (str, dict)):
+        return deserialize(identifier)
+    if callable(identifier):
+        return identifier
+    raise TypeError(
+        "Could not interpret regularizer identifier. Expected None, a str, "
+        f"a dict or a callable. Received: identifier={identifier!r}")
