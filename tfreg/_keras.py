@@ -20,5 +20,16 @@ PACKAGE = "tfreg"
 
 
 def register(cls):
-    """Registers `cls` with Keras serialization as `tfreg>ClassName`."""
-    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+    """Registers `cls` with Keras serialization as `tfreg>ClassName`.
+
+    tf_keras' h5 and SavedModel loaders resolve a config by its bare
+    `class_name` and ignore `registered_name`, so they would rebuild tfreg's
+    `L1` as tf_keras' own `L1`. Under tf_keras the class is therefore also
+    registered under its bare name; a legacy file holding tf_keras' own `L1`,
+    `L2` or `L1L2` then loads as tfreg's class of the same name, which has
+    the same config and the same math.
+    """
+    cls = keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+    if LEGACY:
+        keras.saving.get_custom_objects()[cls.__name__] = cls
+    return cls

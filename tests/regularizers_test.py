@@ -1,0 +1,130 @@
+"""Keras-parity regularizers: L1, L2, L1L2, Orthogonal."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+import tfreg
+from tests import battery
+
+keras = battery.keras
+
+
+def orthogonal_reference(factor, mode):
+    def reference(w):
+        matrix = w.reshape(-1, w.shape[-1])
+        vectors = matrix if mode == "rows" else matrix.T
+        n = len(vectors)
+        total = 0.0
+        for i in range(n):
+            for j in range(n):
+                if i != j:
+                    u, v = vectors[i], vectors[j]
+                    total += abs(u @ v) / (np.linalg.norm(u) * np.linalg.norm(v))
+        return factor * total / (n * (n - 1))
+    return reference
+
+
+CASES = [
+    battery.Case(
+        "l1", lambda: tfreg.L1(0.3),
+        reference=lambda x: 0.3 * np.abs(x).sum(),
+        gradient=lambda x: 0.3 * np.sign(x),
+        twin=lambda: keras.regularizers.L1(0.3)),
+    battery.Case(
+        "l2", lambda: tfreg.L2(0.3),
+        reference=lambda x: 0.3 * np.square(x).sum(),
+        gradient=lambda x: 0.6 * x,
+        twin=lambda: keras.regularizers.L2(0.3)),
+    battery.Case(
+        "l1l2", lambda: tfreg.L1L2(l1=0.2, l2=0.7),
+        reference=lambda x: 0.2 * np.abs(x).sum() + 0.7 * np.square(x).sum(),
+        gradient=lambda x: 0.2 * np.sign(x) + 1.4 * x,
+        twin=lambda: keras.regularizers.L1L2(l1=0.2, l2=0.7)),
+    battery.Case(
+        "l2_activity", lambda: tfreg.L2(0.05), kind="activity",
+        reference=lambda x: 0.05 * np.square(x).sum()),
+    battery.Case(
+        "orthogonal_rows", lambda: tfreg.Orthogonal(0.4),
+        reference=orthogonal_reference(0.4, "rows"),
+        shapes=((5, 3), (3, 4), (2, 3, 2, 5), (2, 2, 2, 1, 3)),
+        twin=lambda: keras.regularizers.OrthogonalRegularizer(0.4),
+        twin_shapes=((5, 3), (3, 4))),
+    battery.Case(
+        "orthogonal_columns", lambda: tfreg.Orthogonal(0.4, mode="columns"),
+        reference=orthogonal_reference(0.4, "columns"),
+        shapes=((5, 3), (3, 4), (3, 2, 4)),
+        twin=lambda: keras.regularizers.OrthogonalRegularizer(
+            0.4, mode="columns"),
+        twin_shapes=((5, 3), (3, 4))),
+]
+
+
+class RegularizersTest(battery.battery(CASES)):
+
+    @parameterized.named_parameters(
+        ("l1", tfreg.L1, "l1"), ("l2", tfreg.L2, "l2"),
+        ("l1l2_l1", tfreg.L1L2, "l1"), ("l1l2_l2", tfreg.L1L2, "l2"),
+        ("orthogonal", tfreg.Orthogonal, "factor"))
+    def test_rejects_bad_strengths(self, cls, argument):
+        for value, error in ((-0.1, ValueError), (float("nan"), ValueError),
+                             (float("inf"), ValueError), (True, TypeError),
+                             ("0.1", TypeError), (None, TypeError),
+                             ([0.1], TypeError)):
+            with self.subTest(value=value):
+                with self.assertRaisesRegex(
+                        error,
+                        f"Invalid value for argument `{argument}`. Expected a "
+                        f"finite float >= 0. Received: {argument}="
+                        f"{value!r}".replace("[", r"\[").replace(
+                            "]", r"\]").replace(".", r"\.")):
+                    cls(**{argument: value})
+
+    def test_accepts_numpy_and_int_strengths(self):
+        self.assertEqual(tfreg.L2(np.float32(0.5)).l2, 0.5)
+        self.assertEqual(tfreg.L1(1).l1, 1.0)
+        self.assertIsInstance(tfreg.L1(np.float64(0.5)).get_config()["l1"],
+                              float)
+
+    def test_orthogonal_rejects_unknown_mode(self):
+        with self.assertRaisesRegex(
+                ValueError, r"Invalid value for argument `mode`. Expected one "
+                r"of \('rows', 'columns'\). Received: mode='diag'"):
+            tfreg.Orthogonal(mode="diag")
+
+    def test_orthogonal_rejects_unsupported_ranks(self):
+        for shape in ((4,), (1, 1, 1, 1, 2, 3)):
+            with self.subTest(shape=shape):
+                with self.assertRaisesRegex(
+                        ValueError, r"Expected a kernel of rank 2 \(Dense\) or "
+                        r"3 to 5 \(Conv1D/2D/3D\).*Received: kernel.shape="):
+                    tfreg.Orthogonal()(tf.ones(shape))
+
+    def test_orthogonal_single_vector_is_zero_not_nan(self):
+        self.assertEqual(float(tfreg.Orthogonal()(tf.ones((1, 4)))), 0.0)
+        self.assertEqual(
+            float(tfreg.Orthogonal(mode="columns")(tf.ones((4, 1)))), 0.0)
+
+    def test_orthogonal_zero_kernel_has_finite_gradient(self):
+        x = tf.zeros((3, 4))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = tfreg.Orthogonal()(x)
+        self.assertEqual(float(value), 0.0)
+        self.assertTrue(np.all(np.isfinite(tape.gradient(value, x))))
+
+    def test_rejects_integer_inputs(self):
+        with self.assertRaisesRegex(
+                TypeError, "L2 expects a floating-point tensor. Received: "
+                "x.dtype=int32"):
+            tfreg.L2()(tf.constant([1, 2]))
+
+    def test_half_precision_sum_does_not_overflow(self):
+        # 64 * 64 * 300^2 = 3.7e8 is far beyond float16's maximum of 65504.
+        x = tf.fill((64, 64), tf.constant(300.0, tf.float16))
+        np.testing.assert_allclose(float(tfreg.L2(1.0)(x)),
+                                   64 * 64 * 300.0**2, rtol=1e-6)
+
+if __name__ == "__main__":
+    absltest.main()
