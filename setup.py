@@ -1,0 +1,35 @@
+"""Installs tfreg. Dependencies are declared here once."""
+
+import setuptools
+
+REQUIRED = [
+    # The `tensorflow` wheel runs on CPU, and on GPU with `tfreg[gpu]`.
+    # tf-keras requires it too, so a separate tensorflow-cpu would be redundant.
+    "tensorflow~=2.21.0",
+    "tf-keras~=2.21.0",
+    "tensorflow-probability~=0.25.0",
+    "numpy>=1.26",
+    "absl-py>=2.0",
+]
+
+EXTRAS = {
+    "gpu": ["tensorflow[and-cuda]~=2.21.0"],
+    "compare": ["scikit-learn>=1.4", "matplotlib>=3.8"],
+    "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11",
+             "scikit-learn>=1.4", "matplotlib>=3.8"],
+}
+
+setuptools.setup(
+    name="tfreg",
+    version="0.1.0",
+    description="Regularizers for tf.keras: Keras parity, structured penalties "
+                "and Bayesian priors, XLA-ready.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["tfreg", "tfreg.*"]),
+    python_requires=">=3.10",
+    install_requires=REQUIRED,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["tfreg = tfreg.__main__:main"]},
+    license="Apache-2.0",
+)
