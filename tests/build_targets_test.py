@@ -13,7 +13,7 @@ def _has_target(build_text, filename):
     """True when `filename` is a src, or a test macro names it implicitly."""
     stem = filename[:-len(".py")]
     return (f'"{filename}"' in build_text
-            or re.search(rf"(?:tfreg_)?py_test\(\s*name = "{stem}",\s*'
+            or re.search(rf'(?:tfreg_)?py_test\(\s*name = "{stem}",\s*'
                          rf'(?!srcs)', build_text) is not None)
 
 

@@ -6,27 +6,63 @@ tf_keras when TF_USE_LEGACY_KERAS=1) and is registered for serialization as
 """
 
 from tfreg import _validation as validation
+from tfreg import priors
+from tfreg.attach import apply
+from tfreg.attach import remove
 from tfreg.base import Regularizer
+from tfreg.monitor import PenaltyLogger
+from tfreg.monitor import summary
 from tfreg.regularizers import L1
 from tfreg.regularizers import L1L2
 from tfreg.regularizers import L2
 from tfreg.regularizers import Orthogonal
+from tfreg.schedule import StrengthScheduler
+from tfreg.schedule import strengths
 from tfreg.serialization import deserialize
 from tfreg.serialization import get
 from tfreg.serialization import register
 from tfreg.serialization import serialize
+from tfreg.strength import Strength
+from tfreg.structured import DeCov
+from tfreg.structured import GroupLasso
+from tfreg.structured import KLSparsity
+from tfreg.structured import L2SP
+from tfreg.structured import NuclearNorm
+from tfreg.structured import SRIP
+from tfreg.structured import SoftOrthogonal
+from tfreg.structured import SparseGroupLasso
+from tfreg.structured import SpectralNorm
+from tfreg.structured import attach_l2sp
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DeCov",
+    "GroupLasso",
+    "KLSparsity",
     "L1",
     "L1L2",
     "L2",
+    "L2SP",
+    "NuclearNorm",
+    "PenaltyLogger",
     "Orthogonal",
     "Regularizer",
+    "SRIP",
+    "SoftOrthogonal",
+    "SparseGroupLasso",
+    "SpectralNorm",
+    "apply",
+    "attach_l2sp",
     "deserialize",
     "get",
+    "priors",
     "register",
+    "remove",
     "serialize",
+    "summary",
+    "Strength",
+    "StrengthScheduler",
+    "strengths",
     "validation",
 ]

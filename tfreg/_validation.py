@@ -9,6 +9,8 @@ Received: mode='diag'".
 import math
 import numbers
 
+from tfreg import strength as strength_lib
+
 
 def _describe(name, value, expected):
     return (f"Invalid value for argument `{name}`. Expected {expected}. "
@@ -25,7 +27,14 @@ def real(name, value, expected="a finite float"):
 
 
 def non_negative(name, value):
-    """A strength: a finite float >= 0."""
+    """A strength: a finite float >= 0, or a `tfreg.Strength` (or its JSON).
+
+    A `Strength` is returned as it is, so that the regularizer reads its
+    current value on every call.
+    """
+    value = strength_lib.from_json(value)
+    if isinstance(value, strength_lib.Strength):
+        return value
     expected = "a finite float >= 0"
     number = real(name, value, expected)
     if number < 0:
@@ -58,6 +67,13 @@ def integer(name, value, minimum):
         raise TypeError(_describe(name, value, expected))
     if value < minimum:
         raise ValueError(_describe(name, value, expected))
+    return int(value)
+
+
+def axis(name, value):
+    """An axis: an int (not a bool); negative values count from the end."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(_describe(name, value, "an int"))
     return int(value)
 
 

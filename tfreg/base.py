@@ -5,6 +5,7 @@ import inspect
 import tensorflow as tf
 
 from tfreg import _keras
+from tfreg import strength
 
 
 def accumulation_dtype(dtype):
@@ -25,7 +26,7 @@ class Regularizer(_keras.Regularizer):
       float16 and bfloat16 weights or activations never overflow or lose the
       sum, and the penalty is returned in that accumulation dtype;
     - `get_config` returns every constructor argument, read from the attribute
-      of the same name, and `from_config` rejects unknown keys with a
+      of the same name (a `tfreg.Strength` as its JSON dict), and `from_config` rejects unknown keys with a
       `ValueError` before the constructor validates the values.
 
     Register the subclass so that saved models find it without
@@ -66,7 +67,8 @@ class Regularizer(_keras.Regularizer):
         return tuple(name for name in parameters if name != "self")
 
     def get_config(self):
-        return {key: getattr(self, key) for key in self.config_keys()}
+        return {key: strength.to_json(getattr(self, key))
+                for key in self.config_keys()}
 
     @classmethod
     def from_config(cls, config):

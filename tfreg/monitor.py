@@ -1,0 +1,129 @@
+"""Seeing the penalties: `summary(model)` and the `PenaltyLogger` callback."""
+
+import tensorflow as tf
+
+from tfreg import _keras
+from tfreg import attach
+
+TOTAL_KEY = "total"
+
+
+def penalties(model):
+    """The current weight penalties of `model`, one dict per regularized weight.
+
+    Each row has "layer", "weight", "regularizer" (its repr), "penalty" (a
+    float) and "share" (of the sum of all rows; 0 when that sum is 0). Activity
+    regularizers depend on inputs and are not listed.
+    """
+    rows = []
+    for layer, variable, regularizer in attach.regularized_weights(model):
+        rows.append({
+            "layer": layer.name,
+            "weight": attach.weight_name(variable),
+            "regularizer": repr(regularizer),
+            "penalty": float(tf.reduce_sum(regularizer(variable))),
+        })
+    total = sum(row["penalty"] for row in rows)
+    for row in rows:
+        row["share"] = row["penalty"] / total if total else 0.0
+    return rows
+
+
+def format_table(rows):
+    """`penalties` rows as an aligned text table with a total line."""
+    header = ("layer", "weight", "regularizer", "penalty", "share")
+    lines = [(row["layer"], row["weight"], row["regularizer"],
+              f"{row['penalty']:.6g}", f"{row['share']:.1%}") for row in rows]
+    total = sum(row["penalty"] for row in rows)
+    lines.append(("total", "", "", f"{total:.6g}",
+                  "100.0%" if total else "0.0%"))
+    widths = [max(len(str(cell)) for cell in column)
+              for column in zip(header, *lines)]
+    def render(cells):
+        return "  ".join(str(cell).ljust(width)
+                         for cell, width in zip(cells, widths)).rstrip()
+    return "\n".join([render(header), render(["-" * w for w in widths])]
+                     + [render(line) for line in lines])
+
+
+def summary(model, print_fn=print):
+    """Prints and returns a table of the model's weight penalties.
+
+    One row per regularized weight: layer, weight, regularizer, penalty value
+    and share of the total regularization loss (see `penalties`). Pass
+    `print_fn=None` to only get the rows.
+
+    >>> import tfreg
+    >>> from tfreg._keras import keras
+    >>> model = keras.Sequential([
+    ...     keras.Input((2,)),
+    ...     keras.layers.Dense(2, kernel_initializer="ones", name="a",
+    ...                        kernel_regularizer=tfreg.L2(0.5)),
+    ...     keras.layers.Dense(1, kernel_initializer="ones", name="b",
+    ...                        kernel_regularizer=tfreg.L1(1.0))])
+    >>> rows = tfreg.summary(model)
+    layer  weight  regularizer  penalty  share
+    -----  ------  -----------  -------  ------
+    a      kernel  L2(l2=0.5)   2        50.0%
+    b      kernel  L1(l1=1.0)   2        50.0%
+    total                       4        100.0%
+    >>> rows[0]["penalty"], rows[0]["share"]
+    (2.0, 0.5)
+    """
+    rows = penalties(model)
+    if print_fn is not None:
+        print_fn(format_table(rows))
+    return rows
+
+
+class PenaltyLogger(_keras.keras.callbacks.Callback):
+    """Logs each weight penalty and their total at the end of every epoch.
+
+    The values go into the epoch logs, so `History` (the object `fit`
+    returns) holds them under "penalty/<layer>/<weight>" and "penalty/total",
+    and callbacks placed after this one (CSVLogger, EarlyStopping) see them.
+    With `log_dir`, they are also written as TensorBoard scalars, one point
+    per epoch.
+
+    >>> import numpy as np, tfreg
+    >>> from tfreg._keras import keras
+    >>> model = keras.Sequential([
+    ...     keras.Input((2,)),
+    ...     keras.layers.Dense(1, name="out", kernel_regularizer=tfreg.L2(0.1))])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> history = model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=2,
+    ...                     verbose=0, callbacks=[tfreg.PenaltyLogger()])
+    >>> sorted(key for key in history.history if key.startswith("penalty"))
+    ['penalty/out/kernel', 'penalty/total']
+    >>> len(history.history["penalty/total"])
+    2
+    """
+
+    def __init__(self, log_dir=None, prefix="penalty"):
+        super().__init__()
+        self.log_dir = log_dir
+        self.prefix = prefix
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if self.log_dir is not None and self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = penalties(self.model)
+        values = {f"{self.prefix}/{row['layer']}/{row['weight']}":
+                  row["penalty"] for row in rows}
+        values[f"{self.prefix}/{TOTAL_KEY}"] = sum(
+            row["penalty"] for row in rows)
+        if logs is not None:
+            logs.update(values)
+        if self._writer is not None:
+            with self._writer.as_default():
+                for key, value in values.items():
+                    tf.summary.scalar(key, value, step=epoch)
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,547 @@
+"""Bayesian prior penalties: -sum(log p(w)) / num_examples as Keras regularizers.
+
+A weight penalty is a prior: with a training set of `num_examples` examples and
+a loss that is the mean negative log-likelihood per example,
+
+    loss(w) + penalty(w) = (-log p(D | w) - log p(w)) / num_examples,
+
+so minimizing it is maximum-a-posteriori (MAP) training. L2 is a Normal prior,
+L1 a Laplace prior; this module adds heavy-tailed and sparsity-inducing priors.
+
+The named priors (`Normal`, `Laplace`, `StudentT`, `Cauchy`, `Horseshoe`,
+`SpikeAndSlab`) and `MeanFieldKL` are closed-form tensor code: they need no
+TensorFlow Probability, compile with XLA and accept float16, bfloat16, float32
+and float64 weights (computed in float32; float64 stays float64). Their values
+equal the `log_prob` of the TFP distribution of the same name. `Prior` wraps
+any allowlisted scalar `tfp.distributions` class and imports TFP lazily, when a
+`Prior` is first built.
+"""
+
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from tfreg import _validation
+from tfreg import base
+from tfreg import serialization
+
+_HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
+
+# Constants of TFP's Horseshoe density approximation (tfd.Horseshoe._log_prob,
+# a log-space version of Carvalho, Polson & Scott 2010, Theorem 1 bounds).
+_HORSESHOE_G = 0.5614594835668851  # exp(-euler_gamma)
+_HORSESHOE_B = 1.0420764938351215  # sqrt(2 (1 - g) / (g (2 - g)))
+_HORSESHOE_H_INF = 1.0801359952503342  # (1-g)(g^2-6g+12) / (3g (2-g)^2 b)
+_HORSESHOE_Q_POWER = 1.0919284281983377
+_HORSESHOE_Z = math.log1p(-_HORSESHOE_G) - math.log(_HORSESHOE_G)
+
+# Below this, log(softplus(r)) equals r to float64 precision's relative
+# accuracy of the approximation softplus(r) ~ exp(r) (error exp(r) / 2).
+_LOG_SOFTPLUS_LINEAR_BELOW = -30.0
+
+# The `tfp.distributions` classes `Prior` may name: scalar distributions whose
+# support is the whole real line and whose parameters are all real numbers.
+# A config resolves a class from this set only.
+ALLOWED_DISTRIBUTIONS = frozenset({
+    "Cauchy",
+    "GeneralizedNormal",
+    "Gumbel",
+    "Horseshoe",
+    "JohnsonSU",
+    "Laplace",
+    "LambertWNormal",
+    "Logistic",
+    "Moyal",
+    "Normal",
+    "NormalInverseGaussian",
+    "SinhArcsinh",
+    "StudentT",
+    "TwoPieceNormal",
+    "TwoPieceStudentT",
+})
+
+# Constructor arguments of every TFP distribution that are not parameters of
+# the density; `Prior` drops them from its config.
+_NON_PARAMETERS = frozenset({"name", "validate_args", "allow_nan_stats"})
+
+
+def _distributions():
+    """`tfp.distributions`, imported on first use so `import tfreg` stays light."""
+    from tensorflow_probability import distributions  # pylint: disable=g-import-not-at-top
+    return distributions
+
+
+# Log densities as pure, elementwise tensor functions. `x` is float32 or
+# float64; the parameters are Python floats.
+
+
+def normal_log_prob(x, loc, scale):
+    """log N(x; loc, scale) = -((x - loc) / scale)^2 / 2 - log(scale) - log(2 pi) / 2."""
+    z = (x - loc) / scale
+    return -0.5 * tf.square(z) - (math.log(scale) + _HALF_LOG_TWO_PI)
+
+
+def laplace_log_prob(x, loc, scale):
+    """log Laplace(x; loc, scale) = -|x - loc| / scale - log(2 scale)."""
+    return -tf.abs(x - loc) / scale - math.log(2.0 * scale)
+
+
+def student_t_log_prob(x, df, loc, scale):
+    """log StudentT(x; df, loc, scale), with the lgamma terms as Python floats."""
+    z = (x - loc) / scale
+    log_normalizer = (math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1.0))
+                      + 0.5 * math.log(df * math.pi) + math.log(scale))
+    return -0.5 * (df + 1.0) * tf.math.log1p(tf.square(z) / df) - log_normalizer
+
+
+def cauchy_log_prob(x, loc, scale):
+    """log Cauchy(x; loc, scale) = -log1p(((x - loc) / scale)^2) - log(pi scale)."""
+    z = (x - loc) / scale
+    return -tf.math.log1p(tf.square(z)) - math.log(math.pi * scale)
+
+
+def horseshoe_log_prob(x, scale):
+    """TFP's approximation of the Horseshoe(scale) log density, in closed form.
+
+    The exact density is infinite at 0. With u = (x / scale)^2 / 2 floored at
+    the smallest normal number of x's dtype, the value equals
+    `tfd.Horseshoe(scale).log_prob(x)` wherever TFP's is finite, and stays
+    finite (with zero gradient) at and very near 0 where TFP's is +inf.
+    """
+    tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
+    u = tf.maximum(tf.square(x / scale) * 0.5, tiny)
+    g, b = _HORSESHOE_G, _HORSESHOE_B
+    q = (20.0 / 47.0) * tf.pow(u, _HORSESHOE_Q_POWER)
+    h = 1.0 / (1.0 + tf.pow(u, 1.5)) + _HORSESHOE_H_INF * q / (1.0 + q)
+    log_normalizer = 0.5 * math.log(2.0 * math.pi**3) + math.log(g * scale)
+    return (-tf.math.softplus(_HORSESHOE_Z - u / (1.0 - g))
+            + tf.math.log(tf.math.log1p(g / u - (1.0 - g) / tf.square(h + b * u)))
+            - log_normalizer)
+
+
+def spike_and_slab_log_prob(x, spike_scale, slab_scale, slab_probability):
+    """log of p N(x; 0, slab_scale) + (1 - p) N(x; 0, spike_scale).
+
+    Computed as logaddexp(a, b) = a + softplus(b - a) of the two weighted log
+    densities, which neither underflows nor overflows and has the exact
+    gradient everywhere.
+    """
+    slab = math.log(slab_probability) + normal_log_prob(x, 0.0, slab_scale)
+    spike = math.log1p(-slab_probability) + normal_log_prob(x, 0.0, spike_scale)
+    return slab + tf.math.softplus(spike - slab)
+
+
+def _log_softplus(r):
+    """log(softplus(r)), exact gradient, finite for every finite r."""
+    linear = r < _LOG_SOFTPLUS_LINEAR_BELOW
+    safe = tf.where(linear, tf.zeros_like(r), r)
+    return tf.where(linear, r, tf.math.log(tf.math.softplus(safe)))
+
+
+def normal_kl(loc, log_scale, prior_loc, prior_scale):
+    """Elementwise KL(N(loc, exp(log_scale)) || N(prior_loc, prior_scale)).
+
+    Written as TFP's `kl_divergence` of two Normals:
+    ((loc - prior_loc) / prior_scale)^2 / 2 + expm1(2 d) / 2 - d,
+    with d = log_scale - log(prior_scale).
+    """
+    d = log_scale - math.log(prior_scale)
+    return (0.5 * tf.square((loc - prior_loc) / prior_scale)
+            + 0.5 * tf.math.expm1(2.0 * d) - d)
+
+
+def _negative_mean(log_prob, num_examples):
+    return -tf.reduce_sum(log_prob) / float(num_examples)
+
+
+def _num_examples(value):
+    return _validation.integer("num_examples", value, minimum=1)
+
+
+@serialization.register
+class Normal(base.Regularizer):
+    """Normal (Gaussian) prior: an L2 penalty with a meaning.
+
+    Mathematical details:
+
+        penalty(w) = -sum_i log N(w_i; loc, scale) / num_examples
+                   = sum_i [(w_i - loc)^2 / (2 scale^2) + log(scale)
+                            + log(2 pi) / 2] / num_examples
+
+    With loc=0 and num_examples=1 its gradient is that of `L2(1 / (2 scale^2))`.
+    Equals `-sum(tfd.Normal(loc, scale).log_prob(w)) / num_examples`.
+
+    Args:
+      scale: Positive finite float, the prior's standard deviation.
+      loc: Finite float, the prior's mean.
+      num_examples: int >= 1, the training-set size (see the module docstring).
+
+    >>> import tensorflow as tf, tfreg
+    >>> prior = tfreg.priors.Normal(scale=1.0)
+    >>> round(float(prior(tf.constant([0.0, 2.0]))), 4)  # 2 + 2 log(2 pi) / 2
+    3.8379
+    """
+
+    def __init__(self, scale=1.0, loc=0.0, num_examples=1):
+        self.scale = _validation.positive("scale", scale)
+        self.loc = _validation.real("loc", loc)
+        self.num_examples = _num_examples(num_examples)
+
+    def penalty(self, x):
+        return _negative_mean(normal_log_prob(x, self.loc, self.scale),
+                              self.num_examples)
+
+
+@serialization.register
+class Laplace(base.Regularizer):
+    """Laplace prior: an L1 penalty with a meaning.
+
+    Mathematical details:
+
+        penalty(w) = sum_i [|w_i - loc| / scale + log(2 scale)] / num_examples
+
+    With loc=0 and num_examples=1 its gradient is that of `L1(1 / scale)`.
+    Equals `-sum(tfd.Laplace(loc, scale).log_prob(w)) / num_examples`.
+
+    Args:
+      scale: Positive finite float, the prior's scale b (variance 2 b^2).
+      loc: Finite float, the prior's location.
+      num_examples: int >= 1, the training-set size.
+    """
+
+    def __init__(self, scale=1.0, loc=0.0, num_examples=1):
+        self.scale = _validation.positive("scale", scale)
+        self.loc = _validation.real("loc", loc)
+        self.num_examples = _num_examples(num_examples)
+
+    def penalty(self, x):
+        return _negative_mean(laplace_log_prob(x, self.loc, self.scale),
+                              self.num_examples)
+
+
+@serialization.register
+class StudentT(base.Regularizer):
+    """Student's t prior: heavy tails, so large weights are barely penalized.
+
+    Mathematical details:
+
+        penalty(w) = sum_i [(df + 1) / 2 * log1p(((w_i - loc) / scale)^2 / df)
+                            + log_normalizer] / num_examples
+        log_normalizer = lgamma(df / 2) - lgamma((df + 1) / 2)
+                         + log(df pi) / 2 + log(scale)
+
+    Equals `-sum(tfd.StudentT(df, loc, scale).log_prob(w)) / num_examples`,
+    and unlike TFP it accepts bfloat16 weights.
+
+    Args:
+      df: Positive finite float, the degrees of freedom.
+      scale: Positive finite float.
+      loc: Finite float.
+      num_examples: int >= 1, the training-set size.
+    """
+
+    def __init__(self, df=3.0, scale=1.0, loc=0.0, num_examples=1):
+        self.df = _validation.positive("df", df)
+        self.scale = _validation.positive("scale", scale)
+        self.loc = _validation.real("loc", loc)
+        self.num_examples = _num_examples(num_examples)
+
+    def penalty(self, x):
+        return _negative_mean(
+            student_t_log_prob(x, self.df, self.loc, self.scale),
+            self.num_examples)
+
+
+@serialization.register
+class Cauchy(base.Regularizer):
+    """Cauchy prior (Student's t with df=1).
+
+    Mathematical details:
+
+        penalty(w) = sum_i [log1p(((w_i - loc) / scale)^2) + log(pi scale)]
+                     / num_examples
+
+    Equals `-sum(tfd.Cauchy(loc, scale).log_prob(w)) / num_examples`.
+
+    Args:
+      scale: Positive finite float.
+      loc: Finite float.
+      num_examples: int >= 1, the training-set size.
+    """
+
+    def __init__(self, scale=1.0, loc=0.0, num_examples=1):
+        self.scale = _validation.positive("scale", scale)
+        self.loc = _validation.real("loc", loc)
+        self.num_examples = _num_examples(num_examples)
+
+    def penalty(self, x):
+        return _negative_mean(cauchy_log_prob(x, self.loc, self.scale),
+                              self.num_examples)
+
+
+@serialization.register
+class Horseshoe(base.Regularizer):
+    """Horseshoe prior: an infinite spike at 0 with Cauchy-like tails.
+
+    Mathematical details:
+
+    The horseshoe is the scale mixture w ~ N(0, (scale * lambda)^2) with
+    lambda ~ HalfCauchy(0, 1). Its marginal density has no closed form; this
+    is TFP's approximation (`tfd.Horseshoe.log_prob`), written out so that it
+    runs in closed form in float32 for every input dtype. With
+    u = (w / scale)^2 / 2, g = exp(-euler_gamma), b, h_inf constants and
+    q = 20/47 u^1.0919284281983377,
+
+        h(u) = 1 / (1 + u^1.5) + h_inf q / (1 + q)
+        log p(w) = -softplus(log((1 - g) / g) - u / (1 - g))
+                   + log(log1p(g / u - (1 - g) / (h(u) + b u)^2))
+                   - log(2 pi^3) / 2 - log(g scale)
+        penalty(w) = -sum_i log p(w_i) / num_examples
+
+    Accuracy: against the exact marginal (numerical integration over lambda)
+    the approximate density is within 0.07% (relative) for |w / scale| in
+    [1e-6, 1e6]; the largest error, 6.3e-4, is near |w / scale| = 2.8, and it
+    is below 1e-8 for |w / scale| < 0.01 or > 100 (see docs/priors.md). u is floored at the dtype's smallest
+    normal number, so the penalty is finite and its gradient 0 at w = 0, where
+    the exact density (and TFP's value) is infinite. Weights whose magnitude
+    underflows that floor (|w / scale| < 1.5e-19 in float32) are treated as 0.
+    In float16 TFP's gradient is NaN; this one is finite.
+
+    Args:
+      scale: Positive finite float, the global shrinkage tau.
+      num_examples: int >= 1, the training-set size.
+
+    References:
+      Carvalho, Polson and Scott (2010). The horseshoe estimator for sparse
+      signals. Biometrika 97(2).
+    """
+
+    def __init__(self, scale=1.0, num_examples=1):
+        self.scale = _validation.positive("scale", scale)
+        self.num_examples = _num_examples(num_examples)
+
+    def penalty(self, x):
+        return _negative_mean(horseshoe_log_prob(x, self.scale),
+                              self.num_examples)
+
+
+@serialization.register
+class SpikeAndSlab(base.Regularizer):
+    """Two-Gaussian spike-and-slab prior (scale mixture of Blundell et al.).
+
+    Mathematical details:
+
+        p(w) = slab_probability * N(w; 0, slab_scale)
+               + (1 - slab_probability) * N(w; 0, spike_scale)
+        penalty(w) = -sum_i log p(w_i) / num_examples
+
+    log p is a logaddexp of the two weighted log densities, so it never
+    underflows, even for weights far outside the spike. Equals the
+    `log_prob` of `tfd.MixtureSameFamily(tfd.Categorical(probs=[p, 1 - p]),
+    tfd.Normal(0, [slab_scale, spike_scale]))`.
+
+    Args:
+      spike_scale: Positive finite float, smaller than `slab_scale`.
+      slab_scale: Positive finite float.
+      slab_probability: Float in (0, 1), the prior weight of the slab.
+      num_examples: int >= 1, the training-set size.
+
+    References:
+      Blundell, Cornebise, Kavukcuoglu and Wierstra (2015). Weight uncertainty
+      in neural networks. ICML.
+    """
+
+    def __init__(self, spike_scale=0.01, slab_scale=1.0, slab_probability=0.5,
+                 num_examples=1):
+        self.spike_scale = _validation.positive("spike_scale", spike_scale)
+        self.slab_scale = _validation.positive("slab_scale", slab_scale)
+        if not self.spike_scale < self.slab_scale:
+            raise ValueError(
+                "Invalid value for argument `spike_scale`. Expected a float < "
+                f"slab_scale={self.slab_scale!r}. "
+                f"Received: spike_scale={spike_scale!r}")
+        self.slab_probability = _validation.open_unit(
+            "slab_probability", slab_probability)
+        self.num_examples = _num_examples(num_examples)
+
+    def penalty(self, x):
+        return _negative_mean(
+            spike_and_slab_log_prob(x, self.spike_scale, self.slab_scale,
+                                    self.slab_probability),
+            self.num_examples)
+
+
+def _describe_distribution(distribution):
+    """The JSON spec {"class_name", "parameters"} of a TFP distribution."""
+    class_name = type(distribution).__name__
+    parameters = {}
+    for key, value in distribution.parameters.items():
+        if key in _NON_PARAMETERS or value is None:
+            continue
+        parameters[key] = value
+    return {"class_name": class_name, "parameters": parameters}
+
+
+def _invalid_distribution(distribution, expected):
+    return ValueError(
+        f"Invalid value for argument `distribution`. Expected {expected}. "
+        f"Received: distribution={distribution!r}")
+
+
+def _validated_spec(distribution, spec):
+    """Checks a {"class_name", "parameters"} spec without importing anything."""
+    if not isinstance(spec, dict) or set(spec) != {"class_name", "parameters"}:
+        raise _invalid_distribution(
+            distribution, "a tfp.distributions instance or a dict with exactly "
+            "the keys 'class_name' and 'parameters'")
+    class_name, parameters = spec["class_name"], spec["parameters"]
+    allowed = sorted(ALLOWED_DISTRIBUTIONS)
+    if not isinstance(class_name, str) or "." in class_name:
+        raise _invalid_distribution(
+            distribution, f"a class name (not a path) among {allowed}")
+    if class_name not in ALLOWED_DISTRIBUTIONS:
+        raise _invalid_distribution(distribution, f"a class among {allowed}")
+    if not isinstance(parameters, dict):
+        raise _invalid_distribution(
+            distribution, "'parameters' to be a dict of finite numbers")
+    clean = {}
+    for key, value in parameters.items():
+        if (not isinstance(key, str) or key in _NON_PARAMETERS
+                or isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)):
+            raise _invalid_distribution(
+                distribution, "parameters that are finite numbers (not "
+                f"tensors, arrays, bools or None); parameter {key!r} is "
+                f"{value!r}")
+        clean[key] = float(value)
+    return {"class_name": class_name, "parameters": clean}
+
+
+@serialization.register
+class Prior(base.Regularizer):
+    """The prior of any allowlisted scalar `tfp.distributions` distribution.
+
+    Mathematical details:
+
+        penalty(w) = -sum_i distribution.log_prob(w_i) / num_examples
+
+    The distribution is evaluated with TFP (imported when the first `Prior`
+    is built), in float32 for float16/bfloat16/float32 weights and in float64
+    for float64 weights. Its config holds the class name and the parameters as
+    plain numbers; loading it resolves the class only from
+    `ALLOWED_DISTRIBUTIONS`, never imports a module and never calls anything
+    but that class's constructor.
+
+    Args:
+      distribution: A `tfp.distributions` instance of an allowlisted class
+        whose parameters are Python or NumPy numbers, or its spec
+        `{"class_name": "Gumbel", "parameters": {"loc": 0.0, "scale": 1.0}}`.
+      num_examples: int >= 1, the training-set size.
+
+    Raises:
+      ValueError: for a class outside the allowlist, a dotted path, a
+        parameter that is not a finite number (a tensor, an array, a string,
+        a bool, None), or parameters the distribution rejects.
+    """
+
+    def __init__(self, distribution, num_examples=1):
+        tfd = None
+        if not isinstance(distribution, dict):
+            tfd = _distributions()
+            if not isinstance(distribution, tfd.Distribution):
+                raise _invalid_distribution(
+                    distribution, "a tfp.distributions instance or a dict "
+                    "with exactly the keys 'class_name' and 'parameters'")
+            spec = _describe_distribution(distribution)
+        else:
+            spec = distribution
+        self.distribution = _validated_spec(distribution, spec)
+        self.num_examples = _num_examples(num_examples)
+        self._check_builds(tfd or _distributions())
+
+    def _check_builds(self, tfd):
+        """Builds the distribution once, eagerly, with validate_args=True."""
+        try:
+            with tf.init_scope():
+                built = self._build(tfd, tf.float32, validate_args=True)
+                scalar = (built.batch_shape.rank == 0
+                          and built.event_shape.rank == 0)
+        except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
+            raise _invalid_distribution(
+                self.distribution, f"parameters that {self.distribution['class_name']} "
+                f"accepts ({type(error).__name__}: {error})") from None
+        if not scalar:
+            raise _invalid_distribution(
+                self.distribution, "a scalar distribution")
+
+    def _build(self, tfd, dtype, validate_args=False):
+        parameters = {key: tf.constant(value, dtype) for key, value
+                      in self.distribution["parameters"].items()}
+        cls = getattr(tfd, self.distribution["class_name"])
+        return cls(**parameters, validate_args=validate_args)
+
+    def penalty(self, x):
+        distribution = self._build(_distributions(), x.dtype)
+        return _negative_mean(distribution.log_prob(x), self.num_examples)
+
+
+@serialization.register
+class MeanFieldKL(base.Regularizer):
+    """KL divergence of a mean-field Normal posterior from a Normal prior.
+
+    For Bayes-by-backprop (variational) layers in Keras 3 or tf_keras: the
+    layer keeps its posterior in ONE weight of shape `(2, *kernel_shape)`,
+    `posterior[0]` the means and `posterior[1]` the unconstrained scales
+    rho, and samples its kernel as `posterior[0] + scale * eps`. This
+    regularizer, given as that weight's regularizer, adds the KL term of the
+    evidence lower bound, so `loss + penalty` is the negative ELBO per example.
+
+    Mathematical details:
+
+        scale = softplus(rho)  (parameterization="softplus", Blundell et al.)
+        scale = exp(rho)       (parameterization="log")
+        penalty(posterior) = sum_i KL(N(mean_i, scale_i) || N(prior_loc,
+                                       prior_scale)) / num_examples
+        KL = ((mean - prior_loc) / prior_scale)^2 / 2
+             + expm1(2 d) / 2 - d,   d = log(scale) - log(prior_scale)
+
+    log(softplus(rho)) is evaluated stably, so the KL stays finite for very
+    negative rho. Equals TFP's `tfd.kl_divergence(tfd.Normal(mean, scale),
+    tfd.Normal(prior_loc, prior_scale))` summed and scaled.
+
+    Args:
+      prior_scale: Positive finite float.
+      prior_loc: Finite float.
+      num_examples: int >= 1, the training-set size.
+      parameterization: "softplus" or "log", how rho maps to the scale.
+
+    Raises:
+      ValueError: when called on a weight whose first dimension is not 2.
+
+    >>> import tensorflow as tf, tfreg
+    >>> kl = tfreg.priors.MeanFieldKL(parameterization="log")
+    >>> float(kl(tf.constant([[0.0], [0.0]])))  # posterior N(0, 1) = prior
+    0.0
+    """
+
+    def __init__(self, prior_scale=1.0, prior_loc=0.0, num_examples=1,
+                 parameterization="softplus"):
+        self.prior_scale = _validation.positive("prior_scale", prior_scale)
+        self.prior_loc = _validation.real("prior_loc", prior_loc)
+        self.num_examples = _num_examples(num_examples)
+        self.parameterization = _validation.choice(
+            "parameterization", parameterization, ("softplus", "log"))
+
+    def penalty(self, x):
+        if x.shape.rank is None or x.shape.rank < 1 or x.shape[0] != 2:
+            raise ValueError(
+                "MeanFieldKL expects a posterior weight of shape (2, ...): "
+                "means in [0], unconstrained scales in [1]. "
+                f"Received: posterior.shape={x.shape}")
+        mean, rho = x[0], x[1]
+        log_scale = rho if self.parameterization == "log" else _log_softplus(rho)
+        kl = normal_kl(mean, log_scale, self.prior_loc, self.prior_scale)
+        return tf.reduce_sum(kl) / float(self.num_examples)

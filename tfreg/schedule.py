@@ -1,0 +1,126 @@
+"""Finding a model's `Strength`s and changing them on a schedule."""
+
+from tfreg import _keras
+from tfreg import base
+from tfreg import strength as strength_lib
+
+
+def _layers(model):
+    """`model` and every layer inside it, depth first, each once."""
+    seen, stack, layers = set(), [model], []
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        layers.append(layer)
+        stack.extend(reversed(getattr(layer, "layers", None) or []))
+    return layers
+
+
+def regularizers(model):
+    """Every tfreg regularizer attached to `model`, each once, in layer order.
+
+    Looks at each layer's `*_regularizer` attributes and, in Keras 3, at each
+    variable's `regularizer`.
+    """
+    found = {}
+    for layer in _layers(model):
+        candidates = [value for key, value in vars(layer).items()
+                      if key.endswith("_regularizer")]
+        candidates += [getattr(v, "regularizer", None)
+                       for v in getattr(layer, "weights", [])]
+        for candidate in candidates:
+            if isinstance(candidate, base.Regularizer):
+                found.setdefault(id(candidate), candidate)
+    return list(found.values())
+
+
+def strengths(model):
+    """Maps each `Strength` name in `model` to the list of its variables.
+
+    Give it to a checkpoint to save and restore the current values:
+    `tf.train.Checkpoint(model=model, strengths=tfreg.strengths(model))`.
+    """
+    found = {}
+    for regularizer in regularizers(model):
+        for key in regularizer.config_keys():
+            value = getattr(regularizer, key)
+            if isinstance(value, strength_lib.Strength):
+                variables = found.setdefault(value.name, [])
+                if not any(v is value.variable for v in variables):
+                    variables.append(value.variable)
+    return found
+
+
+class StrengthScheduler(_keras.keras.callbacks.Callback):
+    """Sets named `Strength`s from schedules, per epoch or per step.
+
+    Each schedule maps the epoch (per="epoch") or the global training step
+    (per="step") to a strength; the value is assigned to every `Strength`
+    of that name in the model before the epoch or step runs, without a
+    retrace, and is logged as `strength/<name>` in the epoch's logs (so in
+    `History`).
+
+    Example: warm up a KL-like term over the first 10 epochs.
+
+        strength = tfreg.Strength(0.0, name="l2")
+        model = ...(kernel_regularizer=tfreg.L2(strength))...
+        model.fit(..., callbacks=[tfreg.StrengthScheduler(
+            {"l2": lambda epoch: 1e-3 * min(1.0, epoch / 10)})])
+
+    Args:
+      schedules: dict from Strength name to a callable (int -> float).
+      per: "epoch" or "step".
+    """
+
+    def __init__(self, schedules, per="epoch"):
+        super().__init__()
+        if not isinstance(schedules, dict) or not all(
+                isinstance(k, str) and callable(v) for k, v in schedules.items()):
+            raise TypeError(
+                "Invalid value for argument `schedules`. Expected a dict from "
+                f"Strength names to callables. Received: schedules={schedules!r}")
+        if per not in ("epoch", "step"):
+            raise ValueError(
+                "Invalid value for argument `per`. Expected one of ('epoch', "
+                f"'step'). Received: per={per!r}")
+        self.schedules = schedules
+        self.per = per
+        self._step = 0
+        self._strengths = {}
+
+    def on_train_begin(self, logs=None):
+        found = {}
+        for regularizer in regularizers(self.model):
+            for key in regularizer.config_keys():
+                value = getattr(regularizer, key)
+                if isinstance(value, strength_lib.Strength):
+                    found.setdefault(value.name, {})[id(value)] = value
+        missing = sorted(set(self.schedules) - set(found))
+        if missing:
+            raise ValueError(
+                f"No Strength named {missing} in the model. Found: "
+                f"{sorted(found)}.")
+        self._strengths = {name: list(found[name].values())
+                           for name in self.schedules}
+
+    def _apply(self, index):
+        for name, schedule in self.schedules.items():
+            value = float(schedule(index))
+            for strength in self._strengths[name]:
+                strength.assign(value)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.per == "epoch":
+            self._apply(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.per == "step":
+            self._apply(self._step)
+            self._step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            for name in self.schedules:
+                logs[f"strength/{name}"] = self._strengths[name][0].value

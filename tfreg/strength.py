@@ -1,0 +1,138 @@
+"""Strengths that change during training without recompiling.
+
+Keras bakes a Python-float strength into the traced graph: assigning a new
+float later has no effect until a retrace. A `Strength` holds the value in a
+non-trainable float32 `tf.Variable`, so a compiled (`jit_compile=True`) train
+step reads the current value on every step and a schedule can change it with
+no retrace. Every tfreg strength argument accepts one.
+"""
+
+import math
+import numbers
+import re
+
+import tensorflow as tf
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+def _checked(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Invalid value for argument `{name}`. Expected a finite float "
+            f">= 0. Received: {name}={value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a finite float "
+            f">= 0. Received: {name}={value!r}")
+    return float(value)
+
+
+class Strength:
+    """A regularization strength that can change during training.
+
+    Pass it wherever a tfreg regularizer takes a strength, and change it with
+    `assign` (directly, or through `tfreg.StrengthScheduler`):
+
+    >>> import tensorflow as tf, tfreg
+    >>> strength = tfreg.Strength(0.0, name="l2")
+    >>> regularizer = tfreg.L2(strength)
+    >>> penalty = tf.function(regularizer, jit_compile=True)
+    >>> float(penalty(tf.ones(4)))
+    0.0
+    >>> strength.assign(0.5)
+    >>> float(penalty(tf.ones(4)))
+    2.0
+
+    In a config the strength is the JSON dict
+    `{"class_name": "Strength", "config": {"value": ..., "name": ...}}`,
+    holding its current value, so `.keras` files restore it.
+
+    Args:
+      value: Initial value, a finite float >= 0.
+      name: Name used by `StrengthScheduler` and `tfreg.strengths(model)`;
+        letters, digits, '_', '.', '-', at most 64 characters.
+    """
+
+    def __init__(self, value=0.0, name="strength"):
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(
+                "Invalid value for argument `name`. Expected an identifier of "
+                "at most 64 characters (letters, digits, '_', '.', '-'). "
+                f"Received: name={name!r}")
+        self.name = name
+        self.variable = tf.Variable(_checked("value", value), trainable=False,
+                                    dtype=tf.float32, name=name)
+
+    @property
+    def value(self):
+        """The current value as a Python float."""
+        return float(self.variable.numpy())
+
+    def assign(self, value):
+        """Sets the strength; compiled steps see it on their next run."""
+        self.variable.assign(_checked("value", value))
+
+    def get_config(self):
+        return {"value": self.value, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        if not isinstance(config, dict) or not set(config) <= {"value", "name"}:
+            raise ValueError(
+                "Expected a Strength config with keys among ['name', "
+                f"'value']. Received: config={config!r}")
+        return cls(**config)
+
+    def as_tensor(self, dtype=None):
+        """The current value as a tensor of `dtype` (default float32)."""
+        value = self.variable.read_value()
+        return value if dtype in (None, tf.float32) else tf.cast(value, dtype)
+
+    def _binary(self, other, operation):
+        other = tf.convert_to_tensor(other)
+        return operation(self.as_tensor(other.dtype), other)
+
+    def __mul__(self, other):
+        return self._binary(other, tf.multiply)
+
+    def __rmul__(self, other):
+        return self._binary(other, lambda s, o: tf.multiply(o, s))
+
+    def __truediv__(self, other):
+        return self._binary(other, tf.divide)
+
+    def __add__(self, other):
+        return self._binary(other, tf.add)
+
+    __radd__ = __add__
+
+    def __float__(self):
+        return self.value
+
+    def __repr__(self):
+        return f"Strength({self.value!r}, name={self.name!r})"
+
+
+tf.register_tensor_conversion_function(
+    Strength, lambda s, dtype=None, name=None, as_ref=False: s.as_tensor(dtype))
+
+
+def to_json(value):
+    """A config entry: a Strength becomes its JSON dict, anything else stays."""
+    if isinstance(value, Strength):
+        return {"class_name": "Strength", "config": value.get_config()}
+    return value
+
+
+def from_json(value):
+    """Inverse of `to_json`: rebuilds a Strength from its JSON dict."""
+    if isinstance(value, dict):
+        if set(value) != {"class_name", "config"} or (
+                value["class_name"] != "Strength"):
+            raise ValueError(
+                "Expected a strength as a number or as "
+                '{"class_name": "Strength", "config": {...}}. '
+                f"Received: {value!r}")
+        return Strength.from_config(value["config"])
+    return value

@@ -1,0 +1,597 @@
+"""Structured regularizers: group lasso, orthogonality, spectral and nuclear
+norms, L2-SP, DeCov and KL sparsity.
+
+The math lives in `tfreg.structured_math`; the classes here validate their
+arguments, check shapes and hold configs. Weight penalties that need a matrix
+use `tfreg.penalties.matrix_view`: Dense kernels `(in, out)` as they are,
+convolution kernels `(*kernel_size, in_channels, out_channels)` reshaped to
+`(prod(kernel_size) * in_channels, out_channels)`.
+"""
+
+import base64
+import binascii
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfreg import _keras
+from tfreg import _validation
+from tfreg import base
+from tfreg import penalties
+from tfreg import serialization
+from tfreg import structured_math
+
+# Bound on the raw bytes of an L2SP reference read from a config (256 MiB).
+MAX_REFERENCE_BYTES = 1 << 28
+_REFERENCE_DTYPES = ("float32", "float64")
+_REFERENCE_KEYS = ("dtype", "shape", "data")
+
+
+@serialization.register
+class GroupLasso(base.Regularizer):
+    """Group lasso: the L2 norms of groups of weights, summed (Yuan & Lin 2006).
+
+    Mathematical details:
+
+    With one group `W_g` per index g along `axis` (all entries whose index
+    along `axis` is g) and p = W.size / W.shape[axis] entries per group:
+
+        penalty(W) = factor * sum_g sqrt(p) * ||W_g||_2
+
+    The default `axis=-1` makes one group per output unit of a Dense kernel
+    and one per filter of a convolution kernel; `axis=-2` groups by input
+    unit (or input channel). Whole groups are driven to zero together. The
+    gradient of an all-zero group is 0, not NaN.
+
+    References:
+      Yuan & Lin (2006). Model selection and estimation in regression with
+      grouped variables. JRSS B 68(1).
+
+    Args:
+      factor: Non-negative finite float, the strength.
+      axis: Int, the axis that indexes the groups (negative counts from the
+        end).
+
+    >>> import tensorflow as tf, tfreg
+    >>> x = tf.constant([[3.0, 0.0], [4.0, 0.0]])
+    >>> round(float(tfreg.GroupLasso(0.5)(x)), 4)  # 0.5 * sqrt(2) * 5
+    3.5355
+    """
+
+    def __init__(self, factor=0.01, axis=-1):
+        self.factor = _validation.non_negative("factor", factor)
+        self.axis = _validation.axis("axis", axis)
+
+    def penalty(self, x):
+        _check_axis(x, self.axis)
+        return self.factor * structured_math.group_lasso(x, self.axis)
+
+
+@serialization.register
+class SparseGroupLasso(base.Regularizer):
+    """Sparse group lasso: group lasso plus elementwise L1 (Simon et al. 2013).
+
+    Mathematical details:
+
+    With groups as in `GroupLasso` (one per index along `axis`, p entries
+    each):
+
+        penalty(W) = l1 * sum_i |w_i| + factor * sum_g sqrt(p) * ||W_g||_2
+
+    The L1 term also sparsifies inside the groups that survive.
+
+    References:
+      Simon, Friedman, Hastie & Tibshirani (2013). A sparse-group lasso.
+      Journal of Computational and Graphical Statistics 22(2).
+
+    Args:
+      l1: Non-negative finite float, the elementwise L1 strength.
+      factor: Non-negative finite float, the group strength.
+      axis: Int, the axis that indexes the groups.
+
+    >>> import tensorflow as tf, tfreg
+    >>> x = tf.constant([[3.0, 0.0], [4.0, 0.0]])
+    >>> round(float(tfreg.SparseGroupLasso(l1=0.1, factor=0.5)(x)), 4)
+    4.2355
+    """
+
+    def __init__(self, l1=0.01, factor=0.01, axis=-1):
+        self.l1 = _validation.non_negative("l1", l1)
+        self.factor = _validation.non_negative("factor", factor)
+        self.axis = _validation.axis("axis", axis)
+
+    def penalty(self, x):
+        _check_axis(x, self.axis)
+        return (self.l1 * penalties.l1(x)
+                + self.factor * structured_math.group_lasso(x, self.axis))
+
+
+@serialization.register
+class SoftOrthogonal(base.Regularizer):
+    """Soft orthogonality: squared Frobenius distance of the Gram matrix to I.
+
+    Mathematical details:
+
+    With W the kernel's matrix view, shape (n_in, n_out):
+
+        penalty(W) = factor * ||W^T W - I||_F^2   if n_out <= n_in
+        penalty(W) = factor * ||W W^T - I||_F^2   otherwise
+
+    i.e. it pushes the columns (output units, filters) to be orthonormal when
+    there are at most as many of them as inputs, and the rows otherwise (only
+    the smaller Gram matrix can equal the identity). Unlike
+    `tfreg.Orthogonal`, which penalizes cosines, it also fixes the norms to 1.
+
+    References:
+      Bansal, Chen & Wang (2018). Can we gain more from orthogonality
+      regularizations in training deep CNNs? NeurIPS.
+
+    Args:
+      factor: Non-negative finite float, the strength.
+
+    >>> import tensorflow as tf, tfreg
+    >>> float(tfreg.SoftOrthogonal(1.0)(tf.constant([[2.0, 0.0], [0.0, 1.0]])))
+    9.0
+    """
+
+    def __init__(self, factor=0.01):
+        self.factor = _validation.non_negative("factor", factor)
+
+    def penalty(self, x):
+        matrix = penalties.matrix_view(x, name="kernel")
+        return self.factor * structured_math.soft_orthogonality(matrix)
+
+
+@serialization.register
+class SpectralNorm(base.Regularizer):
+    """Spectral norm regularization: the squared largest singular value.
+
+    Mathematical details:
+
+    With W the kernel's matrix view and sigma_max its largest singular value:
+
+        penalty(W) = factor * sigma_max(W)^2
+
+    (Yoshida & Miyato use factor / 2.) sigma_max is estimated by exactly
+    `power_iterations` steps of the power method from a fixed pseudo-random
+    unit vector, so the regularizer is stateless, reproducible and compiles
+    with XLA: v <- W^T u / ||W^T u||, u <- W v / ||W v||, sigma = u^T W v.
+    The gradient is 2 * sigma * u v^T (u, v held constant), the gradient of
+    sigma_max^2 once the iterations have converged; the error shrinks like
+    (sigma_2 / sigma_max)^(2 * power_iterations). Raise `power_iterations`
+    when the top singular values are close.
+
+    References:
+      Yoshida & Miyato (2017). Spectral norm regularization for improving
+      the generalizability of deep learning. arXiv:1705.10941.
+
+    Args:
+      factor: Non-negative finite float, the strength.
+      power_iterations: Int >= 1, the number of power-method steps.
+
+    >>> import tensorflow as tf, tfreg
+    >>> x = tf.constant([[3.0, 0.0], [0.0, 1.0]])
+    >>> round(float(tfreg.SpectralNorm(0.5)(x)), 4)
+    4.5
+    """
+
+    def __init__(self, factor=0.01, power_iterations=20):
+        self.factor = _validation.non_negative("factor", factor)
+        self.power_iterations = _validation.integer(
+            "power_iterations", power_iterations, minimum=1)
+
+    def penalty(self, x):
+        matrix = penalties.matrix_view(x, name="kernel")
+        sigma = structured_math.spectral_norm(matrix, self.power_iterations)
+        return self.factor * tf.square(sigma)
+
+
+@serialization.register
+class SRIP(base.Regularizer):
+    """Spectral restricted isometry property regularization (SRIP).
+
+    Mathematical details:
+
+    With W the kernel's matrix view, shape (n_in, n_out), and G its smaller
+    Gram matrix (W^T W if n_out <= n_in, else W W^T, as in `SoftOrthogonal`):
+
+        penalty(W) = factor * sigma_max(G - I)
+
+    the spectral norm of G - I, i.e. the largest |lambda_i(G) - 1|, by
+    `power_iterations` steps of the power method from a fixed start (as in
+    `SpectralNorm`). The gradient is W (u v^T + v u^T) for the columns case
+    (u, v the estimated top singular vectors of G - I) and is 0 at an exactly
+    orthonormal W.
+
+    References:
+      Bansal, Chen & Wang (2018). Can we gain more from orthogonality
+      regularizations in training deep CNNs? NeurIPS.
+
+    Args:
+      factor: Non-negative finite float, the strength.
+      power_iterations: Int >= 1, the number of power-method steps.
+
+    >>> import tensorflow as tf, tfreg
+    >>> x = tf.constant([[2.0, 0.0], [0.0, 1.0]])
+    >>> round(float(tfreg.SRIP(0.5)(x)), 4)
+    1.5
+    """
+
+    def __init__(self, factor=0.01, power_iterations=20):
+        self.factor = _validation.non_negative("factor", factor)
+        self.power_iterations = _validation.integer(
+            "power_iterations", power_iterations, minimum=1)
+
+    def penalty(self, x):
+        matrix = penalties.matrix_view(x, name="kernel")
+        return self.factor * structured_math.srip(matrix,
+                                                  self.power_iterations)
+
+
+@serialization.register
+class NuclearNorm(base.Regularizer):
+    """Nuclear (trace) norm: the sum of singular values, favouring low rank.
+
+    Mathematical details:
+
+    With W the kernel's matrix view and sigma_i its singular values:
+
+        penalty(W) = factor * sum_i sigma_i(W)
+
+    computed by `tf.linalg.svd`, which compiles with XLA on CPU. The gradient
+    is factor * U V^T (reduced SVD), finite for repeated and zero singular
+    values (at a zero singular value any U V^T is a subgradient; TensorFlow
+    picks the one its SVD returns).
+
+    References:
+      Fazel, Hindi & Boyd (2001). A rank minimization heuristic with
+      application to minimum order system approximation. ACC.
+
+    Args:
+      factor: Non-negative finite float, the strength.
+
+    >>> import tensorflow as tf, tfreg
+    >>> x = tf.constant([[3.0, 0.0], [0.0, -1.0]])
+    >>> round(float(tfreg.NuclearNorm(0.5)(x)), 4)
+    2.0
+    """
+
+    def __init__(self, factor=0.01):
+        self.factor = _validation.non_negative("factor", factor)
+
+    def penalty(self, x):
+        matrix = penalties.matrix_view(x, name="kernel")
+        return self.factor * structured_math.nuclear_norm(matrix)
+
+
+@serialization.register
+class L2SP(base.Regularizer):
+    """L2-SP: squared distance to the starting-point (pretrained) weights.
+
+    Mathematical details:
+
+    With W0 the reference weights (same shape as W):
+
+        penalty(W) = factor * sum_i (w_i - w0_i)^2
+
+    (Li et al. write alpha / 2.) The reference is part of the state: its
+    config holds the raw little-endian bytes in base64 with dtype and shape,
+    so `get_config`, JSON and saved models restore it bit for bit. float16
+    and bfloat16 references are stored as float32 (exactly); float64 stays
+    float64. Use `tfreg.attach_l2sp(model)` to put it on every kernel of a
+    pretrained model.
+
+    References:
+      Li, Grandvalet & Davoine (2018). Explicit inductive bias for transfer
+      learning with convolutional networks. ICML.
+
+    Args:
+      factor: Non-negative finite float, the strength.
+      reference: The starting-point weights: an array-like of finite floats
+        (numpy array, tensor, variable, nested list), or the dict that
+        `get_config` writes.
+
+    >>> import numpy as np, tensorflow as tf, tfreg
+    >>> regularizer = tfreg.L2SP(0.5, reference=np.array([1.0, 2.0]))
+    >>> float(regularizer(tf.constant([1.0, 0.0])))
+    2.0
+    """
+
+    def __init__(self, factor=0.01, reference=None):
+        self.factor = _validation.non_negative("factor", factor)
+        self.reference = _reference_array(reference)
+
+    def penalty(self, x):
+        if tuple(x.shape) != self.reference.shape:
+            raise ValueError(
+                f"Expected a tensor of the shape of `reference`, "
+                f"{self.reference.shape}, for L2SP. Received: "
+                f"x.shape={tuple(x.shape)}")
+        reference = tf.cast(tf.constant(self.reference), x.dtype)
+        return self.factor * structured_math.squared_distance(x, reference)
+
+    def get_config(self):
+        config = super().get_config()
+        config["reference"] = encode_reference(self.reference)
+        return config
+
+    def __repr__(self):
+        return (f"L2SP(factor={self.factor!r}, reference=<{self.reference.dtype}"
+                f" array of shape {self.reference.shape}>)")
+
+
+@serialization.register
+class DeCov(base.Regularizer):
+    """DeCov: decorrelates hidden activations (Cogswell et al. 2016).
+
+    An activity regularizer. Mathematical details:
+
+    With h of shape (N, d) the activations (a layer output of shape
+    (batch, ..., d) is reshaped so that every batch entry, time step or pixel
+    is one of the N samples), mean m and covariance
+    C = (h - m)^T (h - m) / N:
+
+        penalty(h) = factor * 1/2 * (||C||_F^2 - ||diag(C)||_2^2)
+
+    i.e. half the sum of squared off-diagonal covariances. As for every
+    activity regularizer, Keras divides the value by the batch size.
+
+    References:
+      Cogswell, Ahmed, Girshick, Zitnick & Batra (2016). Reducing overfitting
+      in deep networks by decorrelating representations. ICLR.
+
+    Args:
+      factor: Non-negative finite float, the strength.
+
+    >>> import tensorflow as tf, tfreg
+    >>> h = tf.constant([[0.0, 0.0], [2.0, 2.0]])
+    >>> float(tfreg.DeCov(1.0)(h))
+    1.0
+    """
+
+    def __init__(self, factor=0.01):
+        self.factor = _validation.non_negative("factor", factor)
+
+    def penalty(self, x):
+        activity = _activity_matrix(x)
+        return self.factor * structured_math.decov(activity)
+
+
+@serialization.register
+class KLSparsity(base.Regularizer):
+    """Sparse-autoencoder penalty: KL(target || mean activation) per unit.
+
+    An activity regularizer for activations in [0, 1] (sigmoid).
+    Mathematical details:
+
+    With rho = target and rho_j the mean activation of unit j over the N
+    samples (a layer output (batch, ..., d) is reshaped to (N, d)), clipped
+    to [1e-6, 1 - 1e-6] so that the value is never inf or NaN:
+
+        penalty(h) = factor * sum_j [rho log(rho / rho_j)
+                                     + (1 - rho) log((1 - rho) / (1 - rho_j))]
+
+    The gradient is 0 where the mean is clipped. As for every activity
+    regularizer, Keras divides the value by the batch size.
+
+    References:
+      Ng (2011). Sparse autoencoder. CS294A lecture notes, Stanford.
+
+    Args:
+      factor: Non-negative finite float, the strength.
+      target: Float in (0, 1), the desired mean activation rho.
+
+    >>> import tensorflow as tf, tfreg
+    >>> h = tf.constant([[0.5], [0.5]])
+    >>> round(float(tfreg.KLSparsity(1.0, target=0.5)(h)), 6)
+    0.0
+    """
+
+    def __init__(self, factor=0.01, target=0.05):
+        self.factor = _validation.non_negative("factor", factor)
+        self.target = _validation.open_unit("target", target)
+
+    def penalty(self, x):
+        activity = _activity_matrix(x)
+        return self.factor * structured_math.kl_sparsity(activity,
+                                                         self.target)
+
+
+def _check_axis(x, axis):
+    rank = x.shape.rank
+    if rank is None or rank < 1 or not x.shape.is_fully_defined():
+        raise ValueError(
+            "Expected a weight tensor of rank >= 1 with a fully defined "
+            f"(static) shape. Received: x.shape={x.shape}")
+    if not -rank <= axis < rank:
+        raise ValueError(
+            f"Invalid value for argument `axis`. Expected an int in "
+            f"[{-rank}, {rank}) for a tensor of rank {rank}. Received: "
+            f"axis={axis} with x.shape={x.shape}")
+
+
+def _activity_matrix(x):
+    shape = x.shape
+    if shape.rank is None or shape.rank < 2 or shape[-1] is None:
+        raise ValueError(
+            "Expected activations of shape (batch, ..., features), rank >= 2 "
+            "with a known last dimension. Received: "
+            f"activity.shape={shape}")
+    return structured_math.samples_by_features(x)
+
+
+def encode_reference(array):
+    """The JSON form of an L2SP reference: dtype, shape, base64 of the bytes.
+
+    The bytes are little-endian, C order, so the encoding is the same on
+    every platform and decodes bit for bit.
+    """
+    array = np.ascontiguousarray(array)
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return {"dtype": array.dtype.name, "shape": list(array.shape),
+            "data": base64.b64encode(little.tobytes()).decode("ascii")}
+
+
+def decode_reference(config):
+    """Inverse of `encode_reference`; validates every field and the size."""
+    def fail(expected):
+        raise ValueError(
+            f"Invalid value for argument `reference`. Expected {expected}. "
+            f"Received: reference={_abbreviated(config)}")
+
+    if set(config) != set(_REFERENCE_KEYS):
+        fail(f"a dict with exactly the keys {list(_REFERENCE_KEYS)}")
+    dtype, shape, data = (config[key] for key in _REFERENCE_KEYS)
+    if dtype not in _REFERENCE_DTYPES:
+        fail(f"a dtype in {_REFERENCE_DTYPES}")
+    if not isinstance(shape, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0
+            for d in shape):
+        fail("a shape given as a list of non-negative ints")
+    itemsize = np.dtype(dtype).itemsize
+    size = math.prod(shape) * itemsize
+    if size > MAX_REFERENCE_BYTES:
+        fail(f"at most {MAX_REFERENCE_BYTES} bytes of data")
+    if not isinstance(data, str) or len(data) != 4 * math.ceil(size / 3):
+        fail(f"base64 data of {size} bytes for shape {list(shape)} and "
+             f"dtype {dtype}")
+    try:
+        raw = base64.b64decode(data.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        fail("valid base64 data")
+    if len(raw) != size:
+        fail(f"base64 data of {size} bytes")
+    array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+    return array.astype(np.dtype(dtype), copy=True).reshape(shape)
+
+
+def _abbreviated(value):
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _reference_array(reference):
+    """The L2SP reference as a read-only float32 or float64 numpy array."""
+    if isinstance(reference, dict):
+        array = decode_reference(reference)
+    else:
+        if reference is None or isinstance(reference, (str, bytes, bool)):
+            raise TypeError(
+                "Invalid value for argument `reference`. Expected an "
+                "array-like of floats (numpy array, tensor, variable or "
+                f"nested list). Received: reference={_abbreviated(reference)}")
+        if isinstance(reference, (tf.Tensor, tf.Variable)) or hasattr(
+                reference, "numpy"):
+            reference = np.asarray(reference.numpy())
+        array = np.asarray(reference)
+        if array.dtype.kind not in "fiu" and array.dtype.name != "bfloat16":
+            raise TypeError(
+                "Invalid value for argument `reference`. Expected an "
+                "array-like of floats (numpy array, tensor, variable or "
+                f"nested list). Received: reference={_abbreviated(reference)}")
+        dtype = np.float64 if array.dtype == np.float64 else np.float32
+        if array.dtype.kind in "iu" and array.dtype.itemsize > 2:
+            dtype = np.float64
+        array = array.astype(dtype)
+    if array.nbytes > MAX_REFERENCE_BYTES:
+        raise ValueError(
+            "Invalid value for argument `reference`. Expected at most "
+            f"{MAX_REFERENCE_BYTES} bytes. Received: reference of shape "
+            f"{array.shape} and dtype {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(
+            "Invalid value for argument `reference`. Expected finite values "
+            f"only. Received: reference={_abbreviated(array)}")
+    array.setflags(write=False)
+    return array
+
+
+def _layers(model):
+    """Every layer of `model`, nested models included, each once."""
+    seen = set()
+    stack = list(reversed(model.layers))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer
+        stack.extend(reversed(getattr(layer, "layers", [])))
+
+
+def attach_l2sp(model, factor=0.01):
+    """Attaches L2-SP to every kernel of a built model, toward its current values.
+
+    For each layer with a `kernel` weight and a `kernel_regularizer` attribute
+    (Dense, EinsumDense, Conv1D/2D/3D and their transposes, in nested models
+    too), it creates `L2SP(factor, reference=<current kernel>)`, makes it
+    contribute to `model.losses` and sets it as the layer's
+    `kernel_regularizer`, so that saving and loading the model keeps it.
+    Keras ignores a `kernel_regularizer` assigned after `build`, so in Keras 3
+    the regularizer goes on the kernel variable itself and in tf_keras into
+    `layer.add_loss`. A model that was already trained or evaluated traces
+    its train and test steps again, with the new penalties.
+
+    Args:
+      model: A built Keras model (the active generation).
+      factor: Non-negative finite float, the strength.
+
+    Returns:
+      The list of layers that received a regularizer, in model order.
+
+    Raises:
+      ValueError: when a layer is not built or its kernel already has a
+        regularizer (regularizers are not stacked).
+
+    >>> import tensorflow as tf, tfreg
+    >>> model = tf.keras.Sequential([tf.keras.Input((3,)),
+    ...                              tf.keras.layers.Dense(2)])
+    >>> [layer.name for layer in tfreg.attach_l2sp(model, 0.1)] == [
+    ...     model.layers[0].name]
+    True
+    >>> float(model.losses[0])
+    0.0
+    """
+    factor = _validation.non_negative("factor", factor)
+    targets = [layer for layer in _layers(model)
+               if hasattr(layer, "kernel_regularizer")
+               and _is_kernel_layer(layer)]
+    for layer in targets:
+        if not layer.built:
+            raise ValueError(
+                f"attach_l2sp needs a built model: layer {layer.name!r} is "
+                "not built. Call the model on data or build() it first.")
+        if layer.kernel_regularizer is not None:
+            raise ValueError(
+                f"Layer {layer.name!r} already has a kernel regularizer "
+                f"({layer.kernel_regularizer!r}); attach_l2sp does not stack "
+                "regularizers.")
+    for layer in targets:
+        kernel = layer.kernel
+        regularizer = L2SP(factor, reference=kernel.numpy())
+        if _keras.LEGACY:
+            layer.add_loss(_bound_penalty(regularizer, kernel))
+        else:
+            kernel.regularizer = regularizer
+        layer.kernel_regularizer = regularizer
+    # A cached train or test step was traced without the new penalties.
+    for name in ("train_function", "test_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
+    return targets
+
+
+def _is_kernel_layer(layer):
+    try:
+        kernel = getattr(layer, "kernel", None)
+    except (AttributeError, ValueError):
+        return not layer.built
+    return kernel is not None or not layer.built
+
+
+def _bound_penalty(regularizer, kernel):
+    """A zero-argument loss bound now to this regularizer and this kernel."""
+    def penalty():
+        return regularizer(kernel)
+    return penalty
