@@ -35,11 +35,7 @@ def non_negative(name, value):
     value = strength_lib.from_json(value)
     if isinstance(value, strength_lib.Strength):
         return value
-    expected = "a finite float >= 0"
-    number = real(name, value, expected)
-    if number < 0:
-        raise ValueError(_describe(name, value, expected))
-    return number
+    return strength_lib.non_negative_float(name, value)
 
 
 def positive(name, value):

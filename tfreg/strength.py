@@ -16,7 +16,8 @@ import tensorflow as tf
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
-def _checked(name, value):
+def non_negative_float(name, value):
+    """`value` as a float; TypeError/ValueError unless a finite float >= 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"Invalid value for argument `{name}`. Expected a finite float "
@@ -61,8 +62,9 @@ class Strength:
                 "at most 64 characters (letters, digits, '_', '.', '-'). "
                 f"Received: name={name!r}")
         self.name = name
-        self.variable = tf.Variable(_checked("value", value), trainable=False,
-                                    dtype=tf.float32, name=name)
+        self.variable = tf.Variable(non_negative_float("value", value),
+                                    trainable=False, dtype=tf.float32,
+                                    name=name)
 
     @property
     def value(self):
@@ -71,7 +73,7 @@ class Strength:
 
     def assign(self, value):
         """Sets the strength; compiled steps see it on their next run."""
-        self.variable.assign(_checked("value", value))
+        self.variable.assign(non_negative_float("value", value))
 
     def get_config(self):
         return {"value": self.value, "name": self.name}
