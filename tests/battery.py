@@ -177,17 +177,22 @@ def battery(cases):
                         np.testing.assert_allclose(other[1], eager[1],
                                                    rtol=1e-5, atol=1e-7)
 
-        @parameterized.named_parameters(*[n for n in named if n[1].twin])
-        def test_matches_keras_twin(self, case):
-            regularizer, twin = case.make(), case.twin()
-            for shape in case.twin_shapes or case.shapes:
-                with self.subTest(shape=shape):
-                    x = tf.constant(case.sample(self.rng, shape), tf.float32)
-                    value, gradient = _value_and_gradient(regularizer, x)
-                    twin_value, twin_gradient = _value_and_gradient(twin, x)
-                    np.testing.assert_allclose(value, twin_value, rtol=1e-5)
-                    np.testing.assert_allclose(gradient, twin_gradient,
-                                               rtol=1e-5, atol=1e-7)
+        twinned = [n for n in named if n[1].twin]
+        if twinned:  # absl rejects an empty parameter list
+            @parameterized.named_parameters(*twinned)
+            def test_matches_keras_twin(self, case):
+                regularizer, twin = case.make(), case.twin()
+                for shape in case.twin_shapes or case.shapes:
+                    with self.subTest(shape=shape):
+                        x = tf.constant(case.sample(self.rng, shape),
+                                        tf.float32)
+                        value, gradient = _value_and_gradient(regularizer, x)
+                        twin_value, twin_gradient = _value_and_gradient(
+                            twin, x)
+                        np.testing.assert_allclose(value, twin_value,
+                                                   rtol=1e-5)
+                        np.testing.assert_allclose(gradient, twin_gradient,
+                                                   rtol=1e-5, atol=1e-7)
 
         @parameterized.named_parameters(*named)
         def test_config_round_trip(self, case):

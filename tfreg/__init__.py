@@ -10,6 +10,8 @@ from tfreg import priors
 from tfreg.attach import apply
 from tfreg.attach import remove
 from tfreg.base import Regularizer
+from tfreg.export import export_saved_model
+from tfreg.distribute import regularization_loss
 from tfreg.monitor import PenaltyLogger
 from tfreg.monitor import summary
 from tfreg.regularizers import L1
@@ -55,8 +57,10 @@ __all__ = [
     "apply",
     "attach_l2sp",
     "deserialize",
+    "export_saved_model",
     "get",
     "priors",
+    "regularization_loss",
     "register",
     "remove",
     "serialize",

@@ -8,8 +8,11 @@ Received: mode='diag'".
 
 import math
 import numbers
+import sys
 
 from tfreg import strength as strength_lib
+
+_MAX_FLOAT = sys.float_info.max
 
 
 def _describe(name, value, expected):
@@ -21,6 +24,9 @@ def real(name, value, expected="a finite float"):
     """Returns `value` as a Python float; rejects bools, non-numbers, NaN, inf."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(_describe(name, value, expected))
+    # Ints beyond float range (10**400) overflow math.isfinite and float.
+    if not isinstance(value, float) and abs(value) > _MAX_FLOAT:
+        raise ValueError(_describe(name, value, expected))
     if not math.isfinite(value):
         raise ValueError(_describe(name, value, expected))
     return float(value)

@@ -153,6 +153,16 @@ def _legacy_entries(layer):
             variables = inspect.getclosurevars(loss.func).nonlocals
             entries.append((entry, loss.args[0],
                             variables.get("regularizer")))
+        elif inspect.isfunction(loss) and loss.__closure__:
+            # A closure over exactly one regularizer and one variable, such
+            # as the one `tfreg.attach_l2sp` adds.
+            values = inspect.getclosurevars(loss).nonlocals.values()
+            regularizers = [value for value in values
+                            if isinstance(value, _keras.Regularizer)]
+            variables = [value for value in values
+                         if hasattr(value, "assign") and hasattr(value, "shape")]
+            if len(regularizers) == 1 and len(variables) == 1:
+                entries.append((entry, variables[0], regularizers[0]))
     return entries
 
 

@@ -27,7 +27,7 @@ from tfreg import monitor
 
 keras = _keras.keras
 
-HIDDEN_UNITS = (64, 64)
+HIDDEN_UNITS = (64,)
 BATCH_SIZE = 128
 LEARNING_RATE = 3e-3
 VALIDATION_FRACTION = 0.2
@@ -419,26 +419,27 @@ class _Progress(keras.callbacks.Callback):
 
 
 class Tracker:
-    """Counts finished epochs over all runs to print progress and ETA."""
+    """Counts finished tower-epochs over all runs to print progress and ETA."""
 
-    def __init__(self, total_runs, epochs, stream=None, width=20):
-        self.total_runs, self.epochs, self.width = total_runs, epochs, width
+    def __init__(self, total_towers, epochs, total_runs, stream=None,
+                 width=20):
+        self.total, self.total_runs, self.width = (
+            total_towers * epochs, total_runs, width)
         self.stream = stream or sys.stderr
-        self.run = 0
-        self.done = 0
+        self.run, self.towers, self.done = 0, 1, 0
         self.start = time.perf_counter()
         self.interactive = getattr(self.stream, "isatty", lambda: False)()
 
-    def begin_run(self):
+    def begin_run(self, towers):
         self.run += 1
+        self.towers = towers
 
     def epoch_done(self, label, epoch, epochs):
-        self.done += 1
+        self.done += self.towers
         elapsed = time.perf_counter() - self.start
-        remaining = elapsed / self.done * (
-            self.total_runs * self.epochs - self.done)
+        remaining = elapsed / self.done * (self.total - self.done)
         filled = int(self.width * epoch / epochs)
-        line = (f"[{self.run}/{self.total_runs}] {label:<34} "
+        line = (f"[{self.run}/{self.total_runs}] {label:<30} "
                 f"|{'#' * filled}{'.' * (self.width - filled)}| "
                 f"epoch {epoch}/{epochs}  elapsed {_clock(elapsed)}  "
                 f"ETA {_clock(remaining)}")
@@ -458,16 +459,15 @@ class _StepTimer(keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.steps, self.seconds, self._first = 0, 0.0, True
+        self.steps, self.seconds, self.first = 0, 0.0, None
 
     def on_train_batch_begin(self, batch, logs=None):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         elapsed = time.perf_counter() - self._start
-        if self._first:
-            self._first = False
-            self._compile_seconds = elapsed
+        if self.first is None:
+            self.first = elapsed
             return
         self.steps += 1
         self.seconds += elapsed
@@ -475,95 +475,173 @@ class _StepTimer(keras.callbacks.Callback):
     @property
     def ms_per_step(self):
         if self.steps == 0:  # A single step: it includes compilation.
-            return 1000.0 * self._compile_seconds
+            return 1000.0 * self.first
         return 1000.0 * self.seconds / self.steps
 
 
-def _mlp(dataset):
+def _tower_prefix(tower):
+    return f"t{tower}_"
+
+
+def _mlp(dataset, seed, towers=1):
+    """`towers` identical MLPs (same initial weights) side by side.
+
+    Each tower has its own output, its loss is summed with the others' and
+    Adam is elementwise, so every tower trains exactly as it would alone, on
+    the same batches; one compiled step trains them all.
+    """
     inputs = keras.Input((dataset.x_train.shape[1],), name="features")
-    hidden = inputs
-    for i, units in enumerate(HIDDEN_UNITS):
-        hidden = keras.layers.Dense(units, activation="relu",
-                                    name=f"hidden_{i}")(hidden)
     units = dataset.num_classes if dataset.task == "classification" else 1
-    outputs = keras.layers.Dense(units, name="output")(hidden)
+    layers = [(f"hidden_{i}", width, "relu")
+              for i, width in enumerate(HIDDEN_UNITS)]
+    layers.append(("output", units, None))
+    outputs = []
+    for tower in range(towers):
+        hidden = inputs
+        for index, (name, width, activation) in enumerate(layers):
+            hidden = keras.layers.Dense(
+                width, activation=activation,
+                name=_tower_prefix(tower) + name,
+                kernel_initializer=keras.initializers.GlorotUniform(
+                    seed=seed * 1000 + index))(hidden)
+        outputs.append(hidden)
     return keras.Model(inputs, outputs, name="mlp")
 
 
-def _compile(model, dataset):
+def _loss(dataset):
     if dataset.task == "classification":
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    else:
-        loss = keras.losses.MeanSquaredError()
-        metric = keras.metrics.MeanAbsoluteError(name="mae")
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=loss,
-                  metrics=[metric], jit_compile=True)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return keras.losses.MeanSquaredError()
 
 
-def _datasets(dataset, seed):
+def _datasets(dataset, seed, towers):
     """Fixed-shape batches (no ragged last batch: XLA would compile again)."""
     batch = min(BATCH_SIZE, len(dataset.x_train))
+    y_train = dataset.y_train
+    if dataset.task == "regression":
+        y_train = y_train[:, None]
     train = tf.data.Dataset.from_tensor_slices(
-        (dataset.x_train, dataset.y_train)).shuffle(
+        (dataset.x_train, y_train)).shuffle(
             len(dataset.x_train), seed=seed,
             reshuffle_each_iteration=True).batch(batch, drop_remainder=True)
-    val = tf.data.Dataset.from_tensor_slices(
-        (dataset.x_val, dataset.y_val)).batch(len(dataset.x_val))
-    return train, val
+    return train.map(lambda x, y: (x, (y,) * towers))
 
 
-def _kernels(model):
+def _validate(dataset, outputs):
+    """(data loss, metric) of one tower's validation outputs."""
+    outputs = np.asarray(outputs, np.float64)
+    if dataset.task == "classification":
+        logits = outputs - outputs.max(axis=1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        loss = -np.mean(log_probs[np.arange(len(outputs)), dataset.y_val])
+        metric = np.mean(outputs.argmax(axis=1) == dataset.y_val)
+    else:
+        error = outputs[:, 0] - dataset.y_val
+        loss = np.mean(error ** 2)
+        metric = np.mean(np.abs(error)) * dataset.target_scale
+    return float(loss), float(metric)
+
+
+class _Validation(keras.callbacks.Callback):
+    """Per tower and epoch: validation data loss, metric and penalty.
+
+    Computed eagerly on the whole validation set (small by construction), so
+    there is no second compiled function to build; the penalties come from
+    `tfreg.monitor.penalties`, the numbers behind `tfreg.summary`.
+    """
+
+    def __init__(self, dataset, towers):
+        super().__init__()
+        self.dataset = dataset
+        self.curves = [{"val_loss": [], "val_metric": [], "penalty": []}
+                       for _ in range(towers)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        outputs = self.model(self.dataset.x_val, training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        rows = monitor.penalties(self.model)
+        for tower, (curves, output) in enumerate(zip(self.curves, outputs)):
+            loss, metric = _validate(self.dataset, output)
+            curves["val_loss"].append(loss)
+            curves["val_metric"].append(metric)
+            curves["penalty"].append(sum(
+                row["penalty"] for row in rows
+                if row["layer"].startswith(_tower_prefix(tower))))
+
+
+def _tower_kernels(model, tower):
+    prefix = _tower_prefix(tower)
     return np.concatenate([
         np.ravel(layer.kernel.numpy()) for layer in model.layers
-        if hasattr(layer, "kernel")])
+        if layer.name.startswith(prefix) and hasattr(layer, "kernel")])
 
 
-def train(dataset, candidate, epochs, seed, tracker):
-    """Trains one run; returns (result dict, model, kernel values)."""
+def train(dataset, family, runs, epochs, seed, tracker):
+    """Trains a family's strengths as towers of one compiled model.
+
+    Returns one (result dict, kernel values) per run and the model.
+    """
     keras.utils.set_random_seed(seed)
-    model = _mlp(dataset)
+    towers = len(runs)
+    model = _mlp(dataset, seed, towers)
+    for tower, candidate in enumerate(runs):
+        regularizer = candidate.make()
+        if regularizer is not None:
+            tfreg.apply(model, regularizer, include="^" + _tower_prefix(tower))
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                  loss=[_loss(dataset)] * towers, jit_compile=True)
+    if not getattr(model, "jit_compile", True):
+        raise RuntimeError(
+            "Keras turned jit_compile off for this model (is op determinism "
+            "enabled in this process?); tfreg compare trains with XLA only.")
+    timer = _StepTimer()
+    validation = _Validation(dataset, towers)
+    label = f"{dataset.name} {family}" + (f" x{towers}" if towers > 1 else "")
+    tracker.begin_run(towers)
+    start = time.perf_counter()
+    model.fit(_datasets(dataset, seed, towers), epochs=epochs, verbose=0,
+              callbacks=[timer, validation, _Progress(tracker, label, epochs)])
+    seconds = time.perf_counter() - start
+    results = []
+    for tower, candidate in enumerate(runs):
+        curves = validation.curves[tower]
+        kernels = _tower_kernels(model, tower)
+        penalty, val_loss = curves["penalty"][-1], curves["val_loss"][-1]
+        results.append(({
+            "dataset": dataset.name,
+            "regularizer": candidate.family,
+            "setting": candidate.setting,
+            "config": candidate.config,
+            "val_loss": val_loss,
+            "val_metric": curves["val_metric"][-1],
+            "metric": dataset.metric_name,
+            "near_zero": float(np.mean(np.abs(kernels) < ZERO_THRESHOLD)),
+            "penalty": penalty,
+            # Priors' -log p(w) includes normalizing constants, so a penalty
+            # can be negative: the share is of magnitudes.
+            "penalty_share": (abs(penalty) / (val_loss + abs(penalty))
+                              if val_loss + abs(penalty) else 0.0),
+            "ms_per_step": timer.ms_per_step / towers,
+            "towers_in_step": towers,
+            "jit_compile": bool(getattr(model, "jit_compile", True)),
+            "seconds": seconds / towers,
+            "curves": curves,
+        }, kernels))
+    return results, model
+
+
+def standalone(dataset, model, tower, candidate, seed):
+    """Tower `tower` of `model` as a one-output MLP with its regularizer."""
+    single = _mlp(dataset, seed, 1)
+    for layer in single.layers[1:]:
+        name = layer.name[len(_tower_prefix(0)):]
+        layer.set_weights(
+            model.get_layer(_tower_prefix(tower) + name).get_weights())
     regularizer = candidate.make()
     if regularizer is not None:
-        tfreg.apply(model, regularizer)
-    _compile(model, dataset)
-    train_data, val_data = _datasets(dataset, seed)
-    timer = _StepTimer()
-    label = f"{dataset.name} {candidate.family} {candidate.setting}"
-    tracker.begin_run()
-    start = time.perf_counter()
-    history = model.fit(
-        train_data, validation_data=val_data, epochs=epochs, verbose=0,
-        callbacks=[monitor.PenaltyLogger(), timer,
-                   _Progress(tracker, label, epochs)])
-    seconds = time.perf_counter() - start
-    logs = history.history
-    metric = dataset.metric_name
-    penalty = [float(value) for value in logs[PENALTY_TOTAL]]
-    # Keras' val_loss includes the weight penalties; the data loss does not.
-    val_total = [float(value) for value in logs["val_loss"]]
-    val_loss = [total - p for total, p in zip(val_total, penalty)]
-    scale = dataset.target_scale if metric == "mae" else 1.0
-    val_metric = [float(value) * scale for value in logs[f"val_{metric}"]]
-    kernels = _kernels(model)
-    result = {
-        "dataset": dataset.name,
-        "regularizer": candidate.family,
-        "setting": candidate.setting,
-        "config": candidate.config,
-        "val_loss": val_loss[-1],
-        "val_metric": val_metric[-1],
-        "metric": metric,
-        "near_zero": float(np.mean(np.abs(kernels) < ZERO_THRESHOLD)),
-        "penalty": penalty[-1],
-        "penalty_share": penalty[-1] / val_total[-1] if val_total[-1] else 0.0,
-        "ms_per_step": timer.ms_per_step,
-        "seconds": seconds,
-        "curves": {"val_loss": val_loss, f"val_{metric}": val_metric,
-                   "loss": [float(value) for value in logs["loss"]],
-                   "penalty": penalty},
-    }
-    return result, model, kernels
+        tfreg.apply(single, regularizer)
+    return single
 
 
 # ------------------------------------------------------------- export
@@ -579,7 +657,11 @@ class _Serving(tf.Module):
 
 
 def export_and_check(model, dataset, path):
-    """Exports `model`, reloads the SavedModel and compares its predictions."""
+    """Exports `model`, reloads the SavedModel and compares its predictions.
+
+    With tfreg's own export, the reloaded `regularization_loss` signature is
+    compared with the live model's penalty too.
+    """
     exporter = getattr(tfreg, "export_saved_model", None)
     if exporter is not None:
         exporter(model, path)
@@ -596,15 +678,22 @@ def export_and_check(model, dataset, path):
     (served,) = outputs.values()
     expected = model(dataset.x_val, training=False)
     difference = float(np.max(np.abs(np.asarray(served) - np.asarray(expected))))
-    return {"path": path, "how": how, "max_abs_difference": difference,
-            "predictions_match": bool(np.allclose(served, expected,
-                                                  rtol=1e-5, atol=1e-5))}
+    check = {"path": path, "how": how, "max_abs_difference": difference,
+             "predictions_match": bool(np.allclose(served, expected,
+                                                   rtol=1e-5, atol=1e-5))}
+    if "regularization_loss" in loaded.signatures:
+        (served_penalty,) = loaded.signatures["regularization_loss"]().values()
+        live = sum(row["penalty"] for row in monitor.penalties(model))
+        check["regularization_loss"] = float(served_penalty)
+        check["regularization_loss_matches"] = bool(np.isclose(
+            float(served_penalty), live, rtol=1e-5, atol=1e-6))
+    return check
 
 
 # ------------------------------------------------------------- report
 
 HEADER = ("dataset", "regularizer", "strength", "val loss", "val metric",
-          "near-zero", "penalty share", "ms/step")
+          "near-zero", "penalty", "penalty share", "ms/step")
 
 
 def table_rows(results, best):
@@ -615,7 +704,8 @@ def table_rows(results, best):
             result["dataset"], result["regularizer"] + mark,
             result["setting"], f"{result['val_loss']:.4f}",
             f"{result['metric']} {result['val_metric']:.4f}",
-            f"{result['near_zero']:.1%}", f"{result['penalty_share']:.1%}",
+            f"{result['near_zero']:.1%}", f"{result['penalty']:.4g}",
+            f"{result['penalty_share']:.1%}",
             f"{result['ms_per_step']:.2f}"))
     return rows
 
@@ -666,7 +756,7 @@ def plot(results, kernels, out):
             label = f"{result['regularizer']} {result['setting']}"
             epochs = range(1, len(result["curves"]["val_loss"]) + 1)
             axes[0].plot(epochs, result["curves"]["val_loss"], label=label)
-            axes[1].plot(epochs, result["curves"][f"val_{metric}"],
+            axes[1].plot(epochs, result["curves"]["val_metric"],
                          label=label)
         axes[0].set(title=f"{dataset}: validation loss (without penalty)",
                     xlabel="epoch", ylabel="loss")
@@ -704,21 +794,30 @@ def write_report(out, summary, table, plots):
     lines = [
         "# tfreg compare", "",
         f"Command: `{summary['command']}`", "",
-        f"Keras: {summary['keras']}; seed {summary['seed']}; "
-        f"{summary['epochs']} epochs; batch {BATCH_SIZE}; Adam "
-        f"{LEARNING_RATE:g}; MLP {list(HIDDEN_UNITS)} (ReLU); every kernel "
-        "regularized with `tfreg.apply`; `jit_compile=True`.", "",
+        f"{summary['keras']}, TensorFlow {summary['tensorflow']}; seed "
+        f"{summary['seed']}; {summary['epochs']} epochs; batch {BATCH_SIZE}; "
+        f"Adam {LEARNING_RATE:g}; MLP {list(HIDDEN_UNITS)} (ReLU) with every "
+        "kernel regularized through `tfreg.apply`; trained with "
+        "`jit_compile=True`. The strengths of one regularizer train side by "
+        "side as identical towers (same initial weights, same batches) of one "
+        "compiled model; each tower's loss and gradients are its own.", "",
         "Data:", ""]
     lines += [f"- {text}" for text in summary["datasets_described"]]
     lines += [
         "", "## Results", "",
-        "val loss: validation data loss without the penalty (cross-entropy; "
-        "MSE of the standardized target for regression). val metric: "
-        "accuracy, or MAE in the target's units. near-zero: share of kernel "
-        f"weights with |w| < {ZERO_THRESHOLD:g}. penalty share: penalty / "
-        "(validation data loss + penalty) after the last epoch. ms/step: "
-        "median-free mean over training steps after the first (compile). "
-        "`*`: lowest val loss for the dataset.", "",
+        "- val loss: validation data loss after the last epoch, without the "
+        "penalty (cross-entropy; for regression the MSE of the standardized "
+        "target).",
+        "- val metric: accuracy, or mean absolute error in the target's "
+        "units.",
+        f"- near-zero: share of kernel weights with |w| < {ZERO_THRESHOLD:g}.",
+        "- penalty: the regularization loss after the last epoch. Priors' "
+        "-log p(w) / num_examples includes normalizing constants and can be "
+        "negative.",
+        "- penalty share: |penalty| / (val loss + |penalty|).",
+        "- ms/step: mean time of a training step after the first (which "
+        "compiles), divided by the number of towers trained in that step.",
+        "- `*`: lowest val loss for the dataset.", "",
         table, ""]
     if summary["notes"]:
         lines += ["Notes:", ""] + [f"- {note}" for note in summary["notes"]]
@@ -726,13 +825,22 @@ def write_report(out, summary, table, plots):
     lines += ["## Best models", ""]
     for name, export in summary["exports"].items():
         best = summary["best"][name]
-        lines.append(
-            f"- {name}: {best['regularizer']} {best['setting']} exported with "
-            f"{export['how']} to `{os.path.basename(export['path'])}/`; "
-            f"reloaded predictions {'match' if export['predictions_match'] else 'DO NOT match'}"
-            f" (max |difference| {export['max_abs_difference']:.2g}).")
+        match = "match" if export["predictions_match"] else "DO NOT match"
+        text = (f"- {name}: {best['regularizer']} {best['setting']}, exported "
+                f"with `{export['how']}` to "
+                f"`{os.path.basename(export['path'])}/`, reloaded with "
+                f"`tf.saved_model.load`: predictions {match} (max |difference| "
+                f"{export['max_abs_difference']:.2g})")
+        if "regularization_loss" in export:
+            agree = ("equals" if export["regularization_loss_matches"]
+                     else "DIFFERS FROM")
+            text += (f"; its `regularization_loss` signature "
+                     f"({export['regularization_loss']:.6g}) {agree} the "
+                     "live model's penalty")
+        lines.append(text + ".")
     if plots:
-        lines += ["", "## Plots", ""]
+        lines += ["", "## Plots", "",
+                  "Best strength of each regularizer.", ""]
         lines += [f"![{name}]({name})" for name in plots]
     lines += ["", f"All numbers: `results.json`. Wall time: "
               f"{summary['wall_seconds']:.1f} s.", ""]
@@ -762,44 +870,57 @@ def run(data=None, target=None, task="auto", regularizers=None, epochs=8,
     except OSError as error:
         raise UsageError(f"cannot create --out {out}: {error}") from None
 
+    # Seeds make runs repeatable: XLA:CPU executables are deterministic.
+    # `tf.config.experimental.enable_op_determinism()` is deliberately not
+    # called: Keras 3 then silently trains with jit_compile=False.
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
 
     plan, notes = [], []
     for dataset in datasets:
         runs, skipped = candidates(families, len(dataset.x_train),
                                    explicit=regularizers is not None)
-        plan += [(dataset, run) for run in runs]
+        by_family = {}
+        for candidate in runs:
+            by_family.setdefault(candidate.family, []).append(candidate)
+        plan += [(dataset, family, group)
+                 for family, group in by_family.items()]
         notes += [note for note in skipped if note not in notes]
     for note in notes:
         stderr.write(f"note: {note}\n")
     for dataset in datasets:
         stderr.write(f"data: {dataset.describe()}\n")
 
-    tracker = Tracker(len(plan), epochs, stream=stderr)
+    tracker = Tracker(sum(len(group) for _, _, group in plan), epochs,
+                      len(plan), stream=stderr)
     results, kernels, best, best_models = [], {}, {}, {}
-    for dataset, candidate in plan:
-        result, model, values = train(dataset, candidate, epochs, seed,
-                                      tracker)
-        results.append(result)
-        kernels[(dataset.name, candidate.family, candidate.setting)] = values
-        current = best.get(dataset.name)
-        if current is None or result["val_loss"] < current["val_loss"]:
-            best[dataset.name] = result
-            best_models[dataset.name] = model
+    for dataset, family, group in plan:
+        trained, model = train(dataset, family, group, epochs, seed, tracker)
+        for tower, (candidate, (result, values)) in enumerate(
+                zip(group, trained)):
+            results.append(result)
+            kernels[(dataset.name, family, candidate.setting)] = values
+            current = best.get(dataset.name)
+            if current is None or result["val_loss"] < current["val_loss"]:
+                best[dataset.name] = result
+                best_models[dataset.name] = standalone(
+                    dataset, model, tower, candidate, seed)
 
     rows = table_rows(results, best)
     stdout.write(format_text_table(rows) + "\n")
     exports = {}
     for dataset in datasets:
         path = os.path.join(os.path.abspath(out), f"model-{dataset.name}")
-        exports[dataset.name] = export_and_check(
+        exports[dataset.name] = export = export_and_check(
             best_models[dataset.name], dataset, path)
-        status = ("predictions match" if exports[dataset.name]
-                  ["predictions_match"] else "PREDICTIONS DIFFER")
+        status = ("predictions match" if export["predictions_match"]
+                  else "PREDICTIONS DIFFER")
+        if "regularization_loss_matches" in export:
+            status += (", regularization_loss matches"
+                       if export["regularization_loss_matches"]
+                       else ", REGULARIZATION LOSS DIFFERS")
         stdout.write(f"best {dataset.name}: {best[dataset.name]['regularizer']}"
                      f" {best[dataset.name]['setting']} -> {path} "
-                     f"(reloaded, {status})\n")
+                     f"(reloaded: {status})\n")
     plots = plot(results, kernels, out)
     if not plots:
         notes.append("no plots: matplotlib is not installed")
@@ -817,7 +938,9 @@ def run(data=None, target=None, task="auto", regularizers=None, epochs=8,
         "datasets_described": [d.describe() for d in datasets],
         "notes": notes,
         "results": results,
-        "best": best,
+        "best": {name: {key: result[key] for key in (
+            "regularizer", "setting", "val_loss", "val_metric")}
+            for name, result in best.items()},
         "exports": exports,
         "plots": plots,
         "wall_seconds": time.perf_counter() - wall_start,
@@ -828,8 +951,9 @@ def run(data=None, target=None, task="auto", regularizers=None, epochs=8,
     stdout.write(f"report: {os.path.join(out, 'report.md')} "
                  f"({summary['wall_seconds']:.0f} s)\n")
     failed = [name for name, export in exports.items()
-              if not export["predictions_match"]]
+              if not (export["predictions_match"]
+                      and export.get("regularization_loss_matches", True))]
     if failed:
         raise RuntimeError(
-            f"the reloaded SavedModel of {failed} predicts differently")
+            f"the reloaded SavedModel of {failed} does not match the model")
     return summary

@@ -145,6 +145,19 @@ class _LegacyLossesRestored:
             layer._losses[:] = losses
 
 
+def _other_variables(functions, model_variables):
+    """Variables the traced `functions` read that are not the model's."""
+    own = {id(variable) for variable in model_variables}
+    # A Keras 3 variable wraps the tf.Variable that the graphs capture.
+    own |= {id(getattr(variable, "_value", None)) for variable in model_variables}
+    found = {}
+    for function in functions:
+        for variable in function.graph.variables:
+            if id(variable) not in own:
+                found.setdefault(id(variable), variable)
+    return list(found.values())
+
+
 def _outputs_dict(outputs):
     """Named outputs, as Keras 3's `model.export` names them."""
     if isinstance(outputs, dict):
@@ -232,5 +245,9 @@ def export_saved_model(model, path, input_signature=None, options=None):
             INPUTS_SIGNATURE:
                 module.regularization_loss_on_inputs.get_concrete_function(),
         }
+        # Variables the penalties read besides the model's own, such as a
+        # `tfreg.Strength`, must be tracked to be saved.
+        module.regularizer_variables = _other_variables(
+            signatures.values(), model.variables)
         tf.saved_model.save(module, path, signatures=signatures,
                             options=options)

@@ -307,7 +307,9 @@ class Horseshoe(base.Regularizer):
     normal number, so the penalty is finite and its gradient 0 at w = 0, where
     the exact density (and TFP's value) is infinite. Weights whose magnitude
     underflows that floor (|w / scale| < 1.5e-19 in float32) are treated as 0.
-    In float16 TFP's gradient is NaN; this one is finite.
+    For float16 weights TFP's value is inf and its gradient NaN when
+    |w| <= 1e-3; here the gradient is finite wherever the exact gradient fits
+    in float16 (|w / scale| >= 2e-6) and 0 at w = 0.
 
     Args:
       scale: Positive finite float, the global shrinkage tau.

@@ -76,7 +76,7 @@ class L1L2(base.Regularizer):
         self.l2 = _validation.non_negative("l2", l2)
 
     def penalty(self, x):
-        return self.l1 * penalties.l1(x) + self.l2 * penalties.l2(x)
+        return penalties.l1_l2(x, self.l1, self.l2)
 
 
 @serialization.register(

@@ -10,6 +10,7 @@ no retrace. Every tfreg strength argument accepts one.
 import math
 import numbers
 import re
+import sys
 
 import tensorflow as tf
 
@@ -22,7 +23,9 @@ def non_negative_float(name, value):
         raise TypeError(
             f"Invalid value for argument `{name}`. Expected a finite float "
             f">= 0. Received: {name}={value!r}")
-    if not math.isfinite(value) or value < 0:
+    # Ints beyond float range (10**400) would overflow math.isfinite.
+    if (not isinstance(value, float) and abs(value) > sys.float_info.max) or (
+            not math.isfinite(value) or value < 0):
         raise ValueError(
             f"Invalid value for argument `{name}`. Expected a finite float "
             f">= 0. Received: {name}={value!r}")

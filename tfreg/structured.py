@@ -427,7 +427,7 @@ def encode_reference(array):
     The bytes are little-endian, C order, so the encoding is the same on
     every platform and decodes bit for bit.
     """
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array, order="C")  # keeps 0-d arrays 0-d
     little = array.astype(array.dtype.newbyteorder("<"), copy=False)
     return {"dtype": array.dtype.name, "shape": list(array.shape),
             "data": base64.b64encode(little.tobytes()).decode("ascii")}

@@ -127,9 +127,19 @@ def nuclear_norm(matrix):
     """sum_i sigma_i(W), by `tf.linalg.svd`.
 
     TensorFlow differentiates singular values alone (compute_uv=False) as
-    U V^T, which stays finite for repeated and zero singular values.
+    U V^T, which stays finite for repeated and zero singular values. The
+    matrix is divided by its largest magnitude m first (sum_i sigma_i(W) =
+    m * sum_i sigma_i(W / m), and U V^T does not depend on m), so that the
+    SVD neither overflows nor underflows at huge or tiny scales. At W = 0
+    the gradient is 0.
     """
-    return tf.reduce_sum(tf.linalg.svd(matrix, compute_uv=False))
+    scale = tf.stop_gradient(tf.reduce_max(tf.abs(matrix)))
+    nonzero = scale > 0
+    scale = tf.where(nonzero, scale, tf.ones_like(scale))
+    total = scale * tf.reduce_sum(
+        tf.linalg.svd(matrix / scale, compute_uv=False))
+    # The zero matrix gets the zero subgradient rather than an arbitrary U V^T.
+    return tf.where(nonzero, total, tf.zeros_like(total))
 
 
 def squared_distance(x, reference):

@@ -22,7 +22,8 @@ The checks read the backend-independent `stage="hlo"`; `stage="optimized_hlo"`
 regularizers are audited on a Dense kernel and a Conv2D kernel, activity
 regularizers on a `(batch, units)` activation; see `kinds_of`. A class whose
 constructor has required arguments cannot be built with defaults and is
-skipped with that reason; a shape its validation rejects is skipped likewise.
+skipped with that reason unless `BUILDERS` shows how to build it; a shape its
+validation rejects is skipped likewise.
 
 Prints one line per regularizer and exits 1 when any regularizer fails:
 
@@ -70,6 +71,22 @@ KINDS = {
     "L1L2": ("weight", "activity"),
     "DeCov": ("activity",),
     "KLSparsity": ("activity",),
+}
+
+# Classes that cannot be built with defaults, built for the audit from the
+# input shape instead (an example of what a user passes).
+BUILDERS = {
+    "L2SP": lambda cls, shape: cls(reference=np.full(shape, 0.5, np.float32)),
+    "Prior": lambda cls, shape: cls(
+        {"class_name": "Gumbel", "parameters": {"loc": 0.0, "scale": 1.0}}),
+}
+
+# Weight shapes for classes that accept only a special layout (instead of
+# WEIGHT_SHAPES); a class may instead declare `audit_shapes` itself.
+SHAPES = {
+    # A variational layer's posterior: means in [0], scales in [1].
+    "MeanFieldKL": (("posterior_dense", (2, 8, 4)),
+                    ("posterior_conv", (2, 3, 3, 2, 4))),
 }
 
 _HOST_OPCODES = frozenset(
@@ -157,6 +174,12 @@ def kinds_of(cls):
             f"Invalid `audit_kinds` of {cls.__name__}. Expected 'weight' "
             f"and/or 'activity'. Received: audit_kinds={kinds!r}")
     return tuple(kinds)
+
+
+def shapes_of(cls):
+    """(name, shape) pairs of the weights `cls` is audited on."""
+    return (getattr(cls, "audit_shapes", None)
+            or SHAPES.get(cls.__name__, WEIGHT_SHAPES))
 
 
 def required_arguments(cls):
@@ -249,18 +272,19 @@ def audit_case(regularizer, kind, shape_name, shape, dtype):
     x = _sample(kind, shape, dtype, seed=len(result.label))
     function = _value_and_gradient(regularizer)
     try:
-        compiler_ir = function.experimental_get_compiler_ir(x)
+        function.get_concrete_function(x)
     except ValueError as error:
-        # Validation rejecting a shape (e.g. a rank) is not a portability issue.
-        if "Expected" in str(error) and "shape" in str(error):
-            result.skipped = f"rejects this shape: {str(error).splitlines()[0]}"
-            return result
-        result.problems.append(f"does not lower: {_first_line(error)}")
+        # Raised while tracing the Python code, before XLA sees anything: the
+        # class's validation rejects this input (e.g. a rank). That is not a
+        # portability issue.
+        result.skipped = f"rejects this input: {_first_line(error)}"
         return result
+    try:
+        compiler_ir = function.experimental_get_compiler_ir(x)
+        hlo = compiler_ir(stage="hlo")  # tf2xla runs here, lazily
     except Exception as error:  # pylint: disable=broad-except
         result.problems.append(f"does not lower: {_first_line(error)}")
         return result
-    hlo = compiler_ir(stage="hlo")
     result.hlo_ops = count_ops(hlo)
     result.problems.extend(check_hlo(hlo, bfloat16_path=dtype == tf.bfloat16))
     try:
@@ -281,28 +305,41 @@ def audit_case(regularizer, kind, shape_name, shape, dtype):
 
 
 def _first_line(error):
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
+    """The message of `error`, without tf.function's traceback preamble."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0] == "in user code:":
+        lines = lines[-1:]  # the original exception, after the traceback
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:240]
 
 
-def audit_class(cls):
-    """Audits `cls` built with its defaults on every shape of its kinds."""
-    result = ClassResult(name=cls.__name__)
+def build_regularizer(cls, shape):
+    """`cls` with its defaults, or from BUILDERS; a str says why it cannot."""
+    builder = BUILDERS.get(cls.__name__)
+    if builder is not None:
+        return builder(cls, shape)
     required = required_arguments(cls)
     if required:
-        result.skipped = (f"cannot be built with defaults (requires "
-                          f"{', '.join(required)})")
-        return result
+        return (f"cannot be built with defaults (requires "
+                f"{', '.join(required)})")
     try:
-        regularizer = cls()
+        return cls()
     except (TypeError, ValueError) as error:
         # A default the constructor rejects (e.g. `reference=None`) means the
         # class needs arguments that only its user can give.
-        result.skipped = f"cannot be built with defaults ({_first_line(error)})"
-        return result
+        return f"cannot be built with defaults ({_first_line(error)})"
+
+
+def audit_class(cls):
+    """Audits `cls`, built with its defaults, on every shape of its kinds."""
+    result = ClassResult(name=cls.__name__)
     for kind in kinds_of(cls):
-        shapes = WEIGHT_SHAPES if kind == "weight" else ACTIVITY_SHAPES
+        shapes = (shapes_of(cls) if kind == "weight" else ACTIVITY_SHAPES)
         for shape_name, shape in shapes:
+            regularizer = build_regularizer(cls, shape)
+            if isinstance(regularizer, str):
+                result.skipped = regularizer
+                result.cases = []
+                return result
             for dtype in DTYPES:
                 result.cases.append(
                     audit_case(regularizer, kind, shape_name, shape, dtype))

@@ -1,0 +1,195 @@
+"""tfreg.apply and tfreg.remove on built models, in the active Keras."""
+
+import os
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+import tfreg
+from tfreg import _keras
+
+keras = _keras.keras
+SAVE_FORMATS = ("h5", "keras", "tf") if _keras.LEGACY else ("keras",)
+
+
+def _model():
+    """Dense -> BatchNorm -> Dense -> Dense with distinct constant kernels."""
+    return keras.Sequential([
+        keras.Input((3,)),
+        keras.layers.Dense(4, name="first",
+                           kernel_initializer=keras.initializers.Constant(1.0),
+                           bias_initializer="ones"),
+        keras.layers.BatchNormalization(name="norm"),
+        keras.layers.Dense(4, name="second",
+                           kernel_initializer=keras.initializers.Constant(2.0)),
+        keras.layers.Dense(1, name="third",
+                           kernel_initializer=keras.initializers.Constant(3.0)),
+    ])
+
+
+def _total(model):
+    return float(tf.add_n([tf.cast(loss, tf.float32)
+                           for loss in model.losses])) if model.losses else 0.0
+
+
+def _save_and_load(model, directory, save_format):
+    if save_format == "tf":
+        path = os.path.join(directory, "saved_model")
+        model.save(path, save_format="tf")
+    else:
+        path = os.path.join(directory, f"model.{save_format}")
+        model.save(path)
+    return keras.models.load_model(path)
+
+
+class ApplyTest(parameterized.TestCase):
+
+    def test_defaults_select_kernels_only(self):
+        model = _model()
+        attached = tfreg.apply(model, tfreg.L2(0.5))
+        self.assertEqual(attached, {"first/kernel": True,
+                                    "second/kernel": True,
+                                    "third/kernel": True})
+        self.assertLen(model.losses, 3)
+        # 0.5 * sum(w^2) per kernel: 12 ones, 16 twos, 4 threes.
+        self.assertAlmostEqual(_total(model),
+                               0.5 * (12 * 1 + 16 * 4 + 4 * 9), places=4)
+
+    def test_each_weight_gets_its_own_penalty(self):
+        model = _model()
+        tfreg.apply(model, tfreg.L1(1.0))
+        values = sorted(float(loss) for loss in model.losses)
+        self.assertEqual(values, [12.0, 12.0, 32.0])  # 4*3, 12*1, 16*2
+
+    @parameterized.named_parameters(
+        ("regex", "^(first|third)/", None),
+        ("exclude_regex", None, "second"),
+        ("predicate", lambda layer, variable: layer.name != "second", None),
+        ("exclude_predicate", None,
+         lambda layer, variable: layer.name == "second"))
+    def test_include_and_exclude(self, include, exclude):
+        model = _model()
+        attached = tfreg.apply(model, "l1", include=include, exclude=exclude)
+        self.assertEqual(sorted(attached), ["first/kernel", "third/kernel"])
+        self.assertAlmostEqual(_total(model), 0.01 * (12 + 12), places=5)
+
+    def test_include_reaches_biases_and_normalization_when_asked(self):
+        model = _model()
+        attached = tfreg.apply(model, tfreg.L1(1.0), include="/(bias|gamma)$")
+        self.assertEqual(sorted(attached), [
+            "first/bias", "norm/gamma", "second/bias", "third/bias"])
+        self.assertAlmostEqual(_total(model), 4 + 4, places=5)
+
+    def test_replaces_a_constructor_regularizer(self):
+        model = keras.Sequential([
+            keras.Input((2,)),
+            keras.layers.Dense(2, name="d", kernel_initializer="ones",
+                               kernel_regularizer=tfreg.L1(1.0))])
+        self.assertEqual(_total(model), 4.0)
+        tfreg.apply(model, tfreg.L2(0.25))
+        self.assertLen(model.losses, 1)
+        self.assertEqual(_total(model), 1.0)
+        self.assertIsInstance(model.layers[0].kernel_regularizer, tfreg.L2)
+
+    def test_nested_model(self):
+        inner = keras.Sequential([keras.Input((3,)),
+                                  keras.layers.Dense(2, name="inner_dense",
+                                                     kernel_initializer="ones")],
+                                 name="inner")
+        inputs = keras.Input((3,))
+        outputs = keras.layers.Dense(1, name="outer_dense",
+                                     kernel_initializer="ones")(inner(inputs))
+        model = keras.Model(inputs, outputs)
+        attached = tfreg.apply(model, tfreg.L1(1.0))
+        self.assertEqual(sorted(attached),
+                         ["inner_dense/kernel", "outer_dense/kernel"])
+        self.assertEqual(_total(model), 8.0)
+
+    def test_training_uses_the_penalty_even_after_a_first_fit(self):
+        model = _model()
+        model.compile(optimizer="sgd", loss="mse", jit_compile=True)
+        x, y = np.ones((8, 3), np.float32), np.zeros((8, 1), np.float32)
+        model.fit(x, y, epochs=1, verbose=0)
+        before = model.evaluate(x, y, verbose=0)
+        tfreg.apply(model, tfreg.L2(1e-3))
+        penalty = _total(model)
+        after = model.evaluate(x, y, verbose=0)
+        self.assertGreater(penalty, 0.0)
+        self.assertAlmostEqual(after - before, penalty, places=2)
+        history = model.fit(x, y, epochs=1, verbose=0)
+        self.assertTrue(np.isfinite(history.history["loss"][0]))
+
+    def test_survives_save_and_load(self):
+        model = _model()
+        tfreg.apply(model, tfreg.L1L2(l1=0.1, l2=0.2))
+        expected = sorted(float(loss) for loss in model.losses)
+        for save_format in SAVE_FORMATS:
+            with self.subTest(save_format=save_format), \
+                    tempfile.TemporaryDirectory() as directory:
+                loaded = _save_and_load(model, directory, save_format)
+                self.assertIsInstance(loaded.get_layer("second")
+                                      .kernel_regularizer, tfreg.L1L2)
+                self.assertIsNone(loaded.get_layer("first").bias_regularizer)
+                np.testing.assert_allclose(
+                    sorted(float(loss) for loss in loaded.losses), expected,
+                    rtol=1e-6)
+
+    def test_errors(self):
+        with self.assertRaisesRegex(ValueError, "built model"):
+            tfreg.apply(keras.Sequential([keras.layers.Dense(2)]), "l2")
+        model = _model()
+        with self.assertRaisesRegex(ValueError, "Expected a regularizer"):
+            tfreg.apply(model, None)
+        with self.assertRaisesRegex(TypeError, "Keras regularizer"):
+            tfreg.apply(model, lambda x: tf.reduce_sum(x))
+        with self.assertRaisesRegex(ValueError, "argument `include`"):
+            tfreg.apply(model, "l2", include="(")
+        with self.assertRaisesRegex(TypeError, "argument `exclude`"):
+            tfreg.apply(model, "l2", exclude=3)
+        with self.assertRaisesRegex(ValueError, "Unknown regularizer"):
+            tfreg.apply(model, "no_such_regularizer")
+
+
+class RemoveTest(absltest.TestCase):
+
+    def test_remove_undoes_apply(self):
+        model = _model()
+        tfreg.apply(model, tfreg.L2(0.5))
+        self.assertEqual(tfreg.remove(model),
+                         ["first/kernel", "second/kernel", "third/kernel"])
+        self.assertEmpty(model.losses)
+        self.assertIsNone(model.get_layer("first").kernel_regularizer)
+
+    def test_remove_selected_and_constructor_regularizers(self):
+        model = keras.Sequential([
+            keras.Input((2,)),
+            keras.layers.Dense(2, name="a", kernel_initializer="ones",
+                               kernel_regularizer=tfreg.L1(1.0),
+                               bias_regularizer=tfreg.L1(1.0)),
+            keras.layers.Dense(1, name="b", kernel_initializer="ones",
+                               kernel_regularizer=tfreg.L1(1.0))])
+        self.assertEqual(tfreg.remove(model, include="^a/"),
+                         ["a/bias", "a/kernel"])
+        self.assertEqual(_total(model), 2.0)
+        self.assertEqual(tfreg.remove(model), ["b/kernel"])
+        self.assertEmpty(model.losses)
+        self.assertEqual(tfreg.remove(model), [])
+
+    def test_removed_stays_removed_after_save_and_load(self):
+        model = _model()
+        tfreg.apply(model, tfreg.L2(0.5))
+        tfreg.remove(model, exclude="third")
+        for save_format in SAVE_FORMATS:
+            with self.subTest(save_format=save_format), \
+                    tempfile.TemporaryDirectory() as directory:
+                loaded = _save_and_load(model, directory, save_format)
+                self.assertLen(loaded.losses, 1)
+                self.assertAlmostEqual(float(loaded.losses[0]), 0.5 * 36,
+                                       places=4)
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -1,0 +1,175 @@
+"""Save/load round trips of models holding every registered regularizer.
+
+Keras 3: `.keras`. tf_keras: SavedModel directory, `.h5` and `.keras`. Each
+format restores identical configs (scheduled strengths and L2-SP references
+included), bit-identical `model.losses` and identical training curves.
+`tf.saved_model.save` and `model.export` serve equal predictions in a fresh
+process where tfreg and Keras cannot be imported.
+"""
+
+import os
+import pathlib
+import tempfile
+import unittest
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+import tfreg
+from tfreg import _keras
+from tests import saving_util
+
+keras = saving_util.keras
+
+FORMATS = ("tf", "h5", "keras") if _keras.LEGACY else ("keras",)
+STEPS_BEFORE, STEPS_AFTER = 2, 3
+# tf_keras' SavedModel saver traces the regularization losses, which capture
+# a `tfreg.Strength`'s tf.Variable; the layer does not track that variable,
+# so saving fails ("captures tensor ... not reachable from root"). Known bug,
+# see test_strength_in_legacy_saved_model.
+LEGACY_SAVED_MODEL_STRENGTH_BUG = _keras.LEGACY
+
+
+def _batches(count, seed):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(saving_util.BATCH, saving_util.INPUT_DIM))
+             .astype(np.float32),
+             rng.normal(size=(saving_util.BATCH, 1)).astype(np.float32))
+            for _ in range(count)]
+
+
+def _train(model, batches):
+    return [float(np.asarray(model.train_on_batch(x, y))) for x, y in batches]
+
+
+def _save_and_load(model, directory, save_format):
+    if save_format == "tf":
+        path = os.path.join(directory, "saved_model")
+        model.save(path, save_format="tf")
+    else:
+        path = os.path.join(directory, f"model.{save_format}")
+        model.save(path)
+    return keras.models.load_model(path)  # No custom_objects.
+
+
+def _graph_call(model, x):
+    return tf.function(lambda t: model(t, training=False))(x).numpy()
+
+
+class SaveLoadTest(parameterized.TestCase):
+
+    @parameterized.named_parameters(*[(f, f) for f in FORMATS])
+    def test_round_trip_restores_every_registered_class(self, save_format):
+        with_strength = not (save_format == "tf"
+                             and LEGACY_SAVED_MODEL_STRENGTH_BUG)
+        model, skipped = saving_util.zoo_model(with_strength=with_strength)
+        for name, reason in skipped.items():
+            print(f"save_load_test: skipping {name}: {reason}")
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+        _train(model, _batches(STEPS_BEFORE, seed=2))
+        x = saving_util.inputs()
+        before = saving_util.penalties(model, x)
+        with tempfile.TemporaryDirectory() as directory:
+            loaded = _save_and_load(model, directory, save_format)
+        original = saving_util.regularizers_of(model)
+        restored = saving_util.regularizers_of(loaded)
+        self.assertEqual(list(restored), list(original))
+        for name, regularizer in original.items():
+            with self.subTest(layer=name):
+                self.assertIs(type(restored[name]), type(regularizer))
+                self.assertEqual(restored[name].get_config(),
+                                 regularizer.get_config())
+        if with_strength:
+            self.assertEqual(
+                restored["L2_scheduled_kernel"].get_config()["l2"],
+                {"class_name": "Strength",
+                 "config": {"value": float(np.float32(0.37)),
+                            "name": "l2_strength"}})
+        np.testing.assert_array_equal(saving_util.penalties(loaded, x), before)
+        # The same seeded batches give the same losses, step after step.
+        # tf_keras' SavedModel format only matches on the first step, with
+        # Keras' own L2 too (its restored optimizer diverges afterwards), so
+        # only that step is compared there.
+        after = _batches(1 if save_format == "tf" else STEPS_AFTER, seed=3)
+        np.testing.assert_array_equal(_train(loaded, after),
+                                      _train(model, after))
+
+    def test_saved_model_serves_without_tfreg(self):
+        model, _ = saving_util.zoo_model(
+            with_strength=not LEGACY_SAVED_MODEL_STRENGTH_BUG)
+        x = saving_util.inputs()
+        expected = _graph_call(model, x)
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "saved_model")
+            tf.saved_model.save(model, path)
+            served = saving_util.serve_in_fresh_process(
+                path, directory, {"features": x}, ["serving_default"])
+        (output,) = served.values()
+        np.testing.assert_array_equal(output, expected)
+
+    def test_model_export_serves_without_tfreg(self):
+        model, _ = saving_util.zoo_model()
+        x = saving_util.inputs()
+        expected = _graph_call(model, x)
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "exported")
+            model.export(path)
+            served = saving_util.serve_in_fresh_process(
+                path, directory, {"features": x}, ["serving_default"])
+        (output,) = served.values()
+        np.testing.assert_array_equal(output, expected)
+
+    @unittest.skipUnless(LEGACY_SAVED_MODEL_STRENGTH_BUG, "tf_keras only")
+    @unittest.expectedFailure
+    def test_strength_in_legacy_saved_model(self):
+        # Expected to fail until Strength's variable is tracked by the layer
+        # (e.g. the regularizer or Strength made trackable); then it passes
+        # and this marker must go.
+        inputs = keras.Input((3,))
+        model = keras.Model(inputs, keras.layers.Dense(
+            2, kernel_regularizer=tfreg.L2(tfreg.Strength(0.3)))(inputs))
+        with tempfile.TemporaryDirectory() as directory:
+            tf.saved_model.save(model, directory)
+
+    def test_safe_mode_still_refuses_lambdas(self):
+        inputs = keras.Input((3,))
+        hidden = keras.layers.Dense(
+            2, kernel_regularizer=tfreg.L2(0.1))(inputs)
+        model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(hidden))
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "model.keras")
+            model.save(path)
+            with self.assertRaisesRegex(ValueError, "safe_mode"):
+                keras.models.load_model(path)
+            with self.assertRaisesRegex(ValueError, "safe_mode"):
+                keras.models.load_model(path, safe_mode=True)
+
+    def test_a_lambda_inside_a_tfreg_config_is_rejected(self):
+        smuggled = {"class_name": "__lambda__",
+                    "config": {"code": "print('hi')", "defaults": None,
+                               "closure": None}}
+        for config in (
+                {"class_name": "L2", "config": {"l2": smuggled}},
+                {"class_name": "L2", "registered_name": "tfreg>L2",
+                 "module": "os", "config": {"l2": smuggled}}):
+            with self.subTest(config=config):
+                with self.assertRaises(ValueError):
+                    tfreg.deserialize(config)
+                if "registered_name" in config:  # Keras' own lookup key.
+                    with self.assertRaises(ValueError):
+                        keras.saving.deserialize_keras_object(config)
+
+    def test_no_tfreg_source_enables_unsafe_deserialization(self):
+        package = pathlib.Path(tfreg.__file__).parent
+        for source in sorted(package.glob("*.py")):
+            with self.subTest(source=source.name):
+                text = source.read_text()
+                self.assertNotIn("enable_unsafe_deserialization", text)
+                self.assertNotIn("safe_mode", text)
+                self.assertNotIn("SafeModeScope", text)
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -1,0 +1,566 @@
+"""Benchmark harness for tfreg's regularizers (a harness, not a test).
+
+Every case runs its contenders interleaved in one process (A B C A B C ...),
+after a warm-up, and reports medians and the median of per-round ratios, so
+that a noisy machine shifts all contenders alike. The machine load
+(`os.getloadavg`) is recorded before and after the run. Results go to a JSON
+file and a Markdown table.
+
+Cases:
+  train_step   step time: no regularizer vs Keras' own vs tfreg (same math),
+               MLP (~3M params), CNN, 128 small Dense layers; with and
+               without jit_compile.
+  penalty      GB/s of weights for the penalty value, and value+gradient,
+               against a read-only floor (reduce_sum of the same weights)
+               measured in the same rounds; ~50 tensors; graph and XLA.
+  priors       every tfreg prior vs TFP `log_prob` vs tfreg L2, value+gradient
+               on the same weights.
+  first_step   time to the first train step (trace + compile) vs depth of a
+               Dense stack with a regularizer on every layer.
+
+Usage:
+  python tools/bench.py --quick           # < 3 minutes on an idle machine:
+                                          # 4M params, priors in graph mode,
+                                          # 2 train-step cases, depth 64
+  python tools/bench.py                   # full run (documented in BENCHMARKS.md)
+  python tools/bench.py --cases penalty --json out.json --markdown out.md
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+import tfreg  # pylint: disable=g-import-not-at-top
+from tfreg import _keras  # pylint: disable=g-import-not-at-top
+
+keras = _keras.keras
+
+CASES = ("penalty", "priors", "train_step", "first_step")
+
+
+def interleave(contenders, rounds, warmup=1, repeat=1):
+    """Times each contender `repeat` calls per round, A B C A B C ...
+
+    Args:
+      contenders: dict name -> zero-argument callable that blocks until done.
+      rounds: number of timed rounds.
+      warmup: untimed rounds first.
+      repeat: calls per timed sample.
+
+    Returns:
+      dict name -> list of per-call seconds, one per round.
+    """
+    for _ in range(warmup):
+        for run in contenders.values():
+            run()
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            for _ in range(repeat):
+                run()
+            times[name].append((time.perf_counter() - start) / repeat)
+    return times
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def round_ratios(numerator, denominator):
+    return [a / b for a, b in zip(numerator, denominator)]
+
+
+# ---------------------------------------------------------------- penalty --
+
+def _weights(num_params, num_tensors=50, seed=0):
+    """~num_tensors float32 variables totalling ~num_params, kernel-like shapes."""
+    rng = np.random.default_rng(seed)
+    shares = rng.integers(1, 100, size=num_tensors).astype(float)
+    sizes = (shares / shares.sum() * num_params).astype(int)
+    variables = []
+    for index, size in enumerate(sizes):
+        if index % 5 == 4:  # a Conv2D kernel (3, 3, in, out)
+            out = 128
+            shape = (3, 3, max(1, size // (9 * out)), out)
+        else:
+            out = 256
+            shape = (max(1, size // out), out)
+        variables.append(tf.Variable(
+            rng.normal(0.0, 0.05, size=shape).astype(np.float32)))
+    return variables
+
+
+def _penalty_fn(variables, penalty, gradient, jit):
+    """A tf.function over the captured variables (never passed as arguments)."""
+    if gradient:
+        def run():
+            with tf.GradientTape() as tape:
+                value = tf.add_n([penalty(v) for v in variables])
+            return value, tape.gradient(value, variables)
+    else:
+        def run():
+            return tf.add_n([penalty(v) for v in variables])
+    function = tf.function(run, jit_compile=jit)
+
+    def call():
+        result = function()
+        (result[0] if gradient else result).numpy()
+    return call
+
+
+def _read_floor(v):
+    return tf.reduce_sum(v)
+
+
+def penalty_contenders():
+    """Name -> (Keras' own or None, tfreg), same math."""
+    return {
+        "L1": (keras.regularizers.L1(0.01), tfreg.L1(0.01)),
+        "L2": (keras.regularizers.L2(0.01), tfreg.L2(0.01)),
+        "L1L2": (keras.regularizers.L1L2(0.01, 0.01), tfreg.L1L2(0.01, 0.01)),
+    }
+
+
+def closed_form_priors():
+    """Name -> tfreg prior with a closed form, for every one in tfreg.priors."""
+    priors = getattr(tfreg, "priors", None)
+    if priors is None:
+        return {}
+    found = {}
+    for name in ("Normal", "Laplace", "StudentT", "Cauchy", "Horseshoe",
+                 "SpikeAndSlab"):
+        cls = getattr(priors, name, None)
+        if cls is not None:
+            found[name] = cls()
+    return found
+
+
+def bench_penalty(sizes, rounds, modes, with_priors=True):
+    rows = []
+    for num_params in sizes:
+        variables = _weights(num_params)
+        nbytes = sum(v.shape.num_elements() for v in variables) * 4
+        regularizers = {}
+        for name, (theirs, ours) in penalty_contenders().items():
+            regularizers[f"keras {name}"] = theirs
+            regularizers[f"tfreg {name}"] = ours
+        if with_priors:
+            for name, prior in closed_form_priors().items():
+                regularizers[f"tfreg {name}"] = prior
+        for jit in modes:
+            for gradient in (False, True):
+                contenders = {"read floor": _penalty_fn(
+                    variables, _read_floor, False, jit)}
+                for name, regularizer in regularizers.items():
+                    contenders[name] = _penalty_fn(
+                        variables, regularizer, gradient, jit)
+                times = interleave(contenders, rounds, warmup=2)
+                floor = times["read floor"]
+                first = len(rows)
+                for name, samples in times.items():
+                    if name == "read floor" and gradient:
+                        continue
+                    rows.append({
+                        "params": int(nbytes // 4), "tensors": len(variables),
+                        "mode": "xla" if jit else "graph",
+                        "what": "value+grad" if gradient else "value",
+                        "contender": name,
+                        "median_ms": 1e3 * median(samples),
+                        "gb_per_s": nbytes / median(samples) / 1e9,
+                        "floor_fraction": median(round_ratios(floor, samples)),
+                    })
+                print_rows(rows[first:], ("params", "mode", "what",
+                                                "contender", "gb_per_s",
+                                                "floor_fraction"))
+    return rows
+
+
+# ----------------------------------------------------------------- priors --
+
+def tfp_twins():
+    """Name -> zero-argument factory of the TFP distribution of each prior."""
+    import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+    tfd = tfp.distributions
+    return {
+        "Normal": lambda: tfd.Normal(0.0, 1.0),
+        "Laplace": lambda: tfd.Laplace(0.0, 1.0),
+        "StudentT": lambda: tfd.StudentT(3.0, 0.0, 1.0),
+        "Cauchy": lambda: tfd.Cauchy(0.0, 1.0),
+        "Horseshoe": lambda: tfd.Horseshoe(1.0),
+        "SpikeAndSlab": lambda: tfd.MixtureSameFamily(
+            tfd.Categorical(probs=[0.5, 0.5]), tfd.Normal(0.0, [1.0, 0.01])),
+    }
+
+
+def bench_priors(num_params, rounds, modes):
+    priors = closed_form_priors()
+    if not priors:
+        return []
+    variables = _weights(num_params, seed=1)
+    twins = tfp_twins()
+    rows = []
+    for jit in modes:
+        contenders = {"tfreg L2": _penalty_fn(variables, tfreg.L2(0.01), True,
+                                              jit)}
+        for name, prior in priors.items():
+            contenders[f"tfreg {name}"] = _penalty_fn(variables, prior, True,
+                                                      jit)
+            if name in twins:
+                distribution = twins[name]()
+                contenders[f"tfp {name}"] = _penalty_fn(
+                    variables,
+                    lambda v, d=distribution: -tf.reduce_sum(d.log_prob(v)),
+                    True, jit)
+        generic = getattr(tfreg.priors, "Prior", None)
+        if generic is not None:
+            contenders["tfreg Prior(tfd.Normal)"] = _penalty_fn(
+                variables, generic(twins["Normal"]()), True, jit)
+        times = interleave(contenders, rounds, warmup=2)
+        base = times["tfreg L2"]
+        for name, samples in times.items():
+            rows.append({
+                "params": int(sum(v.shape.num_elements() for v in variables)),
+                "mode": "xla" if jit else "graph", "contender": name,
+                "median_ms": 1e3 * median(samples),
+                "vs_tfreg_l2": median(round_ratios(samples, base)),
+            })
+        print_rows(rows[-len(times):], ("mode", "contender", "median_ms",
+                                        "vs_tfreg_l2"))
+    return rows
+
+
+# ------------------------------------------------------------- train step --
+
+def _mlp(regularizer):
+    inputs = keras.Input((784,))
+    x = inputs
+    for units in (1024, 1024, 1024):
+        x = keras.layers.Dense(units, activation="relu",
+                               kernel_regularizer=regularizer)(x)
+    outputs = keras.layers.Dense(10, kernel_regularizer=regularizer)(x)
+    return keras.Model(inputs, outputs), (128, 784)
+
+
+def _cnn(regularizer):
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for filters in (32, 64, 128):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                kernel_regularizer=regularizer)(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(256, activation="relu",
+                           kernel_regularizer=regularizer)(x)
+    outputs = keras.layers.Dense(10, kernel_regularizer=regularizer)(x)
+    return keras.Model(inputs, outputs), (64, 32, 32, 3)
+
+
+def _deep(regularizer, depth=128, units=32):
+    inputs = keras.Input((units,))
+    x = inputs
+    for _ in range(depth):
+        x = keras.layers.Dense(units, activation="relu",
+                               kernel_regularizer=regularizer)(x)
+    outputs = keras.layers.Dense(10, kernel_regularizer=regularizer)(x)
+    return keras.Model(inputs, outputs), (64, units)
+
+
+MODELS = {"mlp": _mlp, "cnn": _cnn, "deep128": _deep}
+
+
+def _train_step(build, regularizer, jit, seed=0):
+    keras.utils.set_random_seed(seed)
+    model, input_shape = build(regularizer)
+    model.compile(optimizer=keras.optimizers.SGD(0.001),
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True),
+                  jit_compile=jit)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=input_shape).astype(np.float32)
+    y = rng.integers(0, 10, size=(input_shape[0],)).astype(np.int32)
+    model.train_on_batch(x, y)
+    return lambda: model.train_on_batch(x, y)
+
+
+def bench_train_step(plan, rounds, repeat):
+    rows = []
+    for model_name, regularizer_name, jit in plan:
+        theirs, ours = penalty_contenders()[regularizer_name]
+        build = MODELS[model_name]
+        contenders = {
+            "none": _train_step(build, None, jit),
+            "keras": _train_step(build, theirs, jit),
+            "tfreg": _train_step(build, ours, jit),
+        }
+        times = interleave(contenders, rounds, warmup=2, repeat=repeat)
+        none, theirs_t, ours_t = times["none"], times["keras"], times["tfreg"]
+        keras_overhead = median(theirs_t) - median(none)
+        tfreg_overhead = median(ours_t) - median(none)
+        row = {
+            "model": model_name, "regularizer": regularizer_name,
+            "jit": jit,
+            "params": None,
+            "none_ms": 1e3 * median(none), "keras_ms": 1e3 * median(theirs_t),
+            "tfreg_ms": 1e3 * median(ours_t),
+            "keras_overhead_ms": 1e3 * keras_overhead,
+            "tfreg_overhead_ms": 1e3 * tfreg_overhead,
+            "overhead_ratio": (tfreg_overhead / keras_overhead
+                               if keras_overhead > 0 else float("nan")),
+            "tfreg_vs_keras_step": median(round_ratios(ours_t, theirs_t)),
+        }
+        model, _ = build(None)
+        row["params"] = int(model.count_params())
+        rows.append(row)
+        print_rows([row], ("model", "regularizer", "jit", "none_ms", "keras_ms",
+                           "tfreg_ms", "overhead_ratio"))
+        keras.backend.clear_session()
+    return rows
+
+
+# ------------------------------------------------------------- first step --
+
+def bench_first_step(depths, rounds, jit=True):
+    rows = []
+    for depth in depths:
+        contenders = {
+            "none": None,
+            "keras": keras.regularizers.L2(0.01),
+            "tfreg": tfreg.L2(0.01),
+        }
+        times = {name: [] for name in contenders}
+        for _ in range(rounds):
+            for name, regularizer in contenders.items():
+                keras.backend.clear_session()
+                start = time.perf_counter()
+                _train_step(lambda r, d=depth: _deep(r, depth=d), regularizer,
+                            jit)
+                times[name].append(time.perf_counter() - start)
+        none = times["none"]
+        for name, samples in times.items():
+            rows.append({
+                "depth": depth, "jit": jit, "contender": name,
+                "median_s": median(samples),
+                "vs_none": median(round_ratios(samples, none)),
+            })
+        print_rows(rows[-len(contenders):], ("depth", "contender", "median_s",
+                                             "vs_none"))
+    keras.backend.clear_session()
+    return rows
+
+
+# ---------------------------------------------------------------- report --
+
+def print_rows(rows, keys):
+    for row in rows:
+        print("  ".join(
+            f"{key}={row[key]:.3g}" if isinstance(row[key], float)
+            else f"{key}={row[key]}" for key in keys), flush=True)
+
+
+def _find(rows, **match):
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def targets(results):
+    """Each target of issue 8 with its measured ratio and whether it is met."""
+    out = []
+    penalty = results.get("penalty", [])
+    for row in penalty:
+        name = row["contender"]
+        if not name.startswith("tfreg"):
+            continue
+        if row["what"] == "value":
+            goal, bound = "value >= 0.70 of read floor", 0.70
+        else:
+            goal, bound = "value+grad >= 0.40 of read floor", 0.40
+        out.append({
+            "target": f"{name} {goal} ({row['mode']}, {row['params']/1e6:.0f}M)",
+            "measured": row["floor_fraction"],
+            "met": row["floor_fraction"] >= bound})
+        keras_name = "keras" + name[len("tfreg"):]
+        twin = _find(penalty, contender=keras_name, mode=row["mode"],
+                     what=row["what"], params=row["params"])
+        if twin:
+            ratio = twin[0]["median_ms"] / row["median_ms"]
+            out.append({
+                "target": f"{name} {row['what']} not slower than Keras "
+                          f"({row['mode']}, {row['params']/1e6:.0f}M): "
+                          f"speed-up",
+                "measured": ratio, "met": ratio >= 1.0})
+    for model, reg, jit, bound in (("mlp", "L2", True, 0.8),
+                                   ("deep128", "L1L2", False, 0.6)):
+        for row in _find(results.get("train_step", []), model=model,
+                         regularizer=reg, jit=jit):
+            out.append({
+                "target": f"{model} jit={jit} tfreg {reg} overhead <= "
+                          f"{bound}x Keras' overhead",
+                "measured": row["overhead_ratio"],
+                "met": row["overhead_ratio"] <= bound})
+    for row in results.get("priors", []):
+        if row["contender"].startswith("tfreg ") and row["contender"] != "tfreg L2":
+            out.append({
+                "target": f"{row['contender']} value+grad <= 1.3x tfreg L2 "
+                          f"({row['mode']})",
+                "measured": row["vs_tfreg_l2"],
+                "met": row["vs_tfreg_l2"] <= 1.3})
+    for row in _find(results.get("first_step", []), contender="tfreg"):
+        if row["depth"] == max(r["depth"] for r in results["first_step"]):
+            out.append({
+                "target": f"first step, depth {row['depth']}, jit: tfreg <= "
+                          "1.5x none",
+                "measured": row["vs_none"], "met": row["vs_none"] <= 1.5})
+    return out
+
+
+def _table(rows, columns):
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |",
+             "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for _, key in columns:
+            value = row[key] if not callable(key) else key(row)
+            cells.append(f"{value:.3g}" if isinstance(value, float)
+                         else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(results):
+    meta = results["machine"]
+    parts = [
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['platform']}; "
+        f"Python {meta['python']}, TF {meta['tensorflow']}, Keras "
+        f"{meta['keras']} ({'tf_keras' if meta['legacy'] else 'Keras 3'})  ",
+        f"Load average (1/5/15 min) before: {meta['load_before']}, after: "
+        f"{meta['load_after']}; wall time {meta['seconds']:.0f} s",
+        "", "### Targets", "",
+        _table(results["targets"], (("target", "target"),
+                                    ("measured", "measured"),
+                                    ("met", lambda r: "yes" if r["met"]
+                                     else "**no**"))),
+    ]
+    if results.get("penalty"):
+        parts += ["", "### Penalty throughput (GB/s of weights; floor "
+                  "fraction = median per-round ratio to the read floor)", "",
+                  _table(results["penalty"], (
+                      ("params", "params"), ("mode", "mode"),
+                      ("what", "what"), ("contender", "contender"),
+                      ("ms", "median_ms"), ("GB/s", "gb_per_s"),
+                      ("floor fraction", "floor_fraction")))]
+    if results.get("priors"):
+        parts += ["", "### Priors, value+gradient", "",
+                  _table(results["priors"], (
+                      ("params", "params"), ("mode", "mode"),
+                      ("contender", "contender"), ("ms", "median_ms"),
+                      ("x tfreg L2", "vs_tfreg_l2")))]
+    if results.get("train_step"):
+        parts += ["", "### Train step (ms per `train_on_batch`)", "",
+                  _table(results["train_step"], (
+                      ("model", "model"), ("params", "params"),
+                      ("reg", "regularizer"), ("jit", "jit"),
+                      ("none", "none_ms"), ("Keras", "keras_ms"),
+                      ("tfreg", "tfreg_ms"),
+                      ("Keras overhead", "keras_overhead_ms"),
+                      ("tfreg overhead", "tfreg_overhead_ms"),
+                      ("overhead ratio", "overhead_ratio"),
+                      ("tfreg/Keras step", "tfreg_vs_keras_step")))]
+    if results.get("first_step"):
+        parts += ["", "### Time to first step (s, jit, L2 on every layer)", "",
+                  _table(results["first_step"], (
+                      ("depth", "depth"), ("contender", "contender"),
+                      ("s", "median_s"), ("x none", "vs_none")))]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="4M params only and fewer rounds (< 3 minutes).")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"Comma-separated subset of {CASES}.")
+    parser.add_argument("--json", default="bench.json")
+    parser.add_argument("--markdown", default="bench.md")
+    args = parser.parse_args(argv)
+    cases = args.cases.split(",")
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"Unknown case(s) {unknown}. Expected a subset of {CASES}.")
+
+    start = time.time()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    results = {}
+    modes = (False, True)
+    if "penalty" in cases:
+        sizes = (4_000_000,) if args.quick else (4_000_000, 16_000_000,
+                                                 64_000_000)
+        results["penalty"] = bench_penalty(
+            sizes, 3 if args.quick else 7, modes, with_priors=not args.quick)
+        _write(results, args, argv, load_before, start)
+    if "priors" in cases:
+        results["priors"] = bench_priors(
+            4_000_000 if args.quick else 16_000_000, 3 if args.quick else 7,
+            (False,) if args.quick else modes)
+        _write(results, args, argv, load_before, start)
+    if "train_step" in cases:
+        if args.quick:
+            plan = (("mlp", "L2", True), ("deep128", "L1L2", False))
+        else:
+            plan = tuple((m, r, j) for m in MODELS for r in ("L2", "L1L2")
+                         for j in (False, True))
+        results["train_step"] = bench_train_step(
+            plan, rounds=3 if args.quick else 7, repeat=2 if args.quick else 4)
+        _write(results, args, argv, load_before, start)
+    if "first_step" in cases:
+        results["first_step"] = bench_first_step(
+            (64,) if args.quick else (16, 32, 64, 128),
+            rounds=1 if args.quick else 2)
+    print(_write(results, args, argv, load_before, start))
+
+
+def _write(results, args, argv, load_before, start):
+    """Writes the JSON and Markdown of what has run so far; returns the text."""
+    results["targets"] = targets(results)
+    results["machine"] = {
+        "command": "python tools/bench.py " + " ".join(
+            sys.argv[1:] if argv is None else argv),
+        "cpu": _cpu_name(), "cores": os.cpu_count(),
+        "platform": platform.platform(), "python": platform.python_version(),
+        "tensorflow": tf.__version__, "keras": keras.__version__,
+        "legacy": _keras.LEGACY,
+        "load_before": load_before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "seconds": time.time() - start,
+    }
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    text = markdown(results)
+    with open(args.markdown, "w") as f:
+        f.write(text)
+    return text
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
