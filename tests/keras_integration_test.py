@@ -111,6 +111,10 @@ class GetSerializeDeserializeTest(parameterized.TestCase):
         self.assertEqual(
             tfreg.deserialize({"class_name": "L2", "config": {"l2": 0.5}}).l2,
             0.5)
+        # tf_keras' SavedModel format adds shared_object_id to nested configs.
+        self.assertEqual(tfreg.deserialize(
+            {"class_name": "L2", "config": {"l2": 0.5},
+             "shared_object_id": 140}).l2, 0.5)
 
     def test_unknown_and_malformed_identifiers(self):
         with self.assertRaisesRegex(ValueError,

@@ -16,7 +16,10 @@ _REGISTRY = {}
 # Names that mean a preset instance rather than the class's defaults.
 _PRESETS = {}
 
-_OUTER_KEYS = frozenset({"module", "class_name", "config", "registered_name"})
+# tf_keras adds "shared_object_id" to nested configs in SavedModel saves; it
+# only deduplicates objects and is ignored here.
+_OUTER_KEYS = frozenset({"module", "class_name", "config", "registered_name",
+                         "shared_object_id"})
 
 
 def _snake_case(name):
@@ -104,6 +107,11 @@ def deserialize(config):
         raise ValueError(
             f"Unknown key(s) {unknown} in a regularizer config. Expected a "
             f"subset of {sorted(_OUTER_KEYS)}.")
+    for key in ("module", "registered_name"):
+        if not isinstance(config.get(key), (str, type(None))):
+            raise TypeError(
+                f"Expected a string or None as `{key}` in a regularizer "
+                f"config. Received: {key}={config[key]!r}")
     name = config.get("registered_name") or config.get("class_name")
     if not isinstance(name, str):
         raise TypeError(
