@@ -65,9 +65,11 @@ class ApplyTest(parameterized.TestCase):
         self.assertEqual(values, [12.0, 12.0, 32.0])  # 4*3, 12*1, 16*2
 
     @parameterized.named_parameters(
-        ("regex", "^(first|third)/", None),
+        ("regex", "^(first|third)/kernel", None),
         ("exclude_regex", None, "second"),
-        ("predicate", lambda layer, variable: layer.name != "second", None),
+        ("predicate", lambda layer, variable: (
+            layer.name in ("first", "third")
+            and tfreg.attach.weight_name(variable) == "kernel"), None),
         ("exclude_predicate", None,
          lambda layer, variable: layer.name == "second"))
     def test_include_and_exclude(self, include, exclude):

@@ -14,6 +14,7 @@ import tfreg
 from tfreg import _keras
 
 keras = _keras.keras
+LEGACY = _keras.LEGACY
 
 GLOBAL_BATCH = 8
 STEPS = 4

@@ -111,6 +111,14 @@ class FuzzTest(absltest.TestCase):
             if regularizer is not None:
                 saving_util.role(regularizer)
         tfreg.Strength(0.1).assign(0.2)
+        # `priors.Prior` imports TFP, a fixed dependency (never a module a
+        # config names), on first construction, even before it validates.
+        if hasattr(tfreg.priors, "Prior"):
+            import tensorflow_probability  # pylint: disable=g-import-not-at-top,unused-import
+            try:
+                tfreg.priors.Prior.from_config({})
+            except (TypeError, ValueError):
+                pass
 
     def _check(self, make):
         modules = set(sys.modules)
@@ -154,6 +162,12 @@ class FuzzTest(absltest.TestCase):
     @given(_outer_configs())
     def test_deserialize(self, config):
         self._check(lambda: tfreg.deserialize(config))
+
+    def test_outer_entries_must_be_strings(self):
+        for key in ("module", "registered_name", "class_name"):
+            with self.subTest(key=key):
+                with self.assertRaisesRegex(TypeError, f"`{key}`"):
+                    tfreg.deserialize({"class_name": "L1", key: ["os"]})
 
     def test_bounded_sizes(self):
         for config in (

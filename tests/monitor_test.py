@@ -29,7 +29,7 @@ class SummaryTest(absltest.TestCase):
 
     def test_rows_values_and_shares(self):
         model = _model()
-        tfreg.apply(model, tfreg.L1(2.0), include="^b/")
+        tfreg.apply(model, tfreg.L1(2.0), include="^b/kernel")
         printed = []
         rows = tfreg.summary(model, print_fn=printed.append)
         by_weight = {(row["layer"], row["weight"]): row for row in rows}

@@ -38,10 +38,15 @@ def run_worker(output):
     weights = distribute_test.initial_weights()
     # Each worker takes its own half of every global batch (auto-sharding by
     # data), so the 2 replicas together see the global batch of one device.
-    fitted = distribute_test.fit_weights(strategy, weights)
+    # Keras 3.15's fit fails under MultiWorkerMirroredStrategy before the
+    # first step ("Attempt to convert a value (PerReplica...) to a Tensor"),
+    # with numpy or tf.data input alike; only tf_keras' fit is compared.
+    fitted = (distribute_test.fit_weights(strategy, weights)
+              if distribute_test.LEGACY else [])
     looped = distribute_test.custom_loop(strategy, weights,
                                          tfreg.regularization_loss)
-    np.savez(output, *fitted, *looped, count=len(fitted))
+    np.savez(output, *fitted, *looped, fitted=len(fitted),
+             looped=len(looped))
 
 
 def free_ports(count):
@@ -103,18 +108,24 @@ class MultiWorkerTest(absltest.TestCase):
                     process.wait()
 
         weights = distribute_test.initial_weights()
-        one_fit = distribute_test.fit_weights(tf.distribute.get_strategy(),
-                                              weights)
+        one_fit = (distribute_test.fit_weights(tf.distribute.get_strategy(),
+                                               weights)
+                   if distribute_test.LEGACY else [])
         one_loop = distribute_test.custom_loop(tf.distribute.get_strategy(),
                                                weights,
                                                tfreg.regularization_loss)
         for index, output in enumerate(outputs):
             with np.load(output) as saved:
-                count = int(saved["count"])
-                arrays = [saved[f"arr_{i}"] for i in range(2 * count)]
+                count = int(saved["fitted"])
+                arrays = [saved[f"arr_{i}"]
+                          for i in range(count + int(saved["looped"]))]
             fitted, looped = arrays[:count], arrays[count:]
-            print(f"\nworker {index}: fit max |dw| = "
-                  f"{distribute_test.max_difference(one_fit, fitted):.3g}, "
+            self.assertLen(looped, len(one_loop))
+            self.assertLen(fitted, len(one_fit))
+            fit_difference = (
+                f"{distribute_test.max_difference(one_fit, fitted):.3g}"
+                if one_fit else "not run (Keras 3 fit fails under MWMS)")
+            print(f"\nworker {index}: fit max |dw| = {fit_difference}, "
                   f"custom loop max |dw| = "
                   f"{distribute_test.max_difference(one_loop, looped):.3g}")
             for expected, actual in zip(one_fit + one_loop, fitted + looped):

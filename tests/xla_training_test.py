@@ -154,8 +154,11 @@ class XlaTrainingTest(parameterized.TestCase):
                   verbose=0)
         self.assertEqual(CountingL2.calls, traces,
                          "the penalty's Python code ran again: a retrace")
-        # One trace of the train step for all EPOCHS * STEPS steps.
-        self.assertEqual(traces, 1)
+        # One trace of the train step for all EPOCHS * STEPS steps. tf_keras
+        # traces its inner jit-compiled step function twice within the one
+        # trace of train_function (measured: stack traces of both runs come
+        # from tf_keras' run_step), Keras 3 once.
+        self.assertEqual(traces, 2 if _keras.LEGACY else 1)
         if hasattr(model.train_function, "experimental_get_tracing_count"):
             # tf_keras exposes the tf.function; Keras 3 wraps it in closures.
             self.assertEqual(

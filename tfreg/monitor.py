@@ -1,11 +1,17 @@
 """Seeing the penalties: `summary(model)` and the `PenaltyLogger` callback."""
 
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from tfreg import _keras
 from tfreg import attach
 
 TOTAL_KEY = "total"
+# TensorBoard's scalar plugin reads float32 scalars tagged with this metadata;
+# written with core `tf.summary.write`, so the tensorboard package is optional.
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(
+        plugin_name="scalars")).SerializeToString()
 
 
 def penalties(model):
@@ -120,7 +126,8 @@ class PenaltyLogger(_keras.keras.callbacks.Callback):
         if self._writer is not None:
             with self._writer.as_default():
                 for key, value in values.items():
-                    tf.summary.scalar(key, value, step=epoch)
+                    tf.summary.write(key, tf.constant(value, tf.float32),
+                                     step=epoch, metadata=_SCALAR_METADATA)
             self._writer.flush()
 
     def on_train_end(self, logs=None):

@@ -7,41 +7,21 @@ handling and configs.
 """
 
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
 # Floor on a squared norm before its inverse square root (as tf.math.l2_normalize):
 # a zero row normalizes to zero instead of NaN.
 _NORMALIZE_EPSILON = 1e-12
 
 
-# Under XLA:CPU, reduce_sum(f(x)) writes f(x) out and tree-reduces it, so
-# a sum of squares runs at a fraction of memory bandwidth; a skinny Gram
-# matrix x^T x (x viewed as (n / width, width)) reads x once through a GEMM,
-# and its trace is the sum of squares. Small tensors keep the plain reduction:
-# fewer ops to trace and compile, and nothing to gain at that size.
-_GRAM_WIDTH = 8
-_GRAM_MIN_SIZE = 1 << 16
-
-
-def _in_xla():
-    """True while tracing inside `tf.function(jit_compile=True)`."""
-    return control_flow_util.GraphOrParentsInXlaContext(
-        tf.compat.v1.get_default_graph())
-
-
 def _sum_of_squares(x):
-    size = x.shape.num_elements()
-    if (size is not None and size >= _GRAM_MIN_SIZE
-            and size % _GRAM_WIDTH == 0 and _in_xla()):
-        view = tf.reshape(x, (-1, _GRAM_WIDTH))
-        return tf.linalg.trace(tf.matmul(view, view, transpose_a=True))
     # L2Loss reads x once in graph mode, where reduce_sum(square(x)) writes
-    # the square out first.
+    # the square out first. (Under XLA:CPU both lower to the same reduction;
+    # a Gram-matrix trace, x^T x, measured no faster there; see BENCHMARKS.md.)
     return 2.0 * tf.nn.l2_loss(x)
 
 
-# The gradients are written out because autodiff would broadcast the
-# upstream scalar to x's shape and, through the Gram matrix, run two GEMMs.
+# The gradients are written out: autodiff would broadcast the upstream scalar
+# to x's shape and multiply it in as one more full-size pass (in graph mode).
 @tf.custom_gradient
 def l1(x):
     """sum(|x|); the gradient is sign(x) (0 at 0)."""
@@ -61,13 +41,14 @@ def l2(x):
 def l1_l2(x, l1_strength, l2_strength):
     """l1_strength * sum(|x|) + l2_strength * sum(x^2), in one gradient pass.
 
-    The strengths are Python floats. The gradient,
+    The strengths are Python floats or scalar tensors. The gradient,
     l1_strength * sign(x) + 2 * l2_strength * x, is one elementwise
     expression instead of two gradients added together.
     """
-    if not l1_strength:
+    # A zero strength (a Python number) drops its term, as Keras does.
+    if isinstance(l1_strength, (int, float)) and l1_strength == 0:
         return l2_strength * l2(x)
-    if not l2_strength:
+    if isinstance(l2_strength, (int, float)) and l2_strength == 0:
         return l1_strength * l1(x)
 
     @tf.custom_gradient
@@ -75,8 +56,10 @@ def l1_l2(x, l1_strength, l2_strength):
         def gradient(upstream):
             return upstream * (l1_strength * tf.sign(x)
                                + (2.0 * l2_strength) * x)
+        # 2 * l2_strength folds into one constant: on a deep stack of small
+        # layers each op per variable is measurable.
         value = (l1_strength * tf.reduce_sum(tf.abs(x))
-                 + l2_strength * _sum_of_squares(x))
+                 + (2.0 * l2_strength) * tf.nn.l2_loss(x))
         return value, gradient
     return penalty(x)
 

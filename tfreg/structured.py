@@ -30,7 +30,7 @@ _REFERENCE_KEYS = ("dtype", "shape", "data")
 
 @serialization.register
 class GroupLasso(base.Regularizer):
-    """Group lasso: the L2 norms of groups of weights, summed (Yuan & Lin 2006).
+    """Group lasso: summed L2 norms of groups of weights (Yuan & Lin 2006).
 
     Mathematical details:
 
@@ -317,8 +317,9 @@ class L2SP(base.Regularizer):
         return config
 
     def __repr__(self):
-        return (f"L2SP(factor={self.factor!r}, reference=<{self.reference.dtype}"
-                f" array of shape {self.reference.shape}>)")
+        return (f"L2SP(factor={self.factor!r}, reference=<"
+                f"{self.reference.dtype} array of shape "
+                f"{self.reference.shape}>)")
 
 
 @serialization.register
@@ -413,11 +414,12 @@ def _check_axis(x, axis):
 
 def _activity_matrix(x):
     shape = x.shape
-    if shape.rank is None or shape.rank < 2 or shape[-1] is None:
+    if shape.rank is not None and shape.rank < 2:
         raise ValueError(
-            "Expected activations of shape (batch, ..., features), rank >= 2 "
-            "with a known last dimension. Received: "
-            f"activity.shape={shape}")
+            "Expected activations of shape (batch, ..., features), rank >= 2. "
+            f"Received: activity.shape={shape}")
+    # tf_keras' SavedModel loader traces activity regularizers on inputs of
+    # unknown rank; the reshape then takes the feature count at run time.
     return structured_math.samples_by_features(x)
 
 
@@ -521,7 +523,7 @@ def _layers(model):
 
 
 def attach_l2sp(model, factor=0.01):
-    """Attaches L2-SP to every kernel of a built model, toward its current values.
+    """Attaches L2-SP to every kernel of a built model, toward current values.
 
     For each layer with a `kernel` weight and a `kernel_regularizer` attribute
     (Dense, EinsumDense, Conv1D/2D/3D and their transposes, in nested models

@@ -89,9 +89,13 @@ def top_singular_vectors(matrix, iterations):
 
     Starts from `start_vector` and runs exactly `iterations` steps of
     v <- normalize(W^T normalize(W v)). No gradient flows through u and v.
-    A zero matrix gives u = v = 0.
+    A zero matrix gives u = v = 0. Runs as one graph even when called
+    eagerly (traced once per shape, dtype and `iterations`).
     """
-    matrix = tf.stop_gradient(matrix)
+    return _power_iteration(tf.stop_gradient(matrix), iterations)
+
+
+def _power_iteration_body(matrix, iterations):
     rows, columns = matrix.shape
     v = start_vector(columns, matrix.dtype)[:, None]
 
@@ -106,6 +110,9 @@ def top_singular_vectors(matrix, iterations):
         (tf.constant(0), u, v), maximum_iterations=iterations)
     u = _normalize(tf.matmul(matrix, v))
     return tf.stop_gradient(u), tf.stop_gradient(v)
+
+
+_power_iteration = tf.function(_power_iteration_body, autograph=False)
 
 
 def spectral_norm(matrix, iterations):
@@ -152,7 +159,10 @@ def samples_by_features(activity):
 
     Every leading position (batch entry, time step, pixel) is one sample.
     """
-    return tf.reshape(activity, (-1, activity.shape[-1]))
+    features = activity.shape[-1] if activity.shape.rank else None
+    if features is None:
+        features = tf.shape(activity)[-1]
+    return tf.reshape(activity, (-1, features))
 
 
 def decov(activity):

@@ -20,8 +20,8 @@ Cases:
 
 Usage:
   python tools/bench.py --quick           # < 3 minutes on an idle machine:
-                                          # 4M params, priors in graph mode,
-                                          # 2 train-step cases, depth 64
+                                          # 4M params (priors 1M, graph mode),
+                                          # 2 train-step cases, depth 32
   python tools/bench.py                   # full run (documented in BENCHMARKS.md)
   python tools/bench.py --cases penalty --json out.json --markdown out.md
 """
@@ -510,7 +510,7 @@ def main(argv=None):
         _write(results, args, argv, load_before, start)
     if "priors" in cases:
         results["priors"] = bench_priors(
-            4_000_000 if args.quick else 16_000_000, 3 if args.quick else 7,
+            1_000_000 if args.quick else 16_000_000, 3 if args.quick else 7,
             (False,) if args.quick else modes)
         _write(results, args, argv, load_before, start)
     if "train_step" in cases:
@@ -524,7 +524,7 @@ def main(argv=None):
         _write(results, args, argv, load_before, start)
     if "first_step" in cases:
         results["first_step"] = bench_first_step(
-            (64,) if args.quick else (16, 32, 64, 128),
+            (32,) if args.quick else (16, 32, 64, 128),
             rounds=1 if args.quick else 2)
     print(_write(results, args, argv, load_before, start))
 
