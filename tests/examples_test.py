@@ -27,7 +27,9 @@ EXPECTED = {
     "fine_tune_l2sp.py": "mean |W - W_pretrained| per layer",
     "custom_regularizer.py": "reloaded: MaxNormPenalty(factor=1.0, limit=1.0)",
 }
-SCRIPTS = sorted(name for name in os.listdir(EXAMPLES) if name.endswith(".py"))
+# Bazel adds an empty __init__.py to the examples in its runfiles.
+SCRIPTS = sorted(name for name in os.listdir(EXAMPLES)
+                 if name.endswith(".py") and name != "__init__.py")
 
 
 class ExamplesTest(parameterized.TestCase):

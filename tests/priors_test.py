@@ -416,6 +416,21 @@ class PriorsTest(battery.battery(CASES)):
 
     # -- Meaning.
 
+    @parameterized.named_parameters(
+        ("normal", priors.Normal), ("laplace", priors.Laplace),
+        ("student_t", priors.StudentT), ("cauchy", priors.Cauchy),
+        ("horseshoe", priors.Horseshoe), ("spike_and_slab", priors.SpikeAndSlab),
+        ("mean_field_kl", priors.MeanFieldKL))
+    def test_weight_multiplies_the_penalty(self, cls):
+        x = tf.constant(self.rng.normal(size=(2, 4, 3)), tf.float64)
+        np.testing.assert_allclose(float(cls(weight=0.25)(x)),
+                                   0.25 * float(cls()(x)), rtol=1e-12)
+        self.assertEqual(float(cls(weight=0.0)(x)), 0.0)
+        with self.assertRaisesRegex(
+                ValueError, "Invalid value for argument `weight`. Expected a "
+                "finite float >= 0. Received: weight=-1"):
+            cls(weight=-1)
+
     def test_normal_gradient_equals_l2(self):
         x = tf.constant(self.rng.normal(size=(6, 5)), tf.float64)
         for scale in (0.1, 0.5, 2.0):
@@ -595,7 +610,7 @@ class PriorsTest(battery.battery(CASES)):
         self.assertEqual(prior.get_config(), {
             "distribution": {"class_name": "Gumbel",
                              "parameters": {"loc": 0.25, "scale": 2.0}},
-            "num_examples": 5})
+            "num_examples": 5, "weight": 1.0})
         config = json.loads(json.dumps(tfreg.serialize(prior)))
         self.assertEqual(tfreg.deserialize(config).get_config(),
                          prior.get_config())

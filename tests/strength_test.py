@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import tfreg
 from tfreg import _keras
+from tools import xla_audit
 
 keras = _keras.keras
 
@@ -91,6 +92,50 @@ class StrengthTest(parameterized.TestCase):
                     np.testing.assert_allclose(
                         float(regularizer(tf.cast(x, dtype))),
                         float(floats(tf.cast(x, dtype))), rtol=1e-6)
+
+    def test_every_registered_class_has_a_schedulable_strength(self):
+        """Each class takes a Strength for some argument: same value as the
+        float, in float32 and float64, and a compiled penalty follows it."""
+        rng = np.random.default_rng(0)
+        for cls in xla_audit.registered_classes():
+            kind = xla_audit.kinds_of(cls)[0]
+            shape = ((4, 8) if kind == "activity"
+                     else xla_audit.shapes_of(cls)[0][1])
+            with self.subTest(cls=cls.__name__):
+                regularizer = xla_audit.build_regularizer(cls, shape)
+                self.assertNotIsInstance(regularizer, str)
+                config = json.loads(json.dumps(regularizer.get_config()))
+                values = (rng.uniform(0.05, 0.95, shape) if kind == "activity"
+                          else rng.normal(size=shape))
+                schedulable = []
+                for key, value in config.items():
+                    if not isinstance(value, float):
+                        continue
+                    value = value or 0.01  # L1L2's strengths default to 0.
+                    try:
+                        dynamic = cls.from_config({**config, key: {
+                            "class_name": "Strength",
+                            "config": {"value": value}}})
+                    except (TypeError, ValueError):
+                        continue  # Not a strength (a scale, a location).
+                    schedulable.append(key)
+                    constant = cls.from_config({**config, key: value})
+                    for dtype in (tf.float32, tf.float64):
+                        x = tf.constant(values, dtype)
+                        np.testing.assert_allclose(
+                            float(dynamic(x)), float(constant(x)), rtol=1e-6)
+                    strength = getattr(dynamic, key)
+                    compiled = tf.function(dynamic, jit_compile=True)
+                    x = tf.constant(values, tf.float32)
+                    before = float(compiled(x))
+                    strength.assign(2 * value)
+                    doubled = cls.from_config({**config, key: 2 * value})
+                    np.testing.assert_allclose(float(compiled(x)),
+                                               float(doubled(x)), rtol=1e-5)
+                    self.assertNotEqual(float(compiled(x)), before)
+                    self.assertEqual(compiled.experimental_get_tracing_count(),
+                                     1)
+                self.assertNotEmpty(schedulable)
 
     def test_rejects_bad_values_and_names(self):
         with self.assertRaisesRegex(

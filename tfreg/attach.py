@@ -36,7 +36,8 @@ from tfreg import serialization
 _KERNEL_NAMES = ("embeddings",)
 
 
-def _flatten_layers(model):
+def flatten_layers(model):
+    """`model` and every layer nested in it, each once."""
     # Both Keras generations have this (private) walk over nested layers.
     return list(model._flatten_layers(include_self=True, recursive=True))
 
@@ -91,12 +92,17 @@ def _matcher(selector, argument):
         f"Received: {argument}={selector!r}")
 
 
-def _select(model, include, exclude, default_include):
-    include = _matcher(include, "include") or default_include
+def select(model, include=None, exclude=None, default_include=None):
+    """(layer, variable) pairs of the trainable weights `include` selects.
+
+    `include`/`exclude` are as in `apply`; `default_include` (default:
+    kernels) applies when `include` is None.
+    """
+    include = (_matcher(include, "include") or default_include or is_kernel)
     exclude = _matcher(exclude, "exclude")
     selected = []
     seen = set()
-    for layer in _flatten_layers(model):
+    for layer in flatten_layers(model):
         for variable in _own_trainable_weights(layer):
             if id(variable) in seen:
                 continue
@@ -153,23 +159,13 @@ def _legacy_entries(layer):
             variables = inspect.getclosurevars(loss.func).nonlocals
             entries.append((entry, loss.args[0],
                             variables.get("regularizer")))
-        elif inspect.isfunction(loss) and loss.__closure__:
-            # A closure over exactly one regularizer and one variable, such
-            # as the one `tfreg.attach_l2sp` adds.
-            values = inspect.getclosurevars(loss).nonlocals.values()
-            regularizers = [value for value in values
-                            if isinstance(value, _keras.Regularizer)]
-            variables = [value for value in values
-                         if hasattr(value, "assign") and hasattr(value, "shape")]
-            if len(regularizers) == 1 and len(variables) == 1:
-                entries.append((entry, variables[0], regularizers[0]))
     return entries
 
 
 def regularized_weights(model):
     """(layer, variable, regularizer) for every regularized trainable weight."""
     found = []
-    for layer in _flatten_layers(model):
+    for layer in flatten_layers(model):
         if _keras.LEGACY:
             for _, variable, regularizer in _legacy_entries(layer):
                 found.append((layer, variable, regularizer))
@@ -197,7 +193,7 @@ def _drop_compiled_functions(model):
             setattr(model, name, None)
 
 
-def _check_built(model):
+def check_built(model):
     if not getattr(model, "built", False) or not model.weights:
         raise ValueError(
             "Expected a built model (call it on data or build it first). "
@@ -250,9 +246,19 @@ def apply(model, regularizer, include=None, exclude=None):
         raise TypeError(
             "Expected a Keras regularizer (for example a tfreg.Regularizer). "
             f"Received: regularizer={regularizer!r}")
-    _check_built(model)
+    check_built(model)
+    return attach_each(model, select(model, include, exclude),
+                       lambda layer, variable: regularizer)
+
+
+def attach_each(model, selected, make_regularizer):
+    """Attaches `make_regularizer(layer, variable)` to each selected weight.
+
+    Returns the dict `apply` returns.
+    """
     attached = {}
-    for layer, variable in _select(model, include, exclude, is_kernel):
+    for layer, variable in selected:
+        regularizer = make_regularizer(layer, variable)
         _detach(layer, variable)
         if _keras.LEGACY:
             layer.add_loss(_BoundPenalty(regularizer, variable))
@@ -278,11 +284,11 @@ def remove(model, include=None, exclude=None):
       The sorted "layer_name/weight_name" of each weight whose regularizer was
       removed.
     """
-    _check_built(model)
+    check_built(model)
     regularized = {id(variable) for _, variable, _ in regularized_weights(model)}
     removed = []
-    for layer, variable in _select(model, include, exclude,
-                                   lambda layer, variable: True):
+    for layer, variable in select(model, include, exclude,
+                                  lambda layer, variable: True):
         if id(variable) not in regularized:
             continue
         _detach(layer, variable)

@@ -53,7 +53,9 @@ class Regularizer(_keras.Regularizer):
             raise TypeError(
                 f"{type(self).__name__} expects a floating-point tensor. "
                 f"Received: x.dtype={x.dtype.name}")
-        return self.penalty(tf.cast(x, accumulation_dtype(x.dtype)))
+        dtype = accumulation_dtype(x.dtype)
+        with strength.compute_dtype(dtype):
+            return self.penalty(tf.cast(x, dtype))
 
     def penalty(self, x):
         """The penalty of `x` (float32 or float64) as a scalar of x's dtype."""

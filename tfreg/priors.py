@@ -15,6 +15,10 @@ and float64 weights (computed in float32; float64 stays float64). Their values
 equal the `log_prob` of the TFP distribution of the same name. `Prior` wraps
 any allowlisted scalar `tfp.distributions` class and imports TFP lazily, when a
 `Prior` is first built.
+
+Every prior also takes `weight` (default 1), a multiplier of the penalty. It
+is 1 for MAP training; a `tfreg.Strength` there anneals the prior (KL warm-up)
+during training without recompiling.
 """
 
 import math
@@ -152,8 +156,8 @@ def normal_kl(loc, log_scale, prior_loc, prior_scale):
             + 0.5 * tf.math.expm1(2.0 * d) - d)
 
 
-def _negative_mean(log_prob, num_examples):
-    return -tf.reduce_sum(log_prob) / float(num_examples)
+def _negative_mean(log_prob, num_examples, weight):
+    return weight * (-tf.reduce_sum(log_prob) / float(num_examples))
 
 
 def _num_examples(value):
@@ -177,6 +181,8 @@ class Normal(base.Regularizer):
       scale: Positive finite float, the prior's standard deviation.
       loc: Finite float, the prior's mean.
       num_examples: int >= 1, the training-set size (see the module docstring).
+      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
+        of the penalty (1 is the prior; anneal it for KL warm-up).
 
     >>> import tensorflow as tf, tfreg
     >>> prior = tfreg.priors.Normal(scale=1.0)
@@ -184,14 +190,15 @@ class Normal(base.Regularizer):
     3.8379
     """
 
-    def __init__(self, scale=1.0, loc=0.0, num_examples=1):
+    def __init__(self, scale=1.0, loc=0.0, num_examples=1, weight=1.0):
         self.scale = _validation.positive("scale", scale)
         self.loc = _validation.real("loc", loc)
         self.num_examples = _num_examples(num_examples)
+        self.weight = _validation.non_negative("weight", weight)
 
     def penalty(self, x):
         return _negative_mean(normal_log_prob(x, self.loc, self.scale),
-                              self.num_examples)
+                              self.num_examples, self.weight)
 
 
 @serialization.register
@@ -209,16 +216,19 @@ class Laplace(base.Regularizer):
       scale: Positive finite float, the prior's scale b (variance 2 b^2).
       loc: Finite float, the prior's location.
       num_examples: int >= 1, the training-set size.
+      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
+        of the penalty (1 is the prior; anneal it for KL warm-up).
     """
 
-    def __init__(self, scale=1.0, loc=0.0, num_examples=1):
+    def __init__(self, scale=1.0, loc=0.0, num_examples=1, weight=1.0):
         self.scale = _validation.positive("scale", scale)
         self.loc = _validation.real("loc", loc)
         self.num_examples = _num_examples(num_examples)
+        self.weight = _validation.non_negative("weight", weight)
 
     def penalty(self, x):
         return _negative_mean(laplace_log_prob(x, self.loc, self.scale),
-                              self.num_examples)
+                              self.num_examples, self.weight)
 
 
 @serialization.register
@@ -240,18 +250,22 @@ class StudentT(base.Regularizer):
       scale: Positive finite float.
       loc: Finite float.
       num_examples: int >= 1, the training-set size.
+      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
+        of the penalty (1 is the prior; anneal it for KL warm-up).
     """
 
-    def __init__(self, df=3.0, scale=1.0, loc=0.0, num_examples=1):
+    def __init__(self, df=3.0, scale=1.0, loc=0.0, num_examples=1,
+                 weight=1.0):
         self.df = _validation.positive("df", df)
         self.scale = _validation.positive("scale", scale)
         self.loc = _validation.real("loc", loc)
         self.num_examples = _num_examples(num_examples)
+        self.weight = _validation.non_negative("weight", weight)
 
     def penalty(self, x):
         return _negative_mean(
             student_t_log_prob(x, self.df, self.loc, self.scale),
-            self.num_examples)
+            self.num_examples, self.weight)
 
 
 @serialization.register
@@ -269,16 +283,19 @@ class Cauchy(base.Regularizer):
       scale: Positive finite float.
       loc: Finite float.
       num_examples: int >= 1, the training-set size.
+      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
+        of the penalty (1 is the prior; anneal it for KL warm-up).
     """
 
-    def __init__(self, scale=1.0, loc=0.0, num_examples=1):
+    def __init__(self, scale=1.0, loc=0.0, num_examples=1, weight=1.0):
         self.scale = _validation.positive("scale", scale)
         self.loc = _validation.real("loc", loc)
         self.num_examples = _num_examples(num_examples)
+        self.weight = _validation.non_negative("weight", weight)
 
     def penalty(self, x):
         return _negative_mean(cauchy_log_prob(x, self.loc, self.scale),
-                              self.num_examples)
+                              self.num_examples, self.weight)
 
 
 @serialization.register
@@ -314,19 +331,22 @@ class Horseshoe(base.Regularizer):
     Args:
       scale: Positive finite float, the global shrinkage tau.
       num_examples: int >= 1, the training-set size.
+      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
+        of the penalty (1 is the prior; anneal it for KL warm-up).
 
     References:
       Carvalho, Polson and Scott (2010). The horseshoe estimator for sparse
       signals. Biometrika 97(2).
     """
 
-    def __init__(self, scale=1.0, num_examples=1):
+    def __init__(self, scale=1.0, num_examples=1, weight=1.0):
         self.scale = _validation.positive("scale", scale)
         self.num_examples = _num_examples(num_examples)
+        self.weight = _validation.non_negative("weight", weight)
 
     def penalty(self, x):
         return _negative_mean(horseshoe_log_prob(x, self.scale),
-                              self.num_examples)
+                              self.num_examples, self.weight)
 
 
 @serialization.register
@@ -349,6 +369,8 @@ class SpikeAndSlab(base.Regularizer):
       slab_scale: Positive finite float.
       slab_probability: Float in (0, 1), the prior weight of the slab.
       num_examples: int >= 1, the training-set size.
+      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
+        of the penalty (1 is the prior; anneal it for KL warm-up).
 
     References:
       Blundell, Cornebise, Kavukcuoglu and Wierstra (2015). Weight uncertainty
@@ -356,7 +378,7 @@ class SpikeAndSlab(base.Regularizer):
     """
 
     def __init__(self, spike_scale=0.01, slab_scale=1.0, slab_probability=0.5,
-                 num_examples=1):
+                 num_examples=1, weight=1.0):
         self.spike_scale = _validation.positive("spike_scale", spike_scale)
         self.slab_scale = _validation.positive("slab_scale", slab_scale)
         if not self.spike_scale < self.slab_scale:
@@ -367,12 +389,13 @@ class SpikeAndSlab(base.Regularizer):
         self.slab_probability = _validation.open_unit(
             "slab_probability", slab_probability)
         self.num_examples = _num_examples(num_examples)
+        self.weight = _validation.non_negative("weight", weight)
 
     def penalty(self, x):
         return _negative_mean(
             spike_and_slab_log_prob(x, self.spike_scale, self.slab_scale,
                                     self.slab_probability),
-            self.num_examples)
+            self.num_examples, self.weight)
 
 
 def _describe_distribution(distribution):
@@ -442,6 +465,8 @@ class Prior(base.Regularizer):
         whose parameters are Python or NumPy numbers, or its spec
         `{"class_name": "Gumbel", "parameters": {"loc": 0.0, "scale": 1.0}}`.
       num_examples: int >= 1, the training-set size.
+      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
+        of the penalty (1 is the prior; anneal it for KL warm-up).
 
     Raises:
       ValueError: for a class outside the allowlist, a dotted path, a
@@ -449,7 +474,7 @@ class Prior(base.Regularizer):
         a bool, None), or parameters the distribution rejects.
     """
 
-    def __init__(self, distribution, num_examples=1):
+    def __init__(self, distribution, num_examples=1, weight=1.0):
         tfd = None
         if not isinstance(distribution, dict):
             tfd = _distributions()
@@ -462,6 +487,7 @@ class Prior(base.Regularizer):
             spec = distribution
         self.distribution = _validated_spec(distribution, spec)
         self.num_examples = _num_examples(num_examples)
+        self.weight = _validation.non_negative("weight", weight)
         self._check_builds(tfd or _distributions())
 
     def _check_builds(self, tfd):
@@ -487,7 +513,8 @@ class Prior(base.Regularizer):
 
     def penalty(self, x):
         distribution = self._build(_distributions(), x.dtype)
-        return _negative_mean(distribution.log_prob(x), self.num_examples)
+        return _negative_mean(distribution.log_prob(x), self.num_examples,
+                              self.weight)
 
 
 @serialization.register
@@ -518,6 +545,8 @@ class MeanFieldKL(base.Regularizer):
       prior_scale: Positive finite float.
       prior_loc: Finite float.
       num_examples: int >= 1, the training-set size.
+      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
+        of the penalty (1 is the prior; anneal it for KL warm-up).
       parameterization: "softplus" or "log", how rho maps to the scale.
 
     Raises:
@@ -530,10 +559,11 @@ class MeanFieldKL(base.Regularizer):
     """
 
     def __init__(self, prior_scale=1.0, prior_loc=0.0, num_examples=1,
-                 parameterization="softplus"):
+                 parameterization="softplus", weight=1.0):
         self.prior_scale = _validation.positive("prior_scale", prior_scale)
         self.prior_loc = _validation.real("prior_loc", prior_loc)
         self.num_examples = _num_examples(num_examples)
+        self.weight = _validation.non_negative("weight", weight)
         self.parameterization = _validation.choice(
             "parameterization", parameterization, ("softplus", "log"))
 
@@ -546,4 +576,4 @@ class MeanFieldKL(base.Regularizer):
         mean, rho = x[0], x[1]
         log_scale = rho if self.parameterization == "log" else _log_softplus(rho)
         kl = normal_kl(mean, log_scale, self.prior_loc, self.prior_scale)
-        return tf.reduce_sum(kl) / float(self.num_examples)
+        return self.weight * (tf.reduce_sum(kl) / float(self.num_examples))

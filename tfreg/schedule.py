@@ -1,21 +1,9 @@
 """Finding a model's `Strength`s and changing them on a schedule."""
 
 from tfreg import _keras
+from tfreg import attach
 from tfreg import base
 from tfreg import strength as strength_lib
-
-
-def _layers(model):
-    """`model` and every layer inside it, depth first, each once."""
-    seen, stack, layers = set(), [model], []
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        layers.append(layer)
-        stack.extend(reversed(getattr(layer, "layers", None) or []))
-    return layers
 
 
 def regularizers(model):
@@ -25,7 +13,7 @@ def regularizers(model):
     variable's `regularizer`.
     """
     found = {}
-    for layer in _layers(model):
+    for layer in attach.flatten_layers(model):
         candidates = [value for key, value in vars(layer).items()
                       if key.endswith("_regularizer")]
         candidates += [getattr(v, "regularizer", None)

@@ -7,14 +7,32 @@ step reads the current value on every step and a schedule can change it with
 no retrace. Every tfreg strength argument accepts one.
 """
 
+import contextlib
 import math
 import numbers
 import re
+import threading
 import sys
 
 import tensorflow as tf
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def compute_dtype(dtype):
+    """Within it, a Strength mixed with Python numbers becomes `dtype`.
+
+    The base Regularizer computes every penalty in this scope, so that
+    `2.0 * strength * float64_tensor` stays float64.
+    """
+    previous = getattr(_SCOPE, "dtype", None)
+    _SCOPE.dtype = dtype
+    try:
+        yield
+    finally:
+        _SCOPE.dtype = previous
 
 
 def non_negative_float(name, value):
@@ -90,12 +108,18 @@ class Strength:
         return cls(**config)
 
     def as_tensor(self, dtype=None):
-        """The current value as a tensor of `dtype` (default float32)."""
+        """The current value as a tensor of `dtype`.
+
+        The default is the penalty's compute dtype inside a regularizer call,
+        else float32.
+        """
+        dtype = dtype or getattr(_SCOPE, "dtype", None)
         value = self.variable.read_value()
         return value if dtype in (None, tf.float32) else tf.cast(value, dtype)
 
     def _binary(self, other, operation):
-        other = tf.convert_to_tensor(other)
+        if not tf.is_tensor(other):
+            other = tf.convert_to_tensor(other, self.as_tensor().dtype)
         return operation(self.as_tensor(other.dtype), other)
 
     def __mul__(self, other):

@@ -15,8 +15,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfreg import _keras
 from tfreg import _validation
+from tfreg import attach
 from tfreg import base
 from tfreg import penalties
 from tfreg import serialization
@@ -509,91 +509,48 @@ def _reference_array(reference):
     return array
 
 
-def _layers(model):
-    """Every layer of `model`, nested models included, each once."""
-    seen = set()
-    stack = list(reversed(model.layers))
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        yield layer
-        stack.extend(reversed(getattr(layer, "layers", [])))
+def attach_l2sp(model, factor=0.01, include=None, exclude=None):
+    """Attaches L2-SP to the kernels of a built model, toward current values.
 
-
-def attach_l2sp(model, factor=0.01):
-    """Attaches L2-SP to every kernel of a built model, toward current values.
-
-    For each layer with a `kernel` weight and a `kernel_regularizer` attribute
-    (Dense, EinsumDense, Conv1D/2D/3D and their transposes, in nested models
-    too), it creates `L2SP(factor, reference=<current kernel>)`, makes it
-    contribute to `model.losses` and sets it as the layer's
-    `kernel_regularizer`, so that saving and loading the model keeps it.
-    Keras ignores a `kernel_regularizer` assigned after `build`, so in Keras 3
-    the regularizer goes on the kernel variable itself and in tf_keras into
-    `layer.add_loss`. A model that was already trained or evaluated traces
-    its train and test steps again, with the new penalties.
+    Each selected weight (by default every kernel, as `tfreg.apply` selects
+    them, nested models included) gets its own
+    `L2SP(factor, reference=<its current value>)`, attached as `tfreg.apply`
+    attaches regularizers: it counts in `model.losses` at once, is saved with
+    the model, and a model already trained or evaluated traces its steps
+    again.
 
     Args:
       model: A built Keras model (the active generation).
-      factor: Non-negative finite float, the strength.
+      factor: Non-negative finite float (or `tfreg.Strength`), the strength.
+      include: Which weights, as in `tfreg.apply` (default: kernels).
+      exclude: Which of those to leave alone, as in `tfreg.apply`.
 
     Returns:
-      The list of layers that received a regularizer, in model order.
+      The dict `tfreg.apply` returns: "layer/weight" -> saved with the model.
 
     Raises:
-      ValueError: when a layer is not built or its kernel already has a
-        regularizer (regularizers are not stacked).
+      ValueError: when the model is not built or a selected weight already
+        has a regularizer (regularizers are not stacked).
 
     >>> import tensorflow as tf, tfreg
     >>> model = tf.keras.Sequential([tf.keras.Input((3,)),
-    ...                              tf.keras.layers.Dense(2)])
-    >>> [layer.name for layer in tfreg.attach_l2sp(model, 0.1)] == [
-    ...     model.layers[0].name]
-    True
+    ...                              tf.keras.layers.Dense(2, name="dense")])
+    >>> tfreg.attach_l2sp(model, 0.1)
+    {'dense/kernel': True}
     >>> float(model.losses[0])
     0.0
     """
     factor = _validation.non_negative("factor", factor)
-    targets = [layer for layer in _layers(model)
-               if hasattr(layer, "kernel_regularizer")
-               and _is_kernel_layer(layer)]
-    for layer in targets:
-        if not layer.built:
+    attach.check_built(model)
+    selected = attach.select(model, include, exclude)
+    regularized = {id(variable): regularizer for _, variable, regularizer
+                   in attach.regularized_weights(model)}
+    for layer, variable in selected:
+        if id(variable) in regularized:
             raise ValueError(
-                f"attach_l2sp needs a built model: layer {layer.name!r} is "
-                "not built. Call the model on data or build() it first.")
-        if layer.kernel_regularizer is not None:
-            raise ValueError(
-                f"Layer {layer.name!r} already has a kernel regularizer "
-                f"({layer.kernel_regularizer!r}); attach_l2sp does not stack "
-                "regularizers.")
-    for layer in targets:
-        kernel = layer.kernel
-        regularizer = L2SP(factor, reference=kernel.numpy())
-        if _keras.LEGACY:
-            layer.add_loss(_bound_penalty(regularizer, kernel))
-        else:
-            kernel.regularizer = regularizer
-        layer.kernel_regularizer = regularizer
-    # A cached train or test step was traced without the new penalties.
-    for name in ("train_function", "test_function"):
-        if getattr(model, name, None) is not None:
-            setattr(model, name, None)
-    return targets
-
-
-def _is_kernel_layer(layer):
-    try:
-        kernel = getattr(layer, "kernel", None)
-    except (AttributeError, ValueError):
-        return not layer.built
-    return kernel is not None or not layer.built
-
-
-def _bound_penalty(regularizer, kernel):
-    """A zero-argument loss bound now to this regularizer and this kernel."""
-    def penalty():
-        return regularizer(kernel)
-    return penalty
+                f"Weight {attach.weight_path(layer, variable)!r} already has "
+                f"a regularizer ({regularized[id(variable)]!r}); attach_l2sp "
+                "does not stack regularizers.")
+    return attach.attach_each(
+        model, selected,
+        lambda layer, variable: L2SP(factor, reference=variable.numpy()))
