@@ -26,6 +26,9 @@ class BuildTargetsTest(absltest.TestCase):
             with open(os.path.join(directory, "BUILD")) as f:
                 build_text = f.read()
             for filename in sorted(os.listdir(directory)):
+                path = os.path.join(directory, filename)
+                if filename == "__init__.py" and not os.path.getsize(path):
+                    continue  # Bazel adds empty ones to its runfiles.
                 if filename.endswith(".py") and not _has_target(build_text,
                                                                 filename):
                     missing.append(f"{package}/{filename}")
