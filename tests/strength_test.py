@@ -266,6 +266,59 @@ class StrengthTest(parameterized.TestCase):
             float(model.layers[1].losses[0]),
             1.0 * float(tf.reduce_sum(tf.square(kernel))), rtol=1e-5)
 
+    @absltest.skipIf(LOGICAL_CPUS < 2, "needs 2 logical CPUs")
+    def test_jit_replica_step_follows_the_schedule_like_one_device(self):
+        mirrored = self._custom_loop(
+            tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+        single = self._custom_loop(tf.distribute.get_strategy())
+        for got, expected in zip(mirrored["weights"], single["weights"]):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        # The compiled step is traced once per replica during the first
+        # epoch (tf_keras traces the outer step twice there, as it creates
+        # the optimizer's variables), and never again.
+        for run, replicas in ((mirrored, 2), (single, 1)):
+            self.assertEqual(run["traces"][0][0], replicas)
+            self.assertEqual(run["traces"][0], run["traces"][-1])
+        self.assertFalse(np.allclose(mirrored["weights"][0],
+                                     self._custom_loop(
+                                         tf.distribute.get_strategy(),
+                                         schedule=lambda epoch: 0.0)
+                                     ["weights"][0]))
+
+    def _custom_loop(self, strategy, schedule=lambda epoch: 0.5 * epoch):
+        """Three epochs of a jit-compiled per-replica step, global batch 16."""
+        x, y = _data()
+        with strategy.scope():
+            strength = tfreg.Strength(0.0, name="l2")
+            model = _model(tfreg.L2(strength))
+            optimizer = keras.optimizers.SGD(0.1)
+
+        @tf.function(jit_compile=True)
+        def gradients(x, y):
+            with tf.GradientTape() as tape:
+                loss = (tf.reduce_sum(tf.square(model(x) - y)) / 16
+                        + tfreg.regularization_loss(model))
+            return tape.gradient(loss, model.trainable_variables)
+
+        @tf.function
+        def step(x, y):
+            def replica_step(x, y):
+                optimizer.apply_gradients(
+                    zip(gradients(x, y), model.trainable_variables))
+            strategy.run(replica_step, args=(x, y))
+
+        dataset = strategy.experimental_distribute_dataset(
+            tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
+        traces = []
+        for epoch in range(3):
+            strength.assign(schedule(epoch))
+            for features, targets in dataset:
+                step(features, targets)
+            traces.append((gradients.experimental_get_tracing_count(),
+                           step.experimental_get_tracing_count()))
+        return {"weights": [w.numpy() for w in model.weights],
+                "traces": traces}
+
 
 if __name__ == "__main__":
     absltest.main()
