@@ -10,9 +10,10 @@ import tensorflow as tf
 
 import tfreg
 from tfreg import _keras
+from tests import battery
 
 keras = _keras.keras
-SAVE_FORMATS = ("h5", "keras", "tf") if _keras.LEGACY else ("keras",)
+SAVE_FORMATS = battery.SAVE_FORMATS
 
 
 def _model():
@@ -33,16 +34,6 @@ def _model():
 def _total(model):
     return float(tf.add_n([tf.cast(loss, tf.float32)
                            for loss in model.losses])) if model.losses else 0.0
-
-
-def _save_and_load(model, directory, save_format):
-    if save_format == "tf":
-        path = os.path.join(directory, "saved_model")
-        model.save(path, save_format="tf")
-    else:
-        path = os.path.join(directory, f"model.{save_format}")
-        model.save(path)
-    return keras.models.load_model(path)
 
 
 class ApplyTest(parameterized.TestCase):
@@ -131,7 +122,7 @@ class ApplyTest(parameterized.TestCase):
         for save_format in SAVE_FORMATS:
             with self.subTest(save_format=save_format), \
                     tempfile.TemporaryDirectory() as directory:
-                loaded = _save_and_load(model, directory, save_format)
+                loaded = battery.save_and_load(model, directory, save_format)
                 self.assertIsInstance(loaded.get_layer("second")
                                       .kernel_regularizer, tfreg.L1L2)
                 self.assertIsNone(loaded.get_layer("first").bias_regularizer)
@@ -187,7 +178,7 @@ class RemoveTest(absltest.TestCase):
         for save_format in SAVE_FORMATS:
             with self.subTest(save_format=save_format), \
                     tempfile.TemporaryDirectory() as directory:
-                loaded = _save_and_load(model, directory, save_format)
+                loaded = battery.save_and_load(model, directory, save_format)
                 self.assertLen(loaded.losses, 1)
                 self.assertAlmostEqual(float(loaded.losses[0]), 0.5 * 36,
                                        places=4)

@@ -107,7 +107,8 @@ def _model_penalties(model, inputs):
     return np.array([np.asarray(loss) for loss in model.losses])
 
 
-def _save_and_load(model, directory, save_format):
+def save_and_load(model, directory, save_format):
+    """Saves `model` in `save_format` and loads it without custom_objects."""
     if save_format == "tf":
         path = os.path.join(directory, "saved_model")
         model.save(path, save_format="tf")
@@ -229,7 +230,7 @@ def battery(cases):
             for save_format in SAVE_FORMATS:
                 with self.subTest(save_format=save_format), \
                         tempfile.TemporaryDirectory() as directory:
-                    loaded = _save_and_load(model, directory, save_format)
+                    loaded = save_and_load(model, directory, save_format)
                     loaded_layer = loaded.layers[-1]
                     restored = (loaded_layer.kernel_regularizer
                                 if case.kind == "weight"

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import tfreg
 from tfreg import _keras
+from tests import battery
 from tests import saving_util
 
 keras = saving_util.keras
@@ -44,16 +45,6 @@ def _train(model, batches):
     return [float(np.asarray(model.train_on_batch(x, y))) for x, y in batches]
 
 
-def _save_and_load(model, directory, save_format):
-    if save_format == "tf":
-        path = os.path.join(directory, "saved_model")
-        model.save(path, save_format="tf")
-    else:
-        path = os.path.join(directory, f"model.{save_format}")
-        model.save(path)
-    return keras.models.load_model(path)  # No custom_objects.
-
-
 def _graph_call(model, x):
     return tf.function(lambda t: model(t, training=False))(x).numpy()
 
@@ -72,7 +63,7 @@ class SaveLoadTest(parameterized.TestCase):
         x = saving_util.inputs()
         before = saving_util.penalties(model, x)
         with tempfile.TemporaryDirectory() as directory:
-            loaded = _save_and_load(model, directory, save_format)
+            loaded = battery.save_and_load(model, directory, save_format)
         original = saving_util.regularizers_of(model)
         restored = saving_util.regularizers_of(loaded)
         self.assertEqual(list(restored), list(original))
