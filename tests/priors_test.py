@@ -220,7 +220,7 @@ class PriorsTest(battery.battery(CASES)):
         for save_format in battery.SAVE_FORMATS:
             with self.subTest(save_format=save_format), \
                     tempfile.TemporaryDirectory() as directory:
-                loaded = battery._save_and_load(  # pylint: disable=protected-access
+                loaded = battery.save_and_load(
                     model, directory, save_format)
                 restored = loaded.layers[-1].posterior_regularizer
                 self.assertIs(type(restored), priors.MeanFieldKL)

@@ -26,16 +26,17 @@ class Regularizer(_keras.Regularizer):
       float16 and bfloat16 weights or activations never overflow or lose the
       sum, and the penalty is returned in that accumulation dtype;
     - `get_config` returns every constructor argument, read from the attribute
-      of the same name (a `tfreg.Strength` as its JSON dict), and `from_config` rejects unknown keys with a
-      `ValueError` before the constructor validates the values.
+      of the same name (a `tfreg.Strength` as its JSON dict), and
+      `from_config` rejects unknown keys with a `ValueError` before the
+      constructor validates the values.
 
-    Register the subclass so that saved models find it without
-    `custom_objects`:
+    Decorate the subclass with `@tfreg.register` so that saved models find
+    it without `custom_objects` and `tfreg.get` knows its names. For example
+    (unregistered here, so that the example leaves no trace):
 
     >>> import tensorflow as tf
     >>> import tfreg
-    >>> @tfreg.register
-    ... class Cubic(tfreg.Regularizer):
+    >>> class Cubic(tfreg.Regularizer):
     ...     '''factor * sum(|x|^3).'''
     ...     def __init__(self, factor=0.01):
     ...         self.factor = tfreg.validation.non_negative("factor", factor)

@@ -156,16 +156,36 @@ def normal_kl(loc, log_scale, prior_loc, prior_scale):
             + 0.5 * tf.math.expm1(2.0 * d) - d)
 
 
-def _negative_mean(log_prob, num_examples, weight):
-    return weight * (-tf.reduce_sum(log_prob) / float(num_examples))
+class _Prior(base.Regularizer):
+    """weight * -sum_i log_prob(w_i) / num_examples; subclasses give log_prob."""
+
+    def _set_scaling(self, num_examples, weight):
+        self.num_examples = _validation.integer("num_examples", num_examples,
+                                                minimum=1)
+        self.weight = _validation.non_negative("weight", weight)
+
+    def _scaled(self, total):
+        return self.weight * (total / float(self.num_examples))
+
+    def log_prob(self, x):
+        """Elementwise log density of the prior at `x`."""
+        raise NotImplementedError
+
+    def penalty(self, x):
+        return self._scaled(-tf.reduce_sum(self.log_prob(x)))
 
 
-def _num_examples(value):
-    return _validation.integer("num_examples", value, minimum=1)
+class _LocationScalePrior(_Prior):
+    """A prior with a `scale` > 0 and a `loc`."""
+
+    def __init__(self, scale=1.0, loc=0.0, num_examples=1, weight=1.0):
+        self.scale = _validation.positive("scale", scale)
+        self.loc = _validation.real("loc", loc)
+        self._set_scaling(num_examples, weight)
 
 
 @serialization.register
-class Normal(base.Regularizer):
+class Normal(_LocationScalePrior):
     """Normal (Gaussian) prior: an L2 penalty with a meaning.
 
     Mathematical details:
@@ -190,19 +210,12 @@ class Normal(base.Regularizer):
     3.8379
     """
 
-    def __init__(self, scale=1.0, loc=0.0, num_examples=1, weight=1.0):
-        self.scale = _validation.positive("scale", scale)
-        self.loc = _validation.real("loc", loc)
-        self.num_examples = _num_examples(num_examples)
-        self.weight = _validation.non_negative("weight", weight)
-
-    def penalty(self, x):
-        return _negative_mean(normal_log_prob(x, self.loc, self.scale),
-                              self.num_examples, self.weight)
+    def log_prob(self, x):
+        return normal_log_prob(x, self.loc, self.scale)
 
 
 @serialization.register
-class Laplace(base.Regularizer):
+class Laplace(_LocationScalePrior):
     """Laplace prior: an L1 penalty with a meaning.
 
     Mathematical details:
@@ -220,19 +233,12 @@ class Laplace(base.Regularizer):
         of the penalty (1 is the prior; anneal it for KL warm-up).
     """
 
-    def __init__(self, scale=1.0, loc=0.0, num_examples=1, weight=1.0):
-        self.scale = _validation.positive("scale", scale)
-        self.loc = _validation.real("loc", loc)
-        self.num_examples = _num_examples(num_examples)
-        self.weight = _validation.non_negative("weight", weight)
-
-    def penalty(self, x):
-        return _negative_mean(laplace_log_prob(x, self.loc, self.scale),
-                              self.num_examples, self.weight)
+    def log_prob(self, x):
+        return laplace_log_prob(x, self.loc, self.scale)
 
 
 @serialization.register
-class StudentT(base.Regularizer):
+class StudentT(_Prior):
     """Student's t prior: heavy tails, so large weights are barely penalized.
 
     Mathematical details:
@@ -259,17 +265,14 @@ class StudentT(base.Regularizer):
         self.df = _validation.positive("df", df)
         self.scale = _validation.positive("scale", scale)
         self.loc = _validation.real("loc", loc)
-        self.num_examples = _num_examples(num_examples)
-        self.weight = _validation.non_negative("weight", weight)
+        self._set_scaling(num_examples, weight)
 
-    def penalty(self, x):
-        return _negative_mean(
-            student_t_log_prob(x, self.df, self.loc, self.scale),
-            self.num_examples, self.weight)
+    def log_prob(self, x):
+        return student_t_log_prob(x, self.df, self.loc, self.scale)
 
 
 @serialization.register
-class Cauchy(base.Regularizer):
+class Cauchy(_LocationScalePrior):
     """Cauchy prior (Student's t with df=1).
 
     Mathematical details:
@@ -287,19 +290,12 @@ class Cauchy(base.Regularizer):
         of the penalty (1 is the prior; anneal it for KL warm-up).
     """
 
-    def __init__(self, scale=1.0, loc=0.0, num_examples=1, weight=1.0):
-        self.scale = _validation.positive("scale", scale)
-        self.loc = _validation.real("loc", loc)
-        self.num_examples = _num_examples(num_examples)
-        self.weight = _validation.non_negative("weight", weight)
-
-    def penalty(self, x):
-        return _negative_mean(cauchy_log_prob(x, self.loc, self.scale),
-                              self.num_examples, self.weight)
+    def log_prob(self, x):
+        return cauchy_log_prob(x, self.loc, self.scale)
 
 
 @serialization.register
-class Horseshoe(base.Regularizer):
+class Horseshoe(_Prior):
     """Horseshoe prior: an infinite spike at 0 with Cauchy-like tails.
 
     Mathematical details:
@@ -341,16 +337,14 @@ class Horseshoe(base.Regularizer):
 
     def __init__(self, scale=1.0, num_examples=1, weight=1.0):
         self.scale = _validation.positive("scale", scale)
-        self.num_examples = _num_examples(num_examples)
-        self.weight = _validation.non_negative("weight", weight)
+        self._set_scaling(num_examples, weight)
 
-    def penalty(self, x):
-        return _negative_mean(horseshoe_log_prob(x, self.scale),
-                              self.num_examples, self.weight)
+    def log_prob(self, x):
+        return horseshoe_log_prob(x, self.scale)
 
 
 @serialization.register
-class SpikeAndSlab(base.Regularizer):
+class SpikeAndSlab(_Prior):
     """Two-Gaussian spike-and-slab prior (scale mixture of Blundell et al.).
 
     Mathematical details:
@@ -388,14 +382,11 @@ class SpikeAndSlab(base.Regularizer):
                 f"Received: spike_scale={spike_scale!r}")
         self.slab_probability = _validation.open_unit(
             "slab_probability", slab_probability)
-        self.num_examples = _num_examples(num_examples)
-        self.weight = _validation.non_negative("weight", weight)
+        self._set_scaling(num_examples, weight)
 
-    def penalty(self, x):
-        return _negative_mean(
-            spike_and_slab_log_prob(x, self.spike_scale, self.slab_scale,
-                                    self.slab_probability),
-            self.num_examples, self.weight)
+    def log_prob(self, x):
+        return spike_and_slab_log_prob(x, self.spike_scale, self.slab_scale,
+                                       self.slab_probability)
 
 
 def _describe_distribution(distribution):
@@ -446,7 +437,7 @@ def _validated_spec(distribution, spec):
 
 
 @serialization.register
-class Prior(base.Regularizer):
+class Prior(_Prior):
     """The prior of any allowlisted scalar `tfp.distributions` distribution.
 
     Mathematical details:
@@ -486,8 +477,7 @@ class Prior(base.Regularizer):
         else:
             spec = distribution
         self.distribution = _validated_spec(distribution, spec)
-        self.num_examples = _num_examples(num_examples)
-        self.weight = _validation.non_negative("weight", weight)
+        self._set_scaling(num_examples, weight)
         self._check_builds(tfd or _distributions())
 
     def _check_builds(self, tfd):
@@ -511,14 +501,12 @@ class Prior(base.Regularizer):
         cls = getattr(tfd, self.distribution["class_name"])
         return cls(**parameters, validate_args=validate_args)
 
-    def penalty(self, x):
-        distribution = self._build(_distributions(), x.dtype)
-        return _negative_mean(distribution.log_prob(x), self.num_examples,
-                              self.weight)
+    def log_prob(self, x):
+        return self._build(_distributions(), x.dtype).log_prob(x)
 
 
 @serialization.register
-class MeanFieldKL(base.Regularizer):
+class MeanFieldKL(_Prior):
     """KL divergence of a mean-field Normal posterior from a Normal prior.
 
     For Bayes-by-backprop (variational) layers in Keras 3 or tf_keras: the
@@ -562,8 +550,7 @@ class MeanFieldKL(base.Regularizer):
                  parameterization="softplus", weight=1.0):
         self.prior_scale = _validation.positive("prior_scale", prior_scale)
         self.prior_loc = _validation.real("prior_loc", prior_loc)
-        self.num_examples = _num_examples(num_examples)
-        self.weight = _validation.non_negative("weight", weight)
+        self._set_scaling(num_examples, weight)
         self.parameterization = _validation.choice(
             "parameterization", parameterization, ("softplus", "log"))
 
@@ -576,4 +563,4 @@ class MeanFieldKL(base.Regularizer):
         mean, rho = x[0], x[1]
         log_scale = rho if self.parameterization == "log" else _log_softplus(rho)
         kl = normal_kl(mean, log_scale, self.prior_loc, self.prior_scale)
-        return self.weight * (tf.reduce_sum(kl) / float(self.num_examples))
+        return self._scaled(tf.reduce_sum(kl))
