@@ -36,6 +36,14 @@ def _data(n=64):
     return x, x @ np.array([[1.0], [-2.0], [0.5]], "float32")
 
 
+def _mirrored():
+    # Collective all-reduce instance keys clash between strategies created by
+    # other test modules when pytest runs them all in one process.
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"],
+        cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
 class TraceRecorder(_keras.keras.callbacks.Callback):
     """Records CountingL2's count at the end of every epoch."""
 
@@ -246,7 +254,7 @@ class StrengthTest(parameterized.TestCase):
         # Not jit-compiled: Keras' XLA train step under MirroredStrategy on
         # logical CPU devices fails upstream even with no regularizer at all
         # ("Trying to access resource ... located in device CPU:1").
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        strategy = _mirrored()
         with strategy.scope():
             strength = tfreg.Strength(0.0, name="l2")
             model = _model(CountingL2(strength))
@@ -268,8 +276,7 @@ class StrengthTest(parameterized.TestCase):
 
     @absltest.skipIf(LOGICAL_CPUS < 2, "needs 2 logical CPUs")
     def test_jit_replica_step_follows_the_schedule_like_one_device(self):
-        mirrored = self._custom_loop(
-            tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+        mirrored = self._custom_loop(_mirrored())
         single = self._custom_loop(tf.distribute.get_strategy())
         for got, expected in zip(mirrored["weights"], single["weights"]):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
