@@ -10,7 +10,6 @@ process where tfreg and Keras cannot be imported.
 import os
 import pathlib
 import tempfile
-import unittest
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -26,11 +25,6 @@ keras = saving_util.keras
 
 FORMATS = ("tf", "h5", "keras") if _keras.LEGACY else ("keras",)
 STEPS_BEFORE, STEPS_AFTER = 2, 3
-# tf_keras' SavedModel saver traces the regularization losses, which capture
-# a `tfreg.Strength`'s tf.Variable; the layer does not track that variable,
-# so saving fails ("captures tensor ... not reachable from root"). Known bug,
-# see test_strength_in_legacy_saved_model.
-LEGACY_SAVED_MODEL_STRENGTH_BUG = _keras.LEGACY
 
 
 def _batches(count, seed):
@@ -53,9 +47,7 @@ class SaveLoadTest(parameterized.TestCase):
 
     @parameterized.named_parameters(*[(f, f) for f in FORMATS])
     def test_round_trip_restores_every_registered_class(self, save_format):
-        with_strength = not (save_format == "tf"
-                             and LEGACY_SAVED_MODEL_STRENGTH_BUG)
-        model, skipped = saving_util.zoo_model(with_strength=with_strength)
+        model, skipped = saving_util.zoo_model()
         for name, reason in skipped.items():
             print(f"save_load_test: skipping {name}: {reason}")
         model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
@@ -72,12 +64,11 @@ class SaveLoadTest(parameterized.TestCase):
                 self.assertIs(type(restored[name]), type(regularizer))
                 self.assertEqual(restored[name].get_config(),
                                  regularizer.get_config())
-        if with_strength:
-            self.assertEqual(
-                restored["L2_scheduled_kernel"].get_config()["l2"],
-                {"class_name": "Strength",
-                 "config": {"value": float(np.float32(0.37)),
-                            "name": "l2_strength"}})
+        self.assertEqual(
+            restored["L2_scheduled_kernel"].get_config()["l2"],
+            {"class_name": "Strength",
+             "config": {"value": float(np.float32(0.37)),
+                        "name": "l2_strength"}})
         np.testing.assert_array_equal(saving_util.penalties(loaded, x), before)
         # The same seeded batches give the same losses, step after step.
         # tf_keras' SavedModel format only matches on the first step, with
@@ -88,8 +79,7 @@ class SaveLoadTest(parameterized.TestCase):
                                       _train(model, after))
 
     def test_saved_model_serves_without_tfreg(self):
-        model, _ = saving_util.zoo_model(
-            with_strength=not LEGACY_SAVED_MODEL_STRENGTH_BUG)
+        model, _ = saving_util.zoo_model()
         x = saving_util.inputs()
         expected = _graph_call(model, x)
         with tempfile.TemporaryDirectory() as directory:
@@ -112,17 +102,31 @@ class SaveLoadTest(parameterized.TestCase):
         (output,) = served.values()
         np.testing.assert_array_equal(output, expected)
 
-    @unittest.skipUnless(LEGACY_SAVED_MODEL_STRENGTH_BUG, "tf_keras only")
-    @unittest.expectedFailure
-    def test_strength_in_legacy_saved_model(self):
-        # Expected to fail until Strength's variable is tracked by the layer
-        # (e.g. the regularizer or Strength made trackable); then it passes
-        # and this marker must go.
+    def test_checkpoint_of_the_model_restores_its_strengths(self):
+        shared = tfreg.Strength(0.3, name="shared")
         inputs = keras.Input((3,))
+        hidden = keras.layers.Dense(
+            4, kernel_regularizer=tfreg.L2(shared),
+            bias_regularizer=tfreg.L1L2(shared, tfreg.Strength(0.2)))(inputs)
         model = keras.Model(inputs, keras.layers.Dense(
-            2, kernel_regularizer=tfreg.L2(tfreg.Strength(0.3)))(inputs))
+            1, kernel_regularizer=tfreg.priors.Laplace(
+                weight=tfreg.Strength(0.5, name="prior")))(hidden))
+        strengths = tfreg.strengths(model)
         with tempfile.TemporaryDirectory() as directory:
-            tf.saved_model.save(model, directory)
+            path = tf.train.Checkpoint(model=model).save(
+                os.path.join(directory, "checkpoint"))
+            saved = [name for name, _ in tf.train.list_variables(path)]
+            for name, variables in strengths.items():
+                for variable in variables:
+                    variable.assign(variable + 1.0)
+            tf.train.Checkpoint(model=model).restore(path).assert_consumed()
+        self.assertEqual(
+            {name: [float(v.numpy()) for v in variables]
+             for name, variables in tfreg.strengths(model).items()},
+            {"shared": [np.float32(0.3)], "strength": [np.float32(0.2)],
+             "prior": [np.float32(0.5)]})
+        self.assertEqual(
+            len([name for name in saved if "_regularizer/" in name]), 3)
 
     def test_safe_mode_still_refuses_lambdas(self):
         inputs = keras.Input((3,))

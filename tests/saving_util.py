@@ -79,11 +79,12 @@ def role(regularizer):
     return None
 
 
-def members(with_strength=True):
+def members():
     """(name, role, regularizer) for every registered class, and skips.
 
-    Adds a scheduled strength: an L2 whose `tfreg.Strength` was assigned a
-    new value, which saved models must restore exactly.
+    Adds scheduled strengths: an L2 whose `tfreg.Strength` was assigned a
+    new value, which saved models must restore exactly, and an L1 on another
+    layer sharing that Strength.
     """
     found, skipped = [], {}
     for cls in registered_classes():
@@ -98,20 +99,20 @@ def members(with_strength=True):
                 f"{KERNEL_SHAPE} or on sigmoid activations {(BATCH, UNITS)}")
             continue
         found.append((cls.__name__, where, regularizer))
-    if with_strength:
-        strength = tfreg.Strength(0.01, name="l2_strength")
-        strength.assign(0.37)
-        found.append(("L2_scheduled", "weight", tfreg.L2(strength)))
+    strength = tfreg.Strength(0.01, name="l2_strength")
+    strength.assign(0.37)
+    found.append(("L2_scheduled", "weight", tfreg.L2(strength)))
+    found.append(("L1_shared", "weight", tfreg.L1(strength)))
     return found, skipped
 
 
-def zoo_model(seed=0, with_activity=True, with_strength=True):
+def zoo_model(seed=0, with_activity=True):
     """A functional model with one Dense branch per member; and the skips.
 
     Branch layers are named after their member, so a failure names the class.
     """
     keras.utils.set_random_seed(seed)
-    found, skipped = members(with_strength)
+    found, skipped = members()
     inputs = keras.Input((INPUT_DIM,), name="features")
     branches = []
     for name, where, regularizer in found:

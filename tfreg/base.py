@@ -13,7 +13,7 @@ def accumulation_dtype(dtype):
     return tf.float64 if dtype == tf.float64 else tf.float32
 
 
-class Regularizer(_keras.Regularizer):
+class Regularizer(_keras.Regularizer, tf.__internal__.tracking.Trackable):
     """Base class for tfreg regularizers; subclass it to write your own.
 
     A subclass validates its arguments once, in `__init__`, stores each one
@@ -28,7 +28,11 @@ class Regularizer(_keras.Regularizer):
     - `get_config` returns every constructor argument, read from the attribute
       of the same name (a `tfreg.Strength` as its JSON dict), and
       `from_config` rejects unknown keys with a `ValueError` before the
-      constructor validates the values.
+      constructor validates the values;
+    - its `tfreg.Strength` arguments are tracked: the layer holding the
+      regularizer saves them in checkpoints and SavedModels, and functions
+      traced from the penalty (tf_keras' SavedModel saver traces them) can
+      be saved.
 
     Decorate the subclass with `@tfreg.register` so that saved models find
     it without `custom_objects` and `tfreg.get` knows its names. For example
@@ -85,6 +89,16 @@ class Regularizer(_keras.Regularizer):
                 f"Unknown key(s) {unknown} in the config of {cls.__name__}. "
                 f"Expected a subset of {list(cls.config_keys())}.")
         return cls(**config)
+
+    def _strengths(self):
+        return {key: getattr(self, key, None) for key in self.config_keys()
+                if isinstance(getattr(self, key, None), strength.Strength)}
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        return self._strengths()
+
+    def _lookup_dependency(self, name, cached_dependencies=None):
+        return self._strengths().get(name)
 
     def __repr__(self):
         arguments = ", ".join(

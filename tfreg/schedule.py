@@ -27,8 +27,8 @@ def regularizers(model):
 def strengths(model):
     """Maps each `Strength` name in `model` to the list of its variables.
 
-    Give it to a checkpoint to save and restore the current values:
-    `tf.train.Checkpoint(model=model, strengths=tfreg.strengths(model))`.
+    A checkpoint of the model already holds them (regularizers track their
+    strengths); this map is for reading or assigning them by name.
     """
     found = {}
     for regularizer in regularizers(model):

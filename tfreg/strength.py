@@ -50,7 +50,7 @@ def non_negative_float(name, value):
     return float(value)
 
 
-class Strength:
+class Strength(tf.__internal__.tracking.Trackable):
     """A regularization strength that can change during training.
 
     Pass it wherever a tfreg regularizer takes a strength, and change it with
@@ -68,7 +68,10 @@ class Strength:
 
     In a config the strength is the JSON dict
     `{"class_name": "Strength", "config": {"value": ..., "name": ...}}`,
-    holding its current value, so `.keras` files restore it.
+    holding its current value, so `.keras` files restore it. A Strength is
+    also trackable: a regularizer on a layer makes its strengths part of the
+    layer's checkpoint and SavedModel (under `kernel_regularizer/l2/variable`
+    for the example above).
 
     Args:
       value: Initial value, a finite float >= 0.
@@ -98,6 +101,12 @@ class Strength:
 
     def get_config(self):
         return {"value": self.value, "name": self.name}
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        return {"variable": self.variable}
+
+    def _lookup_dependency(self, name, cached_dependencies=None):
+        return self.variable if name == "variable" else None
 
     @classmethod
     def from_config(cls, config):
