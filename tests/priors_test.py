@@ -243,6 +243,31 @@ class PriorsTest(battery.battery(CASES)):
         _assert_parity(self, _value_and_gradient(ours, x),
                        _value_and_gradient(theirs, x), dtype)
 
+    @parameterized.product(name=sorted(TFP_PAIRS),
+                           dtype=(tf.float32, tf.float64))
+    def test_fast_form_matches_log_prob(self, name, dtype):
+        # The penalty's written-out sum and derivative against autodiff of
+        # the elementwise `log_prob`, including weights near 0 where TFP's
+        # Horseshoe density is infinite. There autodiff of the Horseshoe's
+        # log_prob overflows (through g / u^2) where the true derivative,
+        # about -1 / (x log(1 / u)), is finite; the written-out one must be.
+        prior = TFP_PAIRS[name][0]
+        x = tf.constant(np.concatenate([
+            _extreme_weights(), _random_weights(self.rng).ravel(),
+            [0.0, 1e-30, -1e-20, 1e-12]]), dtype)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            fast = prior.negative_log_prob_sum(x)
+            reference = -tf.reduce_sum(prior.log_prob(x))
+        gradient = tape.gradient(fast, x).numpy()
+        expected = tape.gradient(reference, x).numpy()
+        self.assertTrue(np.all(np.isfinite(gradient)))
+        finite = np.isfinite(expected)
+        if name != "horseshoe":
+            self.assertTrue(np.all(finite))
+        _assert_parity(self, (fast, gradient[finite]),
+                       (reference, expected[finite]), dtype)
+
     @parameterized.product(parameterization=("softplus", "log"),
                            dtype=(tf.float32, tf.float64))
     def test_mean_field_kl_matches_tfp(self, parameterization, dtype):
