@@ -46,6 +46,9 @@ _HORSESHOE_Z = math.log1p(-_HORSESHOE_G) - math.log(_HORSESHOE_G)
 # accuracy of the approximation softplus(r) ~ exp(r) (error exp(r) / 2).
 _LOG_SOFTPLUS_LINEAR_BELOW = -30.0
 
+# exp(t) stays finite (and 1 + exp(t) exact enough) in float32 for t below this.
+_EXP_IS_SAFE_BELOW = 30.0
+
 # The `tfp.distributions` classes `Prior` may name: scalar distributions whose
 # support is the whole real line and whose parameters are all real numbers.
 # A config resolves a class from this set only.
@@ -200,28 +203,32 @@ def horseshoe_negative_log_prob_sum(x, scale):
     """
     g, b, h_inf = _HORSESHOE_G, _HORSESHOE_B, _HORSESHOE_H_INF
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
-    inverse_variance = 1.0 / (scale * scale)
     log_normalizer = 0.5 * math.log(2.0 * math.pi**3) + math.log(g * scale)
 
+    # Eigen's pow, softplus and sigmoid are slow on CPU; u^p = exp(p log u),
+    # and since the logit below is at most z < 0, exp(logit) cannot overflow
+    # and gives softplus = log1p(e) and sigmoid = e / (1 + e) from one exp.
     def terms(x):
-        raw_u = tf.square(x) * (0.5 * inverse_variance)
+        w = x * (math.sqrt(0.5) / scale)
+        raw_u = tf.square(w)
         u = tf.maximum(raw_u, tiny)
-        q = (20.0 / 47.0) * tf.pow(u, _HORSESHOE_Q_POWER)
+        q = (20.0 / 47.0) * tf.exp(_HORSESHOE_Q_POWER * tf.math.log(u))
         root_u = tf.sqrt(u)
         one_plus_u_1_5 = 1.0 + u * root_u
         one_plus_q = 1.0 + q
         hb = 1.0 / one_plus_u_1_5 + h_inf * q / one_plus_q + b * u
         big_b = (1.0 - g) / tf.square(hb)
         log_term = tf.math.log1p(g / u - big_b)
-        logit = _HORSESHOE_Z - u / (1.0 - g)
+        e = tf.exp(_HORSESHOE_Z - u / (1.0 - g))
         h_prime = (-1.5 * root_u / tf.square(one_plus_u_1_5)
                    + (h_inf * _HORSESHOE_Q_POWER) * q / (u * tf.square(one_plus_q)))
-        d_log_p = (tf.sigmoid(logit) / (1.0 - g)
+        d_log_p = (e / ((1.0 - g) * (1.0 + e))
                    + (2.0 * big_b * u * (h_prime + b) / hb - g / u)
                    / (log_term * (u + g - big_b * u)))
-        derivative = tf.where(raw_u >= tiny, (-inverse_variance * x) * d_log_p,
+        derivative = tf.where(raw_u >= tiny,
+                              (-math.sqrt(2.0) / scale) * w * d_log_p,
                               tf.zeros_like(x))
-        return tf.math.softplus(logit) - tf.math.log(log_term), derivative
+        return tf.math.log1p(e) - tf.math.log(log_term), derivative
     return _sum_with_derivative(x, terms) + _num_elements(x) * log_normalizer
 
 
@@ -243,11 +250,25 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
     constant = (-math.log(slab_probability) + math.log(slab_scale)
                 + _HALF_LOG_TWO_PI)
 
+    # D x^2 / 2 = (k x)^2 and D x = 2 k (k x) with k = sqrt(D / 2), which
+    # fits float32 even when D does not (a spike_scale below 1e-19).
+    k = math.sqrt(0.5 * d)
+
     def terms(x):
-        t = log_odds - (0.5 * d) * tf.square(x)
-        return -tf.math.softplus(t), (d * x) * tf.sigmoid(t)
-    return ((0.5 * slab_precision) * penalties.l2(x) + _num_elements(x) * constant
-            + _sum_with_derivative(x, terms))
+        kx = x * k
+        t = log_odds - tf.square(kx)
+        if log_odds > _EXP_IS_SAFE_BELOW:
+            softplus, sigmoid = tf.math.softplus(t), tf.sigmoid(t)
+        else:
+            # t <= log_odds, so exp(t) is finite: one exp gives softplus and
+            # sigmoid (Eigen's own are slow on CPU).
+            e = tf.exp(t)
+            softplus, sigmoid = tf.math.log1p(e), e / (1.0 + e)
+        # Where 2 k (k x) overflows, the spike's share sigmoid(t) is 0.
+        return ((0.5 * slab_precision) * tf.square(x) - softplus,
+                slab_precision * x
+                + tf.math.multiply_no_nan((2.0 * k) * kx, sigmoid))
+    return _sum_with_derivative(x, terms) + _num_elements(x) * constant
 
 
 def normal_kl(loc, log_scale, prior_loc, prior_scale):

@@ -143,8 +143,17 @@ class SoftOrthogonal(base.Regularizer):
         return self.factor * structured_math.soft_orthogonality(matrix)
 
 
+class _PowerIteration(base.Regularizer):
+    """A `factor` and a number of power-method steps."""
+
+    def __init__(self, factor=0.01, power_iterations=20):
+        self.factor = _validation.non_negative("factor", factor)
+        self.power_iterations = _validation.integer(
+            "power_iterations", power_iterations, minimum=1)
+
+
 @serialization.register
-class SpectralNorm(base.Regularizer):
+class SpectralNorm(_PowerIteration):
     """Spectral norm regularization: the squared largest singular value.
 
     Mathematical details:
@@ -176,11 +185,6 @@ class SpectralNorm(base.Regularizer):
     4.5
     """
 
-    def __init__(self, factor=0.01, power_iterations=20):
-        self.factor = _validation.non_negative("factor", factor)
-        self.power_iterations = _validation.integer(
-            "power_iterations", power_iterations, minimum=1)
-
     def penalty(self, x):
         matrix = penalties.matrix_view(x, name="kernel")
         sigma = structured_math.spectral_norm(matrix, self.power_iterations)
@@ -188,7 +192,7 @@ class SpectralNorm(base.Regularizer):
 
 
 @serialization.register
-class SRIP(base.Regularizer):
+class SRIP(_PowerIteration):
     """Spectral restricted isometry property regularization (SRIP).
 
     Mathematical details:
@@ -217,11 +221,6 @@ class SRIP(base.Regularizer):
     >>> round(float(tfreg.SRIP(0.5)(x)), 4)
     1.5
     """
-
-    def __init__(self, factor=0.01, power_iterations=20):
-        self.factor = _validation.non_negative("factor", factor)
-        self.power_iterations = _validation.integer(
-            "power_iterations", power_iterations, minimum=1)
 
     def penalty(self, x):
         matrix = penalties.matrix_view(x, name="kernel")

@@ -20,7 +20,7 @@ Cases:
 
 Usage:
   python tools/bench.py --quick           # < 3 minutes on an idle machine:
-                                          # 4M params (priors 1M, graph mode),
+                                          # 4M params (priors 1M),
                                           # 2 train-step cases, depth 32
   python tools/bench.py                   # full run (documented in BENCHMARKS.md)
   python tools/bench.py --cases penalty --json out.json --markdown out.md
@@ -226,6 +226,11 @@ def bench_priors(num_params, rounds, modes):
         if generic is not None:
             contenders["tfreg Prior(tfd.Normal)"] = _penalty_fn(
                 variables, generic(twins["Normal"]()), True, jit)
+        # A bound on any prior needing a logarithm per weight: one log1p,
+        # value only, no gradient.
+        contenders["bound: sum(log1p(w^2)), value only"] = _penalty_fn(
+            variables, lambda v: tf.reduce_sum(tf.math.log1p(tf.square(v))),
+            False, jit)
         times = interleave(contenders, rounds, warmup=2)
         base = times["tfreg L2"]
         for name, samples in times.items():
@@ -511,7 +516,7 @@ def main(argv=None):
     if "priors" in cases:
         results["priors"] = bench_priors(
             1_000_000 if args.quick else 16_000_000, 3 if args.quick else 7,
-            (False,) if args.quick else modes)
+            modes)
         _write(results, args, argv, load_before, start)
     if "train_step" in cases:
         if args.quick:
