@@ -203,11 +203,11 @@ def tfp_twins():
     }
 
 
-def bench_priors(num_params, rounds, modes):
+def bench_priors(num_params, rounds, modes, num_tensors=50):
     priors = closed_form_priors()
     if not priors:
         return []
-    variables = _weights(num_params, seed=1)
+    variables = _weights(num_params, num_tensors=num_tensors, seed=1)
     twins = tfp_twins()
     rows = []
     for jit in modes:
@@ -495,9 +495,14 @@ def main(argv=None):
                         help="4M params only and fewer rounds (< 3 minutes).")
     parser.add_argument("--cases", default=",".join(CASES),
                         help=f"Comma-separated subset of {CASES}.")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="Timed rounds per case (default: 3 quick, 7 "
+                             "full; first_step 1 quick, 2 full).")
     parser.add_argument("--json", default="bench.json")
     parser.add_argument("--markdown", default="bench.md")
     args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be >= 1. Received: {args.rounds}")
     cases = args.cases.split(",")
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
@@ -511,12 +516,15 @@ def main(argv=None):
         sizes = (4_000_000,) if args.quick else (4_000_000, 16_000_000,
                                                  64_000_000)
         results["penalty"] = bench_penalty(
-            sizes, 3 if args.quick else 7, modes, with_priors=not args.quick)
+            sizes, args.rounds or (3 if args.quick else 7), modes,
+            with_priors=not args.quick)
         _write(results, args, argv, load_before, start)
     if "priors" in cases:
         results["priors"] = bench_priors(
-            1_000_000 if args.quick else 16_000_000, 3 if args.quick else 7,
-            modes)
+            1_000_000 if args.quick else 16_000_000,
+            args.rounds or (3 if args.quick else 7), modes,
+            # Compiling 16 contenders x 50 tensors under XLA takes minutes.
+            num_tensors=10 if args.quick else 50)
         _write(results, args, argv, load_before, start)
     if "train_step" in cases:
         if args.quick:
@@ -525,12 +533,13 @@ def main(argv=None):
             plan = tuple((m, r, j) for m in MODELS for r in ("L2", "L1L2")
                          for j in (False, True))
         results["train_step"] = bench_train_step(
-            plan, rounds=3 if args.quick else 7, repeat=2 if args.quick else 4)
+            plan, rounds=args.rounds or (3 if args.quick else 7),
+            repeat=2 if args.quick else 4)
         _write(results, args, argv, load_before, start)
     if "first_step" in cases:
         results["first_step"] = bench_first_step(
             (32,) if args.quick else (16, 32, 64, 128),
-            rounds=1 if args.quick else 2)
+            rounds=args.rounds or (1 if args.quick else 2))
     print(_write(results, args, argv, load_before, start))
 
 
