@@ -108,13 +108,23 @@ def _model_penalties(model, inputs):
 
 
 def save_and_load(model, directory, save_format):
-    """Saves `model` in `save_format` and loads it without custom_objects."""
+    """Saves `model` in `save_format` and loads it without custom_objects.
+
+    tf_keras' SavedModel loader leaves the optimizer unrestored (upstream
+    tensorflow/tensorflow#44670); `load_weights` on the same directory, the
+    documented workaround, restores it when the optimizer builds, so it is
+    built here, while `directory` still exists.
+    """
     if save_format == "tf":
         path = os.path.join(directory, "saved_model")
         model.save(path, save_format="tf")
-    else:
-        path = os.path.join(directory, f"model.{save_format}")
-        model.save(path)
+        loaded = keras.models.load_model(path)
+        loaded.load_weights(path)
+        if loaded.optimizer is not None:
+            loaded.optimizer.build(loaded.trainable_variables)
+        return loaded
+    path = os.path.join(directory, f"model.{save_format}")
+    model.save(path)
     return keras.models.load_model(path)
 
 

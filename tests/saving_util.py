@@ -82,9 +82,8 @@ def role(regularizer):
 def members():
     """(name, role, regularizer) for every registered class, and skips.
 
-    Adds scheduled strengths: an L2 whose `tfreg.Strength` was assigned a
-    new value, which saved models must restore exactly, and an L1 on another
-    layer sharing that Strength.
+    Adds a scheduled strength: an L2 whose `tfreg.Strength` was assigned a
+    new value, which saved models must restore exactly.
     """
     found, skipped = [], {}
     for cls in registered_classes():
@@ -102,7 +101,6 @@ def members():
     strength = tfreg.Strength(0.01, name="l2_strength")
     strength.assign(0.37)
     found.append(("L2_scheduled", "weight", tfreg.L2(strength)))
-    found.append(("L1_shared", "weight", tfreg.L1(strength)))
     return found, skipped
 
 
