@@ -467,8 +467,9 @@ class Horseshoe(_Prior):
     Accuracy: against the exact marginal (numerical integration over lambda)
     the approximate density is within 0.07% (relative) for |w / scale| in
     [1e-6, 1e6]; the largest error, 6.3e-4, is near |w / scale| = 2.8, and it
-    is below 1e-8 for |w / scale| < 0.01 or > 100 (see docs/priors.md). u is floored at the dtype's smallest
-    normal number, so the penalty is finite and its gradient 0 at w = 0, where
+    is below 1e-8 for |w / scale| < 0.01 or > 100 (see docs/priors.md).
+    u is floored at the dtype's smallest normal number, so the penalty is
+    finite and its gradient 0 at w = 0, where
     the exact density (and TFP's value) is infinite. Weights whose magnitude
     underflows that floor (|w / scale| < 1.5e-19 in float32) are treated as 0.
     For float16 weights TFP's value is inf and its gradient NaN when
