@@ -36,15 +36,20 @@ def _activity_reference(model, x):
     return total
 
 
-def _graph_weight_total(model):
-    """tf.add_n(model.losses) in a graph, as the exported signature sums it.
+def _graph_total(model, x=None):
+    """tf.add_n(model.losses) in a graph, as the exported signatures sum it.
 
-    Grappler may reassociate a graph's sum (a Strength shared by two layers
-    is a common factor), so eager agrees with it only to float rounding.
+    With `x`, after `model(x)`, so activity penalties count. Grappler may
+    reassociate a graph's sum (a Strength shared by two layers is a common
+    factor), so eager agrees with it only to float rounding (asserted).
     """
-    total = tf.function(lambda: tf.add_n(model.losses))().numpy()
-    np.testing.assert_allclose(total, tf.add_n(model.losses), rtol=1e-6)
-    return total
+    def total():
+        if x is not None:
+            model(x, training=False)
+        return tf.add_n(model.losses)
+    in_graph = tf.function(total)().numpy()
+    np.testing.assert_allclose(in_graph, total(), rtol=1e-6)
+    return in_graph
 
 
 class ExportTest(absltest.TestCase):
@@ -55,14 +60,10 @@ class ExportTest(absltest.TestCase):
             print(f"export_test: skipping {name}: {reason}")
         x = saving_util.inputs()
         predictions = _graph_call(model, x)
-        # As in _graph_weight_total, with the activity penalties of `x`.
-        graph_total = tf.function(
-            lambda t: (model(t, training=False), tf.add_n(model.losses))[1])(
-                x).numpy()
+        graph_total = _graph_total(model, x)
         model(x)
         live_losses = list(model.losses)
         live_total = tf.add_n(live_losses).numpy()
-        np.testing.assert_allclose(graph_total, live_total, rtol=1e-6)
         with tempfile.TemporaryDirectory() as directory:
             path = os.path.join(directory, "saved_model")
             tfreg.export_saved_model(model, path)
@@ -91,7 +92,7 @@ class ExportTest(absltest.TestCase):
     def test_weight_penalty_needs_no_inputs(self):
         model, _ = saving_util.zoo_model(with_activity=False)
         # A model that was never called reports only its weight penalties.
-        weight_total = _graph_weight_total(model)
+        weight_total = _graph_total(model)
         self.assertTrue(np.isfinite(weight_total))
         with tempfile.TemporaryDirectory() as directory:
             path = os.path.join(directory, "saved_model")
@@ -125,7 +126,7 @@ class ExportTest(absltest.TestCase):
                 _graph_call(model, x))
             np.testing.assert_array_equal(
                 loaded.regularization_loss()["regularization_loss"],
-                _graph_weight_total(model))
+                _graph_total(model))
             self.assertLen(loaded.model_variables, len(model.variables))
 
     def test_strength_is_exported_with_its_current_value(self):
@@ -192,7 +193,7 @@ class ExportTest(absltest.TestCase):
                     inputs=tf.constant(x))["output_0"], _graph_call(model, x))
             np.testing.assert_array_equal(
                 loaded.regularization_loss()["regularization_loss"],
-                _graph_weight_total(model))
+                _graph_total(model))
 
     def test_rejects_non_models(self):
         with self.assertRaisesRegex(TypeError, "Expected a .* Model"):

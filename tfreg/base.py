@@ -90,15 +90,17 @@ class Regularizer(_keras.Regularizer, tf.__internal__.tracking.Trackable):
                 f"Expected a subset of {list(cls.config_keys())}.")
         return cls(**config)
 
-    def _strengths(self):
-        return {key: getattr(self, key, None) for key in self.config_keys()
-                if isinstance(getattr(self, key, None), strength.Strength)}
+    def strength_arguments(self):
+        """The constructor arguments that are `tfreg.Strength`s, by name."""
+        values = {key: getattr(self, key, None) for key in self.config_keys()}
+        return {key: value for key, value in values.items()
+                if isinstance(value, strength.Strength)}
 
     def _trackable_children(self, save_type="checkpoint", **kwargs):
-        return self._strengths()
+        return self.strength_arguments()
 
     def _lookup_dependency(self, name, cached_dependencies=None):
-        return self._strengths().get(name)
+        return self.strength_arguments().get(name)
 
     def __repr__(self):
         arguments = ", ".join(

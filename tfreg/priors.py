@@ -96,18 +96,26 @@ def laplace_log_prob(x, loc, scale):
     return -tf.abs(x - loc) / scale - math.log(2.0 * scale)
 
 
+def _student_t_log_normalizer(df, scale):
+    return (math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1.0))
+            + 0.5 * math.log(df * math.pi) + math.log(scale))
+
+
 def student_t_log_prob(x, df, loc, scale):
     """log StudentT(x; df, loc, scale), with the lgamma terms as Python floats."""
     z = (x - loc) / scale
-    log_normalizer = (math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1.0))
-                      + 0.5 * math.log(df * math.pi) + math.log(scale))
-    return -0.5 * (df + 1.0) * tf.math.log1p(tf.square(z) / df) - log_normalizer
+    return (-0.5 * (df + 1.0) * tf.math.log1p(tf.square(z) / df)
+            - _student_t_log_normalizer(df, scale))
 
 
 def cauchy_log_prob(x, loc, scale):
     """log Cauchy(x; loc, scale) = -log1p(((x - loc) / scale)^2) - log(pi scale)."""
     z = (x - loc) / scale
     return -tf.math.log1p(tf.square(z)) - math.log(math.pi * scale)
+
+
+def _horseshoe_log_normalizer(scale):
+    return 0.5 * math.log(2.0 * math.pi**3) + math.log(_HORSESHOE_G * scale)
 
 
 def horseshoe_log_prob(x, scale):
@@ -123,10 +131,9 @@ def horseshoe_log_prob(x, scale):
     g, b = _HORSESHOE_G, _HORSESHOE_B
     q = (20.0 / 47.0) * tf.pow(u, _HORSESHOE_Q_POWER)
     h = 1.0 / (1.0 + tf.pow(u, 1.5)) + _HORSESHOE_H_INF * q / (1.0 + q)
-    log_normalizer = 0.5 * math.log(2.0 * math.pi**3) + math.log(g * scale)
     return (-tf.math.softplus(_HORSESHOE_Z - u / (1.0 - g))
             + tf.math.log(tf.math.log1p(g / u - (1.0 - g) / tf.square(h + b * u)))
-            - log_normalizer)
+            - _horseshoe_log_normalizer(scale))
 
 
 def spike_and_slab_log_prob(x, spike_scale, slab_scale, slab_probability):
@@ -203,7 +210,6 @@ def horseshoe_negative_log_prob_sum(x, scale):
     """
     g, b, h_inf = _HORSESHOE_G, _HORSESHOE_B, _HORSESHOE_H_INF
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
-    log_normalizer = 0.5 * math.log(2.0 * math.pi**3) + math.log(g * scale)
 
     # Eigen's pow, softplus and sigmoid are slow on CPU; u^p = exp(p log u),
     # and since the logit below is at most z < 0, exp(logit) cannot overflow
@@ -229,7 +235,8 @@ def horseshoe_negative_log_prob_sum(x, scale):
                               (-math.sqrt(2.0) / scale) * w * d_log_p,
                               tf.zeros_like(x))
         return tf.math.log1p(e) - tf.math.log(log_term), derivative
-    return _sum_with_derivative(x, terms) + _num_elements(x) * log_normalizer
+    return (_sum_with_derivative(x, terms)
+            + _num_elements(x) * _horseshoe_log_normalizer(scale))
 
 
 def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
@@ -411,11 +418,9 @@ class StudentT(_Prior):
 
     def negative_log_prob_sum(self, x):
         df, scale = self.df, self.scale
-        log_normalizer = (math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1.0))
-                          + 0.5 * math.log(df * math.pi) + math.log(scale))
         return (0.5 * (df + 1.0) * log1p_square_sum(x, self.loc,
                                                     df * scale * scale)
-                + _num_elements(x) * log_normalizer)
+                + _num_elements(x) * _student_t_log_normalizer(df, scale))
 
 
 @serialization.register

@@ -32,12 +32,10 @@ def strengths(model):
     """
     found = {}
     for regularizer in regularizers(model):
-        for key in regularizer.config_keys():
-            value = getattr(regularizer, key)
-            if isinstance(value, strength_lib.Strength):
-                variables = found.setdefault(value.name, [])
-                if not any(v is value.variable for v in variables):
-                    variables.append(value.variable)
+        for value in regularizer.strength_arguments().values():
+            variables = found.setdefault(value.name, [])
+            if not any(v is value.variable for v in variables):
+                variables.append(value.variable)
     return found
 
 
