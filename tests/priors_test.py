@@ -344,6 +344,41 @@ class PriorsTest(battery.battery(CASES)):
         _, gradient = _value_and_gradient(priors.Horseshoe(), x)
         self.assertEqual(float(gradient[0]), np.inf)
 
+    @parameterized.parameters(1e-25, 0.7)
+    def test_horseshoe_far_tail_where_u_overflows_float32(self, scale):
+        # u = (w / scale)^2 / 2 overflows float32 for |w / scale| > 2.6e19,
+        # e.g. any weight near 1 under scale=1e-25; there TFP's float32 value
+        # is NaN. Beyond u = 1e17 the penalty is log(u / g) + c, computed
+        # from log|w|: it must match TFP in float64, where u still fits, on
+        # both sides of that switch, and be finite and equal in float32.
+        switch = np.sqrt(2.0 * 1e17) * scale
+        x = np.concatenate([
+            switch * np.array([0.5, 0.999999, 1.000001, 3.0, -2.0, 1e5]),
+            self.rng.normal(size=8)])
+        prior = priors.Horseshoe(scale)
+
+        def tfp_penalty(x):
+            return -tf.reduce_sum(tfd.Horseshoe(np.float64(scale)).log_prob(x))
+
+        expected = _value_and_gradient(tfp_penalty, tf.constant(x))
+        for dtype, rtol in ((tf.float64, 1e-12), (tf.float32, 1e-5)):
+            with self.subTest(dtype=dtype.name):
+                value, gradient = _value_and_gradient(
+                    prior, tf.constant(x, dtype))
+                self.assertTrue(np.all(np.isfinite(gradient.numpy())))
+                np.testing.assert_allclose(value, expected[0], rtol=rtol)
+                np.testing.assert_allclose(gradient, expected[1], rtol=rtol)
+                np.testing.assert_allclose(
+                    -tf.reduce_sum(prior.log_prob(tf.constant(x, dtype))),
+                    expected[0], rtol=rtol)
+
+    def test_horseshoe_scale_whose_inverse_overflows_the_dtype(self):
+        prior = priors.Horseshoe(1e-40)
+        with self.assertRaisesRegex(ValueError, r"float32.*scale=1e-40"):
+            prior(tf.ones((3,)))
+        value = prior(tf.ones((3,), tf.float64))
+        self.assertTrue(np.isfinite(value.numpy()))
+
     @parameterized.named_parameters(*[(case.name, case) for case in CASES])
     def test_finite_in_every_dtype_including_zero(self, case):
         regularizer = case.make()

@@ -41,6 +41,11 @@ _HORSESHOE_B = 1.0420764938351215  # sqrt(2 (1 - g) / (g (2 - g)))
 _HORSESHOE_H_INF = 1.0801359952503342  # (1-g)(g^2-6g+12) / (3g (2-g)^2 b)
 _HORSESHOE_Q_POWER = 1.0919284281983377
 _HORSESHOE_Z = math.log1p(-_HORSESHOE_G) - math.log(_HORSESHOE_G)
+# Beyond u = (w / scale)^2 / 2 = 1e17 the approximation's -log p(w) equals
+# log(u / g) + log(2 pi^3) / 2 + log(g scale) to within 0.3 / u < 3e-18, below
+# float64's resolution; there it is computed from log|w|, which stays finite
+# where u itself overflows (|w / scale| > 2.6e19 in float32).
+_HORSESHOE_TAIL_U = 1e17
 
 # Below this, log(softplus(r)) equals r to float64 precision's relative
 # accuracy of the approximation softplus(r) ~ exp(r) (error exp(r) / 2).
@@ -118,22 +123,53 @@ def _horseshoe_log_normalizer(scale):
     return 0.5 * math.log(2.0 * math.pi**3) + math.log(_HORSESHOE_G * scale)
 
 
+def _horseshoe_split(x, scale):
+    """Splits x at the far tail (u > 1e17) into two safe inputs.
+
+    Returns (tail, core_x, tail_x): the mask, x with the tail set to 0 (so
+    the core formulas never see an overflowing u, not even in the branch
+    `tf.where` discards, whose gradient would be NaN), and x with the rest
+    set to 1 (so log|x| is finite).
+    """
+    dtype = x.dtype.as_numpy_dtype
+    if not scale * float(np.finfo(dtype).max) > 1.0:
+        raise ValueError(
+            f"Horseshoe needs 1 / scale to be finite in {x.dtype.name}. "
+            f"Received: scale={scale!r} (use scale > "
+            f"{1.0 / float(np.finfo(dtype).max):.2g} or float64 weights).")
+    tail = tf.abs(x) > math.sqrt(2.0 * _HORSESHOE_TAIL_U) * scale
+    return (tail, tf.where(tail, tf.zeros_like(x), x),
+            tf.where(tail, x, tf.ones_like(x)))
+
+
+def _horseshoe_tail_log_u(tail_x, scale):
+    """log(u) = 2 log|x| - 2 log(scale) - log(2), finite for every x != 0."""
+    return 2.0 * tf.math.log(tf.abs(tail_x)) - (2.0 * math.log(scale)
+                                                + math.log(2.0))
+
+
 def horseshoe_log_prob(x, scale):
     """TFP's approximation of the Horseshoe(scale) log density, in closed form.
 
     The exact density is infinite at 0. With u = (x / scale)^2 / 2 floored at
     the smallest normal number of x's dtype, the value equals
     `tfd.Horseshoe(scale).log_prob(x)` wherever TFP's is finite, and stays
-    finite (with zero gradient) at and very near 0 where TFP's is +inf.
+    finite (with zero gradient) at and very near 0 where TFP's is +inf. For
+    u > 1e17 it is -log(u / g) - c, finite where u overflows (TFP: NaN).
+
+    Raises:
+      ValueError: when 1 / scale overflows x's dtype.
     """
+    tail, core_x, tail_x = _horseshoe_split(x, scale)
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
-    u = tf.maximum(tf.square(x / scale) * 0.5, tiny)
+    u = tf.maximum(tf.square(core_x / scale) * 0.5, tiny)
     g, b = _HORSESHOE_G, _HORSESHOE_B
     q = (20.0 / 47.0) * tf.pow(u, _HORSESHOE_Q_POWER)
     h = 1.0 / (1.0 + tf.pow(u, 1.5)) + _HORSESHOE_H_INF * q / (1.0 + q)
-    return (-tf.math.softplus(_HORSESHOE_Z - u / (1.0 - g))
-            + tf.math.log(tf.math.log1p(g / u - (1.0 - g) / tf.square(h + b * u)))
-            - _horseshoe_log_normalizer(scale))
+    core = (-tf.math.softplus(_HORSESHOE_Z - u / (1.0 - g))
+            + tf.math.log(tf.math.log1p(g / u - (1.0 - g) / tf.square(h + b * u))))
+    far = math.log(g) - _horseshoe_tail_log_u(tail_x, scale)
+    return tf.where(tail, far, core) - _horseshoe_log_normalizer(scale)
 
 
 def spike_and_slab_log_prob(x, spike_scale, slab_scale, slab_probability):
@@ -207,6 +243,10 @@ def horseshoe_negative_log_prob_sum(x, scale):
         h'(u) = -1.5 sqrt(u) / (1 + u^1.5)^2 + h_inf p q / (u (1 + q)^2)
 
     (p = 1.0919284281983377), in a form that stays finite at the floor.
+    For u > 1e17 the term is log(u / g) with derivative 2 / x.
+
+    Raises:
+      ValueError: when 1 / scale overflows x's dtype.
     """
     g, b, h_inf = _HORSESHOE_G, _HORSESHOE_B, _HORSESHOE_H_INF
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
@@ -215,7 +255,8 @@ def horseshoe_negative_log_prob_sum(x, scale):
     # and since the logit below is at most z < 0, exp(logit) cannot overflow
     # and gives softplus = log1p(e) and sigmoid = e / (1 + e) from one exp.
     def terms(x):
-        w = x * (math.sqrt(0.5) / scale)
+        tail, core_x, tail_x = _horseshoe_split(x, scale)
+        w = core_x * (math.sqrt(0.5) / scale)
         raw_u = tf.square(w)
         u = tf.maximum(raw_u, tiny)
         q = (20.0 / 47.0) * tf.exp(_HORSESHOE_Q_POWER * tf.math.log(u))
@@ -234,7 +275,9 @@ def horseshoe_negative_log_prob_sum(x, scale):
         derivative = tf.where(raw_u >= tiny,
                               (-math.sqrt(2.0) / scale) * w * d_log_p,
                               tf.zeros_like(x))
-        return tf.math.log1p(e) - tf.math.log(log_term), derivative
+        values = tf.where(tail, _horseshoe_tail_log_u(tail_x, scale) - math.log(g),
+                          tf.math.log1p(e) - tf.math.log(log_term))
+        return values, tf.where(tail, 2.0 / tail_x, derivative)
     return (_sum_with_derivative(x, terms)
             + _num_elements(x) * _horseshoe_log_normalizer(scale))
 
@@ -477,6 +520,10 @@ class Horseshoe(_Prior):
     finite and its gradient 0 at w = 0, where
     the exact density (and TFP's value) is infinite. Weights whose magnitude
     underflows that floor (|w / scale| < 1.5e-19 in float32) are treated as 0.
+    Beyond u = 1e17 the penalty is log(u / g) + c from log|w| (within 3e-18
+    of the formula above), so it stays finite where u overflows float32
+    (|w / scale| > 2.6e19, e.g. scale=1e-25 and |w| ~ 1; TFP: NaN). Calling
+    it raises a ValueError when 1 / scale overflows the weights' float type.
     For float16 weights TFP's value is inf and its gradient NaN when
     |w| <= 1e-3; here the gradient is finite wherever the exact gradient fits
     in float16 (|w / scale| >= 2e-6) and 0 at w = 0.
