@@ -123,29 +123,13 @@ def _horseshoe_log_normalizer(scale):
     return 0.5 * math.log(2.0 * math.pi**3) + math.log(_HORSESHOE_G * scale)
 
 
-def _horseshoe_split(x, scale):
-    """Splits x at the far tail (u > 1e17) into two safe inputs.
-
-    Returns (tail, core_x, tail_x): the mask, x with the tail set to 0 (so
-    the core formulas never see an overflowing u, not even in the branch
-    `tf.where` discards, whose gradient would be NaN), and x with the rest
-    set to 1 (so log|x| is finite).
-    """
-    dtype = x.dtype.as_numpy_dtype
-    if not scale * float(np.finfo(dtype).max) > 1.0:
+def _check_horseshoe_scale(scale, dtype):
+    largest = float(np.finfo(dtype.as_numpy_dtype).max)
+    if not scale * largest > 1.0:
         raise ValueError(
-            f"Horseshoe needs 1 / scale to be finite in {x.dtype.name}. "
-            f"Received: scale={scale!r} (use scale > "
-            f"{1.0 / float(np.finfo(dtype).max):.2g} or float64 weights).")
-    tail = tf.abs(x) > math.sqrt(2.0 * _HORSESHOE_TAIL_U) * scale
-    return (tail, tf.where(tail, tf.zeros_like(x), x),
-            tf.where(tail, x, tf.ones_like(x)))
-
-
-def _horseshoe_tail_log_u(tail_x, scale):
-    """log(u) = 2 log|x| - 2 log(scale) - log(2), finite for every x != 0."""
-    return 2.0 * tf.math.log(tf.abs(tail_x)) - (2.0 * math.log(scale)
-                                                + math.log(2.0))
+            f"Horseshoe needs 1 / scale to be finite in {dtype.name}. "
+            f"Received: scale={scale!r} (use scale > {1.0 / largest:.2g} "
+            f"or float64 weights).")
 
 
 def horseshoe_log_prob(x, scale):
@@ -160,7 +144,13 @@ def horseshoe_log_prob(x, scale):
     Raises:
       ValueError: when 1 / scale overflows x's dtype.
     """
-    tail, core_x, tail_x = _horseshoe_split(x, scale)
+    _check_horseshoe_scale(scale, x.dtype)
+    # Split at the far tail so that neither branch, not even the one
+    # `tf.where` discards (whose gradient would still be NaN), sees an
+    # overflowing u or log(0).
+    tail = tf.abs(x) > math.sqrt(2.0 * _HORSESHOE_TAIL_U) * scale
+    core_x = tf.where(tail, tf.zeros_like(x), x)
+    tail_x = tf.where(tail, x, tf.ones_like(x))
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
     u = tf.maximum(tf.square(core_x / scale) * 0.5, tiny)
     g, b = _HORSESHOE_G, _HORSESHOE_B
@@ -168,7 +158,8 @@ def horseshoe_log_prob(x, scale):
     h = 1.0 / (1.0 + tf.pow(u, 1.5)) + _HORSESHOE_H_INF * q / (1.0 + q)
     core = (-tf.math.softplus(_HORSESHOE_Z - u / (1.0 - g))
             + tf.math.log(tf.math.log1p(g / u - (1.0 - g) / tf.square(h + b * u))))
-    far = math.log(g) - _horseshoe_tail_log_u(tail_x, scale)
+    log_u = 2.0 * (tf.math.log(tf.abs(tail_x)) - math.log(scale)) - math.log(2.0)
+    far = math.log(g) - log_u
     return tf.where(tail, far, core) - _horseshoe_log_normalizer(scale)
 
 
@@ -254,12 +245,18 @@ def horseshoe_negative_log_prob_sum(x, scale):
     # Eigen's pow, softplus and sigmoid are slow on CPU; u^p = exp(p log u),
     # and since the logit below is at most z < 0, exp(logit) cannot overflow
     # and gives softplus = log1p(e) and sigmoid = e / (1 + e) from one exp.
+    # u is clipped to [tiny, 1e17]; log u = 2 log|w| is not, so the far tail
+    # stays finite where u itself overflows.
+    log_tail_u = math.log(_HORSESHOE_TAIL_U)
+    _check_horseshoe_scale(scale, x.dtype)
+
     def terms(x):
-        tail, core_x, tail_x = _horseshoe_split(x, scale)
-        w = core_x * (math.sqrt(0.5) / scale)
+        w = x * (math.sqrt(0.5) / scale)
         raw_u = tf.square(w)
-        u = tf.maximum(raw_u, tiny)
-        q = (20.0 / 47.0) * tf.exp(_HORSESHOE_Q_POWER * tf.math.log(u))
+        u = tf.clip_by_value(raw_u, tiny, _HORSESHOE_TAIL_U)
+        log_u = 2.0 * tf.math.log(tf.maximum(tf.abs(w), math.sqrt(tiny)))
+        q = (20.0 / 47.0) * tf.exp(
+            _HORSESHOE_Q_POWER * tf.minimum(log_u, log_tail_u))
         root_u = tf.sqrt(u)
         one_plus_u_1_5 = 1.0 + u * root_u
         one_plus_q = 1.0 + q
@@ -272,12 +269,13 @@ def horseshoe_negative_log_prob_sum(x, scale):
         d_log_p = (e / ((1.0 - g) * (1.0 + e))
                    + (2.0 * big_b * u * (h_prime + b) / hb - g / u)
                    / (log_term * (u + g - big_b * u)))
-        derivative = tf.where(raw_u >= tiny,
-                              (-math.sqrt(2.0) / scale) * w * d_log_p,
-                              tf.zeros_like(x))
-        values = tf.where(tail, _horseshoe_tail_log_u(tail_x, scale) - math.log(g),
-                          tf.math.log1p(e) - tf.math.log(log_term))
-        return values, tf.where(tail, 2.0 / tail_x, derivative)
+        core = tf.where(raw_u >= tiny,
+                        (-math.sqrt(2.0) / scale) * w * d_log_p,
+                        tf.zeros_like(x))
+        # log(log_term) = log(log_term u) - log u, and log_term u -> g as
+        # u -> inf: with u clipped and log u not, this is the far tail too.
+        values = tf.math.log1p(e) - tf.math.log(log_term * u) + log_u
+        return values, tf.where(raw_u > _HORSESHOE_TAIL_U, 2.0 / x, core)
     return (_sum_with_derivative(x, terms)
             + _num_elements(x) * _horseshoe_log_normalizer(scale))
 
