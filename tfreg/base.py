@@ -53,6 +53,15 @@ class Regularizer(_keras.Regularizer, tf.__internal__.tracking.Trackable):
     """
 
     def __call__(self, x):
+        # tfreg's own penalties are plain tensor code, so AutoGraph (which a
+        # tf.function applies to every call inside it: tf_keras' fit, custom
+        # loops) has nothing to convert in them but costs tracing time per
+        # regularized weight. A subclass's own `penalty` is still converted.
+        if type(self).penalty.__module__.startswith("tfreg."):
+            return self._unconverted_call(x)
+        return self._call(x)
+
+    def _call(self, x):
         x = tf.convert_to_tensor(x)
         if not x.dtype.is_floating:
             raise TypeError(
@@ -61,6 +70,8 @@ class Regularizer(_keras.Regularizer, tf.__internal__.tracking.Trackable):
         dtype = accumulation_dtype(x.dtype)
         with strength.compute_dtype(dtype):
             return self.penalty(tf.cast(x, dtype))
+
+    _unconverted_call = tf.autograph.experimental.do_not_convert(_call)
 
     def penalty(self, x):
         """The penalty of `x` (float32 or float64) as a scalar of x's dtype."""

@@ -24,16 +24,17 @@ def l1(x):
     return tf.reduce_sum(tf.abs(x)), gradient
 
 
-def l2(x):
-    """sum(x^2); the gradient is 2 x.
+def l2(x, strength=1.0):
+    """strength * sum(x^2); the gradient is 2 strength x.
 
     L2Loss reads x once in graph mode, where reduce_sum(square(x)) writes the
     square out first, and its registered gradient is the single multiply
     `upstream * x`, so it needs no custom gradient (whose wrapper costs
-    tracing time per variable). Under XLA:CPU both forms lower to the same
-    reduction; see BENCHMARKS.md.
+    tracing time per variable). A Python-number strength folds into the one
+    constant 2 * strength: every op per weight costs tracing time. Under
+    XLA:CPU both forms lower to the same reduction; see BENCHMARKS.md.
     """
-    return 2.0 * tf.nn.l2_loss(x)
+    return (2.0 * strength) * tf.nn.l2_loss(x)
 
 
 def l1_l2(x, l1_strength, l2_strength):
@@ -48,7 +49,7 @@ def l1_l2(x, l1_strength, l2_strength):
     """
     # A zero strength (a Python number) drops its term, as Keras does.
     if isinstance(l1_strength, (int, float)) and l1_strength == 0:
-        return l2_strength * l2(x)
+        return l2(x, l2_strength)
     if isinstance(l2_strength, (int, float)) and l2_strength == 0:
         return l1_strength * l1(x)
 

@@ -393,7 +393,7 @@ class Normal(_LocationScalePrior):
         return normal_log_prob(x, self.loc, self.scale)
 
     def negative_log_prob_sum(self, x):
-        return ((0.5 / self.scale**2) * penalties.l2(_centered(x, self.loc))
+        return (penalties.l2(_centered(x, self.loc), 0.5 / self.scale**2)
                 + _num_elements(x) * (math.log(self.scale) + _HALF_LOG_TWO_PI))
 
 

@@ -49,7 +49,7 @@ class L2(base.Regularizer):
         self.l2 = _validation.non_negative("l2", l2)
 
     def penalty(self, x):
-        return self.l2 * penalties.l2(x)
+        return penalties.l2(x, self.l2)
 
 
 @serialization.register(aliases=("l1l2",))
