@@ -165,5 +165,22 @@ class GetSerializeDeserializeTest(parameterized.TestCase):
         self.assertIs(tfreg.get("cubic").__class__, Cubic)
 
 
+    def test_a_subclass_penalty_keeps_autograph(self):
+        # tfreg's own penalties skip AutoGraph (plain tensor code, cheaper to
+        # trace); a subclass's `penalty` is converted like any code in a
+        # tf.function, so Python control flow on tensors works in it.
+        class PositivePart(tfreg.Regularizer):
+
+            def penalty(self, x):
+                total = tf.reduce_sum(x)
+                if total > 0:
+                    return total
+                return tf.zeros_like(total)
+
+        penalty = tf.function(PositivePart())
+        self.assertEqual(float(penalty(tf.constant([1.0, 2.0]))), 3.0)
+        self.assertEqual(float(penalty(tf.constant([-1.0, -2.0]))), 0.0)
+        self.assertEqual(penalty.experimental_get_tracing_count(), 1)
+
 if __name__ == "__main__":
     absltest.main()

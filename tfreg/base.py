@@ -33,6 +33,9 @@ class Regularizer(_keras.Regularizer, tf.__internal__.tracking.Trackable):
       regularizer saves them in checkpoints and SavedModels, and functions
       traced from the penalty (tf_keras' SavedModel saver traces them) can
       be saved.
+    - inside a `tf.function` its `penalty` is converted by AutoGraph like any
+      code there (Python control flow on tensors works); tfreg's own
+      penalties, plain tensor code, skip that conversion to trace faster.
 
     Decorate the subclass with `@tfreg.register` so that saved models find
     it without `custom_objects` and `tfreg.get` knows its names. For example

@@ -239,17 +239,16 @@ def horseshoe_negative_log_prob_sum(x, scale):
     Raises:
       ValueError: when 1 / scale overflows x's dtype.
     """
+    _check_horseshoe_scale(scale, x.dtype)
     g, b, h_inf = _HORSESHOE_G, _HORSESHOE_B, _HORSESHOE_H_INF
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
+    log_tail_u = math.log(_HORSESHOE_TAIL_U)
 
     # Eigen's pow, softplus and sigmoid are slow on CPU; u^p = exp(p log u),
     # and since the logit below is at most z < 0, exp(logit) cannot overflow
     # and gives softplus = log1p(e) and sigmoid = e / (1 + e) from one exp.
     # u is clipped to [tiny, 1e17]; log u = 2 log|w| is not, so the far tail
     # stays finite where u itself overflows.
-    log_tail_u = math.log(_HORSESHOE_TAIL_U)
-    _check_horseshoe_scale(scale, x.dtype)
-
     def terms(x):
         w = x * (math.sqrt(0.5) / scale)
         raw_u = tf.square(w)

@@ -473,7 +473,9 @@ def markdown(results):
         f"Python {meta['python']}, TF {meta['tensorflow']}, Keras "
         f"{meta['keras']} ({'tf_keras' if meta['legacy'] else 'Keras 3'})  ",
         f"Load average (1/5/15 min) before: {meta['load_before']}, after: "
-        f"{meta['load_after']}; wall time {meta['seconds']:.0f} s",
+        f"{meta['load_after']}; wall time {meta['seconds']:.0f} s ("
+        + ", ".join(f"{name} {seconds:.0f} s" for name, seconds
+                    in results["case_seconds"].items()) + ")",
         "", "### Targets", "",
         _table(results["targets"], (("target", "target"),
                                     ("measured", "measured"),
@@ -537,36 +539,40 @@ def main(argv=None):
 
     start = time.time()
     load_before = [round(x, 2) for x in os.getloadavg()]
-    results = {}
+    results = {"case_seconds": {}}
+
+    def run_case(name, bench):
+        begin = time.time()
+        results[name] = bench()
+        results["case_seconds"][name] = round(time.time() - begin, 1)
+        _write(results, args, argv, load_before, start)
+
     modes = (False, True)
     if "penalty" in cases:
         sizes = (4_000_000,) if args.quick else (4_000_000, 16_000_000,
                                                  64_000_000)
-        results["penalty"] = bench_penalty(
+        run_case("penalty", lambda: bench_penalty(
             sizes, args.rounds or (3 if args.quick else 7), modes,
-            with_priors=not args.quick)
-        _write(results, args, argv, load_before, start)
+            with_priors=not args.quick))
     if "priors" in cases:
-        results["priors"] = bench_priors(
+        run_case("priors", lambda: bench_priors(
             1_000_000 if args.quick else 16_000_000,
             args.rounds or (3 if args.quick else 7), modes,
             # Compiling 16 contenders x 50 tensors under XLA takes minutes.
-            num_tensors=10 if args.quick else 50)
-        _write(results, args, argv, load_before, start)
+            num_tensors=10 if args.quick else 50))
     if "train_step" in cases:
         if args.quick:
             plan = (("mlp", "L2", True), ("deep128", "L1L2", False))
         else:
             plan = tuple((m, r, j) for m in MODELS for r in ("L2", "L1L2")
                          for j in (False, True))
-        results["train_step"] = bench_train_step(
+        run_case("train_step", lambda: bench_train_step(
             plan, rounds=args.rounds or (3 if args.quick else 7),
-            repeat=2 if args.quick else 4)
-        _write(results, args, argv, load_before, start)
+            repeat=2 if args.quick else 4))
     if "first_step" in cases:
-        results["first_step"] = bench_first_step(
+        run_case("first_step", lambda: bench_first_step(
             (32,) if args.quick else (16, 32, 64, 128),
-            rounds=args.rounds or (1 if args.quick else 2))
+            rounds=args.rounds or (1 if args.quick else 2)))
     print(_write(results, args, argv, load_before, start))
 
 
