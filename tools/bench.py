@@ -548,16 +548,15 @@ def main(argv=None):
         _write(results, args, argv, load_before, start)
 
     modes = (False, True)
+    rounds = args.rounds or (3 if args.quick else 7)
     if "penalty" in cases:
         sizes = (4_000_000,) if args.quick else (4_000_000, 16_000_000,
                                                  64_000_000)
         run_case("penalty", lambda: bench_penalty(
-            sizes, args.rounds or (3 if args.quick else 7), modes,
-            with_priors=not args.quick))
+            sizes, rounds, modes, with_priors=not args.quick))
     if "priors" in cases:
         run_case("priors", lambda: bench_priors(
-            1_000_000 if args.quick else 16_000_000,
-            args.rounds or (3 if args.quick else 7), modes,
+            1_000_000 if args.quick else 16_000_000, rounds, modes,
             # Compiling 16 contenders x 50 tensors under XLA takes minutes.
             num_tensors=10 if args.quick else 50))
     if "train_step" in cases:
@@ -567,8 +566,7 @@ def main(argv=None):
             plan = tuple((m, r, j) for m in MODELS for r in ("L2", "L1L2")
                          for j in (False, True))
         run_case("train_step", lambda: bench_train_step(
-            plan, rounds=args.rounds or (3 if args.quick else 7),
-            repeat=2 if args.quick else 4))
+            plan, rounds, repeat=2 if args.quick else 4))
     if "first_step" in cases:
         run_case("first_step", lambda: bench_first_step(
             (32,) if args.quick else (16, 32, 64, 128),
