@@ -9,6 +9,9 @@ A test file lists its regularizers as `Case`s and subclasses
 - gradient parity: autodiff against a numeric Jacobian (float64) and, when
   the case gives one, against the analytic gradient;
 - eager = tf.function = tf.function(jit_compile=True), value and gradient;
+- when the case gives an `xla_shape`, value and gradient under jit_compile on
+  a tensor that large (past size-dependent forms, see tfreg/penalties.py)
+  against the reference, in float32 and float64;
 - parity with Keras' own regularizer when the case names a `twin`;
 - config round trip through JSON (`tfreg.serialize`/`deserialize` and Keras'
   `deserialize_keras_object` without custom objects) and completeness (the
@@ -64,6 +67,8 @@ class Case:
       twin: Optional factory of Keras' own regularizer with the same math.
       twin_shapes: Shapes for the twin comparison (default: `shapes`).
       grad_atol: Bound on |autodiff - numeric Jacobian| in float64.
+      xla_shape: Optional shape checked under jit_compile against the
+        reference (too large for the numeric Jacobian).
     """
     name: str
     make: Callable[[], Any]
@@ -75,6 +80,7 @@ class Case:
     twin: Optional[Callable[[], Any]] = None
     twin_shapes: Optional[Sequence[tuple]] = None
     grad_atol: float = 1e-6
+    xla_shape: Optional[tuple] = None
 
 
 def _rounded(x, dtype):
@@ -187,6 +193,29 @@ def battery(cases):
                                                    rtol=1e-5)
                         np.testing.assert_allclose(other[1], eager[1],
                                                    rtol=1e-5, atol=1e-7)
+
+        large = [n for n in named if n[1].xla_shape]
+        if large:  # absl rejects an empty parameter list
+            @parameterized.named_parameters(*large)
+            def test_xla_matches_reference_on_a_large_tensor(self, case):
+                regularizer = case.make()
+                compiled = tf.function(_value_and_gradient, jit_compile=True)
+                x = case.sample(self.rng, case.xla_shape)
+                for dtype in (tf.float32, tf.float64):
+                    with self.subTest(dtype=dtype.name):
+                        tensor, rounded = _rounded(x, dtype)
+                        value, gradient = compiled(regularizer, tensor)
+                        np.testing.assert_allclose(
+                            value.numpy(), case.reference(rounded),
+                            rtol=VALUE_RTOL[dtype])
+                        expected = (case.gradient(rounded) if case.gradient
+                                    else _value_and_gradient(
+                                        regularizer, tf.constant(rounded))[1])
+                        # Centering (x - loc) in float32 errs by about
+                        # eps |loc|: an absolute bound at the gradient's scale.
+                        np.testing.assert_allclose(
+                            gradient.numpy(), expected, rtol=VALUE_RTOL[dtype],
+                            atol=VALUE_RTOL[dtype] * np.abs(expected).max())
 
         twinned = [n for n in named if n[1].twin]
         if twinned:  # absl rejects an empty parameter list

@@ -80,7 +80,8 @@ CASES = [
     battery.Case(
         "normal", lambda: priors.Normal(0.7, 0.3, NUM_EXAMPLES),
         reference=_scipy_reference(stats.norm(0.3, 0.7)),
-        gradient=lambda x: (x - 0.3) / 0.49 / NUM_EXAMPLES),
+        gradient=lambda x: (x - 0.3) / 0.49 / NUM_EXAMPLES,
+        xla_shape=(256, 256)),
     battery.Case(
         "laplace", lambda: priors.Laplace(0.7, 0.3, NUM_EXAMPLES),
         reference=_scipy_reference(stats.laplace(0.3, 0.7)),

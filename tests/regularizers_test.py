@@ -26,6 +26,9 @@ def orthogonal_reference(factor, mode):
     return reference
 
 
+# Past penalties._RELU_SUM_MIN_ELEMENTS: XLA takes the relu-rooted sums.
+LARGE = (256, 256)
+
 CASES = [
     battery.Case(
         "l1", lambda: tfreg.L1(0.3),
@@ -36,12 +39,12 @@ CASES = [
         "l2", lambda: tfreg.L2(0.3),
         reference=lambda x: 0.3 * np.square(x).sum(),
         gradient=lambda x: 0.6 * x,
-        twin=lambda: keras.regularizers.L2(0.3)),
+        twin=lambda: keras.regularizers.L2(0.3), xla_shape=LARGE),
     battery.Case(
         "l1l2", lambda: tfreg.L1L2(l1=0.2, l2=0.7),
         reference=lambda x: 0.2 * np.abs(x).sum() + 0.7 * np.square(x).sum(),
         gradient=lambda x: 0.2 * np.sign(x) + 1.4 * x,
-        twin=lambda: keras.regularizers.L1L2(l1=0.2, l2=0.7)),
+        twin=lambda: keras.regularizers.L1L2(l1=0.2, l2=0.7), xla_shape=LARGE),
     battery.Case(
         "l2_activity", lambda: tfreg.L2(0.05), kind="activity",
         reference=lambda x: 0.05 * np.square(x).sum()),
@@ -125,6 +128,24 @@ class RegularizersTest(battery.battery(CASES)):
         x = tf.fill((64, 64), tf.constant(300.0, tf.float16))
         np.testing.assert_allclose(float(tfreg.L2(1.0)(x)),
                                    64 * 64 * 300.0**2, rtol=1e-6)
+
+    def test_large_tensors_take_the_relu_sum_only_under_xla(self):
+        # The faster XLA:CPU form of tfreg/penalties.py; the battery checks
+        # its values (xla_shape).
+        def traced_ops(regularizer, shape, jit):
+            function = tf.function(regularizer, jit_compile=jit)
+            graph = function.get_concrete_function(
+                tf.TensorSpec(shape, tf.float32)).graph
+            return {op.type for op in graph.get_operations()}
+
+        for regularizer in (tfreg.L2(0.3), tfreg.L1L2(0.2, 0.7),
+                            tfreg.priors.Normal(0.7, 0.3, 100)):
+            with self.subTest(regularizer=regularizer):
+                self.assertIn("Relu", traced_ops(regularizer, LARGE, True))
+                self.assertNotIn("Relu", traced_ops(regularizer, LARGE, False))
+                self.assertNotIn("Relu",
+                                 traced_ops(regularizer, (255, 256), True))
+
 
 if __name__ == "__main__":
     absltest.main()

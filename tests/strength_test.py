@@ -30,6 +30,13 @@ class CountingL2(tfreg.L2):
         return super().penalty(x)
 
 
+def _value_and_gradient(regularizer, x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = regularizer(x)
+    return value, tape.gradient(value, x)
+
+
 def _data(n=64):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 3)).astype("float32")
@@ -97,13 +104,18 @@ class StrengthTest(parameterized.TestCase):
                 (tfreg.Orthogonal(tfreg.Strength(0.3)), tfreg.Orthogonal(0.3))):
             with self.subTest(regularizer=regularizer):
                 for dtype in (tf.bfloat16, tf.float32, tf.float64):
-                    np.testing.assert_allclose(
-                        float(regularizer(tf.cast(x, dtype))),
-                        float(floats(tf.cast(x, dtype))), rtol=1e-6)
+                    for got, expected in zip(
+                            _value_and_gradient(regularizer, tf.cast(x, dtype)),
+                            _value_and_gradient(floats, tf.cast(x, dtype))):
+                        self.assertEqual(got.dtype, expected.dtype)
+                        np.testing.assert_allclose(
+                            tf.cast(got, tf.float64), tf.cast(expected, tf.float64),
+                            rtol=1e-6)
 
     def test_every_registered_class_has_a_schedulable_strength(self):
-        """Each class takes a Strength for some argument: same value as the
-        float, in float32 and float64, and a compiled penalty follows it."""
+        """Each class takes a Strength for some argument: same value and
+        gradient as the float, in float32 and float64 (a custom gradient runs
+        outside the call's dtype scope), and a compiled penalty follows it."""
         rng = np.random.default_rng(0)
         for cls in xla_audit.registered_classes():
             kind = xla_audit.kinds_of(cls)[0]
@@ -130,8 +142,12 @@ class StrengthTest(parameterized.TestCase):
                     constant = cls.from_config({**config, key: value})
                     for dtype in (tf.float32, tf.float64):
                         x = tf.constant(values, dtype)
-                        np.testing.assert_allclose(
-                            float(dynamic(x)), float(constant(x)), rtol=1e-6)
+                        for got, expected in zip(
+                                _value_and_gradient(dynamic, x),
+                                _value_and_gradient(constant, x)):
+                            self.assertEqual(got.dtype, expected.dtype)
+                            np.testing.assert_allclose(got, expected,
+                                                       rtol=1e-6, atol=1e-12)
                     strength = getattr(dynamic, key)
                     compiled = tf.function(dynamic, jit_compile=True)
                     x = tf.constant(values, tf.float32)
