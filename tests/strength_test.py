@@ -112,6 +112,22 @@ class StrengthTest(parameterized.TestCase):
                             tf.cast(got, tf.float64), tf.cast(expected, tf.float64),
                             rtol=1e-6)
 
+    def test_strengths_on_a_large_tensor_under_xla(self):
+        # Large tensors take a custom-gradient form under XLA (penalties.py).
+        x = np.random.default_rng(0).normal(size=(256, 256))
+        compiled = tf.function(_value_and_gradient, jit_compile=True)
+        for regularizer, floats in (
+                (tfreg.L2(tfreg.Strength(0.3)), tfreg.L2(0.3)),
+                (tfreg.L1L2(tfreg.Strength(0.3), tfreg.Strength(0.2)),
+                 tfreg.L1L2(0.3, 0.2))):
+            for dtype in (tf.float32, tf.float64):
+                with self.subTest(regularizer=regularizer, dtype=dtype.name):
+                    for got, expected in zip(
+                            compiled(regularizer, tf.constant(x, dtype)),
+                            _value_and_gradient(floats, tf.constant(x, dtype))):
+                        self.assertEqual(got.dtype, expected.dtype)
+                        np.testing.assert_allclose(got, expected, rtol=1e-5)
+
     def test_every_registered_class_has_a_schedulable_strength(self):
         """Each class takes a Strength for some argument: same value and
         gradient as the float, in float32 and float64 (a custom gradient runs

@@ -81,9 +81,17 @@ BUILDERS = {
         {"class_name": "Gumbel", "parameters": {"loc": 0.0, "scale": 1.0}}),
 }
 
-# Weight shapes for classes that accept only a special layout (instead of
-# WEIGHT_SHAPES); a class may instead declare `audit_shapes` itself.
+# A weight past the size at which L2's sum of squares takes another form under
+# XLA (tfreg/penalties.py), for the classes built on it.
+_LARGE = (("large_dense", (256, 256)),)
+
+# Weight shapes for classes that accept only a special layout or have a
+# size-dependent form (instead of WEIGHT_SHAPES); a class may instead declare
+# `audit_shapes` itself.
 SHAPES = {
+    "L2": WEIGHT_SHAPES + _LARGE,
+    "L1L2": WEIGHT_SHAPES + _LARGE,
+    "Normal": WEIGHT_SHAPES + _LARGE,
     # A variational layer's posterior: means in [0], scales in [1].
     "MeanFieldKL": (("posterior_dense", (2, 8, 4)),
                     ("posterior_conv", (2, 3, 3, 2, 4))),
