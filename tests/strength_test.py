@@ -104,13 +104,14 @@ class StrengthTest(parameterized.TestCase):
                 (tfreg.Orthogonal(tfreg.Strength(0.3)), tfreg.Orthogonal(0.3))):
             with self.subTest(regularizer=regularizer):
                 for dtype in (tf.bfloat16, tf.float32, tf.float64):
+                    inputs = tf.cast(x, dtype)
                     for got, expected in zip(
-                            _value_and_gradient(regularizer, tf.cast(x, dtype)),
-                            _value_and_gradient(floats, tf.cast(x, dtype))):
+                            _value_and_gradient(regularizer, inputs),
+                            _value_and_gradient(floats, inputs)):
                         self.assertEqual(got.dtype, expected.dtype)
                         np.testing.assert_allclose(
-                            tf.cast(got, tf.float64), tf.cast(expected, tf.float64),
-                            rtol=1e-6)
+                            tf.cast(got, tf.float64),
+                            tf.cast(expected, tf.float64), rtol=1e-6)
 
     def test_strengths_on_a_large_tensor_under_xla(self):
         # Large tensors take a custom-gradient form under XLA (penalties.py).
@@ -121,10 +122,11 @@ class StrengthTest(parameterized.TestCase):
                 (tfreg.L1L2(tfreg.Strength(0.3), tfreg.Strength(0.2)),
                  tfreg.L1L2(0.3, 0.2))):
             for dtype in (tf.float32, tf.float64):
+                inputs = tf.constant(x, dtype)
                 with self.subTest(regularizer=regularizer, dtype=dtype.name):
                     for got, expected in zip(
-                            compiled(regularizer, tf.constant(x, dtype)),
-                            _value_and_gradient(floats, tf.constant(x, dtype))):
+                            compiled(regularizer, inputs),
+                            _value_and_gradient(floats, inputs)):
                         self.assertEqual(got.dtype, expected.dtype)
                         np.testing.assert_allclose(got, expected, rtol=1e-5)
 

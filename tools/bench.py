@@ -1,10 +1,10 @@
 """Benchmark harness for tfreg's regularizers (a harness, not a test).
 
-Every case runs its contenders interleaved in one process (A B C A B C ...),
-after a warm-up, and reports medians and the median of per-round ratios, so
-that a noisy machine shifts all contenders alike. The machine load
-(`os.getloadavg`) is recorded before and after the run. Results go to a JSON
-file and a Markdown table.
+Every case runs its contenders interleaved in one process (A B C, B C A,
+C A B, ...), after a warm-up, and reports medians and the median of
+per-round ratios, so that a noisy machine shifts all contenders alike. The
+machine load (`os.getloadavg`) is recorded before and after the run. Results
+go to a JSON file and a Markdown table.
 
 Cases:
   train_step   step time: no regularizer vs Keras' own vs tfreg (same math),
@@ -27,6 +27,7 @@ Usage:
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -49,7 +50,10 @@ CASES = ("penalty", "priors", "train_step", "first_step")
 
 
 def interleave(contenders, rounds, warmup=1, repeat=1):
-    """Times each contender `repeat` calls per round, A B C A B C ...
+    """Times each contender `repeat` calls per round: A B C, B C A, C A B, ...
+
+    The order rotates every round, so no contender always runs first (after
+    the previous round's last) or last.
 
     Args:
       contenders: dict name -> zero-argument callable that blocks until done.
@@ -64,13 +68,19 @@ def interleave(contenders, rounds, warmup=1, repeat=1):
         for run in contenders.values():
             run()
     times = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
+    for index in range(rounds):
+        for name in _rotated(list(contenders), index):
+            run = contenders[name]
             start = time.perf_counter()
             for _ in range(repeat):
                 run()
             times[name].append((time.perf_counter() - start) / repeat)
     return times
+
+
+def _rotated(names, by):
+    by %= len(names)
+    return names[by:] + names[:by]
 
 
 def median(values):
@@ -363,9 +373,11 @@ def bench_first_step(depths, rounds, jit=True):
             "tfreg": tfreg.L2(0.01),
         }
         times = {name: [] for name in contenders}
-        for _ in range(rounds):
-            for name, regularizer in contenders.items():
+        for index in range(rounds):
+            for name in _rotated(list(contenders), index):
+                regularizer = contenders[name]
                 keras.backend.clear_session()
+                gc.collect()  # the previous models' garbage, not this one's
                 start = time.perf_counter()
                 _train_step(lambda r, d=depth: _deep(r, depth=d), regularizer,
                             jit)
@@ -526,7 +538,7 @@ def main(argv=None):
                         help=f"Comma-separated subset of {CASES}.")
     parser.add_argument("--rounds", type=int, default=None,
                         help="Timed rounds per case (default: 3 quick, 7 "
-                             "full; first_step 1 quick, 2 full).")
+                             "full; first_step 1 quick, 3 full).")
     parser.add_argument("--json", default="bench.json")
     parser.add_argument("--markdown", default="bench.md")
     args = parser.parse_args(argv)
@@ -570,7 +582,7 @@ def main(argv=None):
     if "first_step" in cases:
         run_case("first_step", lambda: bench_first_step(
             (32,) if args.quick else (16, 32, 64, 128),
-            rounds=args.rounds or (1 if args.quick else 2)))
+            rounds=args.rounds or (1 if args.quick else 3)))
     print(_write(results, args, argv, load_before, start))
 
 
