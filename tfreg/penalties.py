@@ -27,7 +27,7 @@ def l1(x):
 # XLA:CPU (TF 2.21) emits a sum whose fused operand ends in a multiply (every
 # x^2) as its own tree of reduce-windows, but writes an operand ending in a max
 # (relu) out once and sums it with YNNPACK's reduction: from 64K elements per
-# tensor that is 1.3-1.5x faster value+gradient for L2 and 2-2.4x for L1L2,
+# tensor that is 1.1-1.5x faster value+gradient for L2 and 2-2.4x for L1L2,
 # below 16K slower, and it costs compile time per tensor (BENCHMARKS.md). The
 # relu is the identity on the non-negative terms it wraps.
 _RELU_SUM_MIN_ELEMENTS = 1 << 16
