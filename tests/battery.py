@@ -89,7 +89,8 @@ def _rounded(x, dtype):
     return tensor, tf.cast(tensor, tf.float64).numpy()
 
 
-def _value_and_gradient(regularizer, x):
+def value_and_gradient(regularizer, x):
+    """regularizer(x) and its gradient with respect to the tensor x."""
     with tf.GradientTape() as tape:
         tape.watch(x)
         value = regularizer(x)
@@ -173,7 +174,7 @@ def battery(cases):
                     np.testing.assert_allclose(
                         theoretical[0], numerical[0], atol=case.grad_atol)
                     if case.gradient is not None:
-                        _, gradient = _value_and_gradient(regularizer, x)
+                        _, gradient = value_and_gradient(regularizer, x)
                         np.testing.assert_allclose(
                             gradient.numpy(), case.gradient(x.numpy()),
                             rtol=1e-10, atol=1e-12)
@@ -184,9 +185,9 @@ def battery(cases):
             for shape in case.shapes:
                 with self.subTest(shape=shape):
                     x = tf.constant(case.sample(self.rng, shape), tf.float32)
-                    eager = _value_and_gradient(regularizer, x)
-                    graph = tf.function(_value_and_gradient)(regularizer, x)
-                    xla = tf.function(_value_and_gradient, jit_compile=True)(
+                    eager = value_and_gradient(regularizer, x)
+                    graph = tf.function(value_and_gradient)(regularizer, x)
+                    xla = tf.function(value_and_gradient, jit_compile=True)(
                         regularizer, x)
                     for other in (graph, xla):
                         np.testing.assert_allclose(other[0], eager[0],
@@ -199,7 +200,7 @@ def battery(cases):
             @parameterized.named_parameters(*large)
             def test_xla_matches_reference_on_a_large_tensor(self, case):
                 regularizer = case.make()
-                compiled = tf.function(_value_and_gradient, jit_compile=True)
+                compiled = tf.function(value_and_gradient, jit_compile=True)
                 x = case.sample(self.rng, case.xla_shape)
                 for dtype in (tf.float32, tf.float64):
                     with self.subTest(dtype=dtype.name):
@@ -209,7 +210,7 @@ def battery(cases):
                             value.numpy(), case.reference(rounded),
                             rtol=VALUE_RTOL[dtype])
                         expected = (case.gradient(rounded) if case.gradient
-                                    else _value_and_gradient(
+                                    else value_and_gradient(
                                         regularizer, tf.constant(rounded))[1])
                         # Centering (x - loc) in float32 errs by about
                         # eps |loc|: an absolute bound at the gradient's scale.
@@ -226,8 +227,8 @@ def battery(cases):
                     with self.subTest(shape=shape):
                         x = tf.constant(case.sample(self.rng, shape),
                                         tf.float32)
-                        value, gradient = _value_and_gradient(regularizer, x)
-                        twin_value, twin_gradient = _value_and_gradient(
+                        value, gradient = value_and_gradient(regularizer, x)
+                        twin_value, twin_gradient = value_and_gradient(
                             twin, x)
                         np.testing.assert_allclose(value, twin_value,
                                                    rtol=1e-5)

@@ -123,13 +123,6 @@ CASES = [
 ]
 
 
-def _value_and_gradient(regularizer, x):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        value = regularizer(x)
-    return value, tape.gradient(value, x)
-
-
 def _tfp_penalty(log_prob, x):
     return -tf.reduce_sum(log_prob(x)) / NUM_EXAMPLES
 
@@ -241,8 +234,8 @@ class PriorsTest(battery.battery(CASES)):
         x = (_random_weights(self.rng) if weights == "random"
              else _extreme_weights())
         x = tf.constant(x, dtype)
-        _assert_parity(self, _value_and_gradient(ours, x),
-                       _value_and_gradient(theirs, x), dtype)
+        _assert_parity(self, battery.value_and_gradient(ours, x),
+                       battery.value_and_gradient(theirs, x), dtype)
 
     @parameterized.product(name=sorted(TFP_PAIRS),
                            dtype=(tf.float32, tf.float64))
@@ -287,8 +280,8 @@ class PriorsTest(battery.battery(CASES)):
         rho = np.concatenate([self.rng.uniform(-8, 4, size=40),
                               [-10.0, -5.0, 3.0, 8.0]])
         x = tf.constant(np.stack([mean, rho]), dtype)
-        _assert_parity(self, _value_and_gradient(regularizer, x),
-                       _value_and_gradient(theirs, x), dtype)
+        _assert_parity(self, battery.value_and_gradient(regularizer, x),
+                       battery.value_and_gradient(theirs, x), dtype)
 
     def test_prior_matches_named_prior(self):
         x = tf.constant(self.rng.normal(size=(5, 6)), tf.float64)
@@ -300,8 +293,8 @@ class PriorsTest(battery.battery(CASES)):
                 (priors.Prior(tfd.Horseshoe(scale=0.7), 3),
                  priors.Horseshoe(0.7, 3))):
             with self.subTest(prior=prior):
-                value, gradient = _value_and_gradient(prior, x)
-                named_value, named_gradient = _value_and_gradient(named, x)
+                value, gradient = battery.value_and_gradient(prior, x)
+                named_value, named_gradient = battery.value_and_gradient(named, x)
                 np.testing.assert_allclose(value, named_value, rtol=1e-12)
                 np.testing.assert_allclose(gradient, named_gradient,
                                            rtol=1e-12, atol=1e-14)
@@ -310,7 +303,7 @@ class PriorsTest(battery.battery(CASES)):
 
     def test_student_t_in_bfloat16(self):
         x = tf.constant(self.rng.normal(size=(8, 8)) * 3, tf.bfloat16)
-        value, gradient = _value_and_gradient(priors.StudentT(), x)
+        value, gradient = battery.value_and_gradient(priors.StudentT(), x)
         self.assertEqual(value.dtype, tf.float32)
         self.assertEqual(gradient.dtype, tf.bfloat16)
         reference = -stats.t(3.0).logpdf(tf.cast(x, tf.float64).numpy()).sum()
@@ -326,23 +319,23 @@ class PriorsTest(battery.battery(CASES)):
                             self.rng.normal(size=64),
                             [0.0, -0.0, 2e-6, -1e-5, 1e-3, 6e4]])
         x = tf.constant(x, tf.float16)
-        value, gradient = _value_and_gradient(priors.Horseshoe(), x)
+        value, gradient = battery.value_and_gradient(priors.Horseshoe(), x)
         self.assertTrue(np.isfinite(value.numpy()))
         gradient = tf.cast(gradient, tf.float32).numpy()
         self.assertTrue(np.all(np.isfinite(gradient)), gradient)
         self.assertEqual(gradient[128], 0.0)
         # It is float32's gradient on the same values, rounded to float16.
         x32 = tf.cast(x, tf.float32)
-        _, gradient32 = _value_and_gradient(priors.Horseshoe(), x32)
+        _, gradient32 = battery.value_and_gradient(priors.Horseshoe(), x32)
         np.testing.assert_allclose(gradient, gradient32, rtol=1e-3)
 
     def test_horseshoe_float16_gradient_overflows_only_beyond_float16(self):
         # At float16's smallest subnormal the exact gradient is ~1e6 > 65504.
         x = tf.constant([6e-8], tf.float16)
-        _, gradient32 = _value_and_gradient(priors.Horseshoe(),
+        _, gradient32 = battery.value_and_gradient(priors.Horseshoe(),
                                             tf.cast(x, tf.float32))
         self.assertGreater(float(gradient32[0]), 65504.0)
-        _, gradient = _value_and_gradient(priors.Horseshoe(), x)
+        _, gradient = battery.value_and_gradient(priors.Horseshoe(), x)
         self.assertEqual(float(gradient[0]), np.inf)
 
     @parameterized.parameters(1e-25, 0.7)
@@ -361,10 +354,10 @@ class PriorsTest(battery.battery(CASES)):
         def tfp_penalty(x):
             return -tf.reduce_sum(tfd.Horseshoe(np.float64(scale)).log_prob(x))
 
-        expected = _value_and_gradient(tfp_penalty, tf.constant(x))
+        expected = battery.value_and_gradient(tfp_penalty, tf.constant(x))
         for dtype, rtol in ((tf.float64, 1e-12), (tf.float32, 1e-5)):
             with self.subTest(dtype=dtype.name):
-                value, gradient = _value_and_gradient(
+                value, gradient = battery.value_and_gradient(
                     prior, tf.constant(x, dtype))
                 self.assertTrue(np.all(np.isfinite(gradient.numpy())))
                 np.testing.assert_allclose(value, expected[0], rtol=rtol)
@@ -388,7 +381,7 @@ class PriorsTest(battery.battery(CASES)):
         x.flat[::2] = self.rng.normal(size=x.size)[::2] * 5
         for dtype in battery.DTYPES:
             with self.subTest(dtype=dtype.name):
-                value, gradient = _value_and_gradient(
+                value, gradient = battery.value_and_gradient(
                     regularizer, tf.constant(x, dtype))
                 self.assertTrue(np.isfinite(value.numpy()))
                 self.assertTrue(np.all(np.isfinite(
@@ -397,7 +390,7 @@ class PriorsTest(battery.battery(CASES)):
     def test_horseshoe_at_zero_is_finite_with_zero_gradient(self):
         for dtype in (tf.float32, tf.float64):
             x = tf.zeros((3,), dtype)
-            value, gradient = _value_and_gradient(priors.Horseshoe(), x)
+            value, gradient = battery.value_and_gradient(priors.Horseshoe(), x)
             self.assertTrue(np.isfinite(value.numpy()))
             np.testing.assert_array_equal(gradient, np.zeros(3))
 
@@ -427,7 +420,7 @@ class PriorsTest(battery.battery(CASES)):
     def test_spike_and_slab_never_underflows(self):
         # Far outside the spike both Gaussian densities underflow float32.
         x = tf.constant([30.0, -60.0, 1e3], tf.float32)
-        value, gradient = _value_and_gradient(
+        value, gradient = battery.value_and_gradient(
             priors.SpikeAndSlab(0.01, 1.0, 0.5), x)
         expected = -np.sum(np.log(0.5) + stats.norm(0, 1).logpdf(x.numpy()))
         np.testing.assert_allclose(value, expected, rtol=1e-6)
@@ -435,7 +428,7 @@ class PriorsTest(battery.battery(CASES)):
 
     def test_mean_field_kl_is_finite_for_very_negative_rho(self):
         x = tf.constant([[0.0, 0.0], [-200.0, -1e4]], tf.float32)
-        value, gradient = _value_and_gradient(priors.MeanFieldKL(), x)
+        value, gradient = battery.value_and_gradient(priors.MeanFieldKL(), x)
         # KL ~ -log(scale) = -rho for rho << 0 (mean 0 = prior mean).
         np.testing.assert_allclose(value, 200.0 + 1e4 - 1.0, rtol=1e-6)
         np.testing.assert_allclose(gradient, [[0.0, 0.0], [-1.0, -1.0]])
@@ -443,7 +436,7 @@ class PriorsTest(battery.battery(CASES)):
     def test_mean_field_kl_is_zero_at_the_prior(self):
         rho = np.log(np.expm1(0.8))  # softplus(rho) = 0.8
         x = tf.constant([[0.1] * 3, [rho] * 3], tf.float64)
-        value, gradient = _value_and_gradient(
+        value, gradient = battery.value_and_gradient(
             priors.MeanFieldKL(0.8, 0.1), x)
         self.assertAlmostEqual(float(value), 0.0, places=12)
         np.testing.assert_allclose(gradient, np.zeros((2, 3)), atol=1e-12)
@@ -496,16 +489,16 @@ class PriorsTest(battery.battery(CASES)):
         x = tf.constant(self.rng.normal(size=(6, 5)), tf.float64)
         for scale in (0.1, 0.5, 2.0):
             with self.subTest(scale=scale):
-                _, ours = _value_and_gradient(priors.Normal(scale=scale), x)
-                _, l2 = _value_and_gradient(tfreg.L2(1 / (2 * scale**2)), x)
+                _, ours = battery.value_and_gradient(priors.Normal(scale=scale), x)
+                _, l2 = battery.value_and_gradient(tfreg.L2(1 / (2 * scale**2)), x)
                 np.testing.assert_allclose(ours, l2, rtol=1e-12)
 
     def test_laplace_gradient_equals_l1(self):
         x = tf.constant(self.rng.normal(size=(6, 5)), tf.float64)
         for scale in (0.1, 0.5, 2.0):
             with self.subTest(scale=scale):
-                _, ours = _value_and_gradient(priors.Laplace(scale=scale), x)
-                _, l1 = _value_and_gradient(tfreg.L1(1 / scale), x)
+                _, ours = battery.value_and_gradient(priors.Laplace(scale=scale), x)
+                _, l1 = battery.value_and_gradient(tfreg.L1(1 / scale), x)
                 np.testing.assert_allclose(ours, l1, rtol=1e-12)
 
     def test_num_examples_divides_the_penalty(self):

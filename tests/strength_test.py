@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfreg
+from tests import battery
 from tfreg import _keras
 from tools import xla_audit
 
@@ -28,13 +29,6 @@ class CountingL2(tfreg.L2):
     def penalty(self, x):
         CountingL2.calls += 1
         return super().penalty(x)
-
-
-def _value_and_gradient(regularizer, x):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        value = regularizer(x)
-    return value, tape.gradient(value, x)
 
 
 def _data(n=64):
@@ -106,8 +100,8 @@ class StrengthTest(parameterized.TestCase):
                 for dtype in (tf.bfloat16, tf.float32, tf.float64):
                     inputs = tf.cast(x, dtype)
                     for got, expected in zip(
-                            _value_and_gradient(regularizer, inputs),
-                            _value_and_gradient(floats, inputs)):
+                            battery.value_and_gradient(regularizer, inputs),
+                            battery.value_and_gradient(floats, inputs)):
                         self.assertEqual(got.dtype, expected.dtype)
                         np.testing.assert_allclose(
                             tf.cast(got, tf.float64),
@@ -116,7 +110,7 @@ class StrengthTest(parameterized.TestCase):
     def test_strengths_on_a_large_tensor_under_xla(self):
         # Large tensors take a custom-gradient form under XLA (penalties.py).
         x = np.random.default_rng(0).normal(size=(256, 256))
-        compiled = tf.function(_value_and_gradient, jit_compile=True)
+        compiled = tf.function(battery.value_and_gradient, jit_compile=True)
         for regularizer, floats in (
                 (tfreg.L2(tfreg.Strength(0.3)), tfreg.L2(0.3)),
                 (tfreg.L1L2(tfreg.Strength(0.3), tfreg.Strength(0.2)),
@@ -126,7 +120,7 @@ class StrengthTest(parameterized.TestCase):
                 with self.subTest(regularizer=regularizer, dtype=dtype.name):
                     for got, expected in zip(
                             compiled(regularizer, inputs),
-                            _value_and_gradient(floats, inputs)):
+                            battery.value_and_gradient(floats, inputs)):
                         self.assertEqual(got.dtype, expected.dtype)
                         np.testing.assert_allclose(got, expected, rtol=1e-5)
 
@@ -161,8 +155,8 @@ class StrengthTest(parameterized.TestCase):
                     for dtype in (tf.float32, tf.float64):
                         x = tf.constant(values, dtype)
                         for got, expected in zip(
-                                _value_and_gradient(dynamic, x),
-                                _value_and_gradient(constant, x)):
+                                battery.value_and_gradient(dynamic, x),
+                                battery.value_and_gradient(constant, x)):
                             self.assertEqual(got.dtype, expected.dtype)
                             np.testing.assert_allclose(got, expected,
                                                        rtol=1e-6, atol=1e-12)

@@ -233,21 +233,15 @@ WEIGHT_CLASSES = (
 MATRIX_CLASSES = WEIGHT_CLASSES[2:]
 
 
-def _value_and_gradient(regularizer, x):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        value = regularizer(x)
-    return value, tape.gradient(value, x)
-
-
 # One compiled function: calls with the same regularizer object and input
 # shape reuse the XLA executable.
-_XLA_VALUE_AND_GRADIENT = tf.function(_value_and_gradient, jit_compile=True)
+_XLA_VALUE_AND_GRADIENT = tf.function(battery.value_and_gradient,
+                                      jit_compile=True)
 
 
 def _all_modes(regularizer, x):
     """(value, gradient) as numpy, eagerly and under XLA."""
-    eager = _value_and_gradient(regularizer, x)
+    eager = battery.value_and_gradient(regularizer, x)
     xla = _XLA_VALUE_AND_GRADIENT(regularizer, x)
     return [(v.numpy(), g.numpy()) for v, g in (eager, xla)]
 
