@@ -146,6 +146,38 @@ class RegularizersTest(battery.battery(CASES)):
                 self.assertNotIn("Relu",
                                  traced_ops(regularizer, (255, 256), True))
 
+    def test_custom_gradients_are_traced_only_under_a_tape(self):
+        # Without a tape the custom gradient's identity node is an op per
+        # weight that nothing uses (BENCHMARKS.md, "never slower than Keras").
+        def traced_ops(regularizer, tape):
+            def penalty(x):
+                if not tape:
+                    return regularizer(x)
+                with tf.GradientTape() as recorder:
+                    recorder.watch(x)
+                    return regularizer(x)
+            graph = tf.function(penalty).get_concrete_function(
+                tf.TensorSpec((3, 4), tf.float32)).graph
+            return {op.type for op in graph.get_operations()}
+
+        for regularizer in (tfreg.L1(0.3), tfreg.L1L2(0.2, 0.7),
+                            tfreg.priors.Laplace(scale=2.0)):
+            with self.subTest(regularizer=regularizer):
+                self.assertIn("IdentityN", traced_ops(regularizer, True))
+                self.assertNotIn("IdentityN", traced_ops(regularizer, False))
+
+    def test_symbolic_gradients_without_a_tape_are_exact(self):
+        # tf.gradients after a tape-less trace differentiates the plain value.
+        x = np.array([[0.0, -1.5, 2.0], [0.25, 0.0, -3.0]], np.float32)
+        for regularizer, gradient in (
+                (tfreg.L1(0.3), 0.3 * np.sign(x)),
+                (tfreg.L1L2(0.2, 0.7), 0.2 * np.sign(x) + 1.4 * x)):
+            with self.subTest(regularizer=regularizer):
+                symbolic = tf.function(
+                    lambda w, r=regularizer: tf.gradients(r(w), w)[0])
+                np.testing.assert_allclose(
+                    symbolic(tf.constant(x)).numpy(), gradient, rtol=1e-6)
+
 
 if __name__ == "__main__":
     absltest.main()

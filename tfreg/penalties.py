@@ -7,18 +7,39 @@ handling and configs.
 """
 
 import tensorflow as tf
+# No public API tells whether a gradient tape is recording.
+from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
 
 # Floor on a squared norm before its inverse square root (as tf.math.l2_normalize):
 # a zero row normalizes to zero instead of NaN.
 _NORMALIZE_EPSILON = 1e-12
 
 
-# The L1 gradient is written out: autodiff of reduce_sum would broadcast the
-# upstream scalar to x's shape and multiply it in as one more full-size pass
-# (in graph mode).
-@tf.custom_gradient
+def _recording():
+    """True while a gradient tape or forward accumulator could record.
+
+    Only they use a custom gradient. Without one (evaluation, serving,
+    monitoring), the custom gradient's identity node would still cost one
+    graph op per weight. A later `tf.gradients` differentiates the plain
+    value instead, which is the same math through autodiff's ops.
+    """
+    return record.could_possibly_record()
+
+
 def l1(x):
-    """sum(|x|); the gradient is sign(x) (0 at 0)."""
+    """sum(|x|); the gradient is sign(x) (0 at 0).
+
+    The gradient is written out: autodiff of reduce_sum would broadcast the
+    upstream scalar to x's shape and multiply it in as one more full-size
+    pass (in graph mode).
+    """
+    if not _recording():
+        return tf.reduce_sum(tf.abs(x))
+    return _l1_with_gradient(x)
+
+
+@tf.custom_gradient
+def _l1_with_gradient(x):
     def gradient(upstream):
         return upstream * tf.sign(x)
     return tf.reduce_sum(tf.abs(x)), gradient
@@ -93,6 +114,15 @@ def l1_l2(x, l1_strength, l2_strength):
     l2_strength = _operand(l2_strength, x.dtype)
     relu_sum = _relu_sum_pays(x)
 
+    def value(x):
+        # 2 * l2_strength folds into one constant: on a deep stack of small
+        # layers each op per variable is measurable.
+        return (l1_strength * tf.reduce_sum(tf.abs(x))
+                + (2.0 * l2_strength) * tf.nn.l2_loss(x))
+
+    if not relu_sum and not _recording():
+        return value(x)
+
     @tf.custom_gradient
     def penalty(x):
         def gradient(upstream):
@@ -103,11 +133,7 @@ def l1_l2(x, l1_strength, l2_strength):
             magnitude = tf.abs(x)
             terms = magnitude * (l1_strength + l2_strength * magnitude)
             return tf.reduce_sum(tf.nn.relu(terms)), gradient
-        # 2 * l2_strength folds into one constant: on a deep stack of small
-        # layers each op per variable is measurable.
-        value = (l1_strength * tf.reduce_sum(tf.abs(x))
-                 + (2.0 * l2_strength) * tf.nn.l2_loss(x))
-        return value, gradient
+        return value(x), gradient
     return penalty(x)
 
 

@@ -31,6 +31,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -76,6 +77,20 @@ def interleave(contenders, rounds, warmup=1, repeat=1):
                 run()
             times[name].append((time.perf_counter() - start) / repeat)
     return times
+
+
+def page_faults_per_call(run, calls=3):
+    """Minor page faults of the process per call of `run` (after it ran once).
+
+    Fresh pages touched for the first time: on this CPU, XLA's temporary
+    buffers above glibc's 32 MB mmap limit are mapped and faulted in anew on
+    every call unless TF's CPU allocator is BFC (BENCHMARKS.md).
+    """
+    run()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        run()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 def _rotated(names, by):
@@ -189,6 +204,7 @@ def bench_penalty(sizes, rounds, modes, with_priors=True):
                         "median_ms": 1e3 * median(samples),
                         "gb_per_s": nbytes / median(samples) / 1e9,
                         "floor_fraction": median(round_ratios(floor, samples)),
+                        "page_faults": page_faults_per_call(contenders[name]),
                     })
                 print_rows(rows[first:], ("params", "mode", "what",
                                                 "contender", "gb_per_s",
@@ -249,6 +265,7 @@ def bench_priors(num_params, rounds, modes, num_tensors=50):
                 "mode": "xla" if jit else "graph", "contender": name,
                 "median_ms": 1e3 * median(samples),
                 "vs_tfreg_l2": median(round_ratios(samples, base)),
+                "page_faults": page_faults_per_call(contenders[name]),
             })
         print_rows(rows[-len(times):], ("mode", "contender", "median_ms",
                                         "vs_tfreg_l2"))
@@ -351,6 +368,8 @@ def bench_train_step(plan, rounds, repeat):
             "overhead_ratio": (tfreg_overhead / keras_overhead
                                if keras_overhead > 0 else float("nan")),
             "tfreg_vs_keras_step": median(round_ratios(ours_t, theirs_t)),
+            "page_faults": {name: page_faults_per_call(run)
+                            for name, run in contenders.items()},
         }
         model, _ = build(None)
         row["params"] = int(model.count_params())
@@ -483,9 +502,11 @@ def markdown(results):
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['platform']}; "
         f"Python {meta['python']}, TF {meta['tensorflow']}, Keras "
-        f"{meta['keras']} ({'tf_keras' if meta['legacy'] else 'Keras 3'})  ",
+        f"{meta['keras']} ({'tf_keras' if meta['legacy'] else 'Keras 3'}); "
+        f"TF_CPU_ALLOCATOR_USE_BFC={meta['cpu_allocator_use_bfc']}  ",
         f"Load average (1/5/15 min) before: {meta['load_before']}, after: "
-        f"{meta['load_after']}; wall time {meta['seconds']:.0f} s ("
+        f"{meta['load_after']}; peak memory (max RSS) "
+        f"{meta['max_rss_gb']:.1f} GB; wall time {meta['seconds']:.0f} s ("
         + ", ".join(f"{name} {seconds:.0f} s" for name, seconds
                     in results["case_seconds"].items()) + ")",
         "", "### Targets", "",
@@ -501,13 +522,15 @@ def markdown(results):
                       ("params", "params"), ("mode", "mode"),
                       ("what", "what"), ("contender", "contender"),
                       ("ms", "median_ms"), ("GB/s", "gb_per_s"),
-                      ("floor fraction", "floor_fraction")))]
+                      ("floor fraction", "floor_fraction"),
+                      ("page faults/call", "page_faults")))]
     if results.get("priors"):
         parts += ["", "### Priors, value+gradient", "",
                   _table(results["priors"], (
                       ("params", "params"), ("mode", "mode"),
                       ("contender", "contender"), ("ms", "median_ms"),
-                      ("x tfreg L2", "vs_tfreg_l2")))]
+                      ("x tfreg L2", "vs_tfreg_l2"),
+                      ("page faults/call", "page_faults")))]
     if results.get("train_step"):
         parts += ["", "### Train step (ms per `train_on_batch`)", "",
                   _table(results["train_step"], (
@@ -521,7 +544,10 @@ def markdown(results):
                       ("tfreg/Keras step", "tfreg_vs_keras_step"),
                       ("Keras penalty alone", "keras_penalty_ms"),
                       ("tfreg penalty alone", "tfreg_penalty_ms"),
-                      ("penalty ratio", "penalty_ratio")))]
+                      ("penalty ratio", "penalty_ratio"),
+                      ("page faults/step none/Keras/tfreg",
+                       lambda r: "/".join(f"{n:.0f}" for n in
+                                          r["page_faults"].values()))))]
     if results.get("first_step"):
         parts += ["", "### Time to first step (s, jit, L2 on every layer)", "",
                   _table(results["first_step"], (
@@ -596,9 +622,13 @@ def _write(results, args, argv, load_before, start):
         "platform": platform.platform(), "python": platform.python_version(),
         "tensorflow": tf.__version__, "keras": keras.__version__,
         "legacy": _keras.LEGACY,
+        "cpu_allocator_use_bfc": os.environ.get("TF_CPU_ALLOCATOR_USE_BFC",
+                                                "unset"),
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "seconds": time.time() - start,
+        "max_rss_gb": resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1)
