@@ -29,9 +29,9 @@ def _recording():
 def l1(x):
     """sum(|x|); the gradient is sign(x) (0 at 0).
 
-    The gradient is written out: autodiff of reduce_sum would broadcast the
-    upstream scalar to x's shape and multiply it in as one more full-size
-    pass (in graph mode).
+    Under a tape the gradient is written out: autodiff of reduce_sum would
+    broadcast the upstream scalar to x's shape and multiply it in as one
+    more full-size pass (in graph mode).
     """
     if not _recording():
         return tf.reduce_sum(tf.abs(x))

@@ -3,8 +3,9 @@
 Every case runs its contenders interleaved in one process (A B C, B C A,
 C A B, ...), after a warm-up, and reports medians and the median of
 per-round ratios, so that a noisy machine shifts all contenders alike. The
-machine load (`os.getloadavg`) is recorded before and after the run. Results
-go to a JSON file and a Markdown table.
+machine load (`os.getloadavg`) is recorded before and after the run, with
+peak memory, `TF_CPU_ALLOCATOR_USE_BFC`, and the minor page faults per call
+of every contender. Results go to a JSON file and a Markdown table.
 
 Cases:
   train_step   step time: no regularizer vs Keras' own vs tfreg (same math),
