@@ -29,6 +29,13 @@ def orthogonal_reference(factor, mode):
 # Past penalties._RELU_SUM_MIN_ELEMENTS: XLA takes the relu-rooted sums.
 LARGE = (256, 256)
 
+
+def traced_op_types(function, shape, jit=False):
+    """The op types `function` traces on a float32 input of `shape`."""
+    graph = tf.function(function, jit_compile=jit).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph
+    return {op.type for op in graph.get_operations()}
+
 CASES = [
     battery.Case(
         "l1", lambda: tfreg.L1(0.3),
@@ -132,39 +139,26 @@ class RegularizersTest(battery.battery(CASES)):
     def test_large_tensors_take_the_relu_sum_only_under_xla(self):
         # The faster XLA:CPU form of tfreg/penalties.py; the battery checks
         # its values (xla_shape).
-        def traced_ops(regularizer, shape, jit):
-            function = tf.function(regularizer, jit_compile=jit)
-            graph = function.get_concrete_function(
-                tf.TensorSpec(shape, tf.float32)).graph
-            return {op.type for op in graph.get_operations()}
-
         for regularizer in (tfreg.L2(0.3), tfreg.L1L2(0.2, 0.7),
                             tfreg.priors.Normal(0.7, 0.3, 100)):
             with self.subTest(regularizer=regularizer):
-                self.assertIn("Relu", traced_ops(regularizer, LARGE, True))
-                self.assertNotIn("Relu", traced_ops(regularizer, LARGE, False))
-                self.assertNotIn("Relu",
-                                 traced_ops(regularizer, (255, 256), True))
+                self.assertIn("Relu",
+                              traced_op_types(regularizer, LARGE, jit=True))
+                self.assertNotIn("Relu", traced_op_types(regularizer, LARGE))
+                self.assertNotIn("Relu", traced_op_types(
+                    regularizer, (255, 256), jit=True))
 
     def test_custom_gradients_are_traced_only_under_a_tape(self):
         # Without a tape the custom gradient's identity node is an op per
         # weight that nothing uses (BENCHMARKS.md, "never slower than Keras").
-        def traced_ops(regularizer, tape):
-            def penalty(x):
-                if not tape:
-                    return regularizer(x)
-                with tf.GradientTape() as recorder:
-                    recorder.watch(x)
-                    return regularizer(x)
-            graph = tf.function(penalty).get_concrete_function(
-                tf.TensorSpec((3, 4), tf.float32)).graph
-            return {op.type for op in graph.get_operations()}
-
         for regularizer in (tfreg.L1(0.3), tfreg.L1L2(0.2, 0.7),
                             tfreg.priors.Laplace(scale=2.0)):
             with self.subTest(regularizer=regularizer):
-                self.assertIn("IdentityN", traced_ops(regularizer, True))
-                self.assertNotIn("IdentityN", traced_ops(regularizer, False))
+                self.assertIn("IdentityN", traced_op_types(
+                    lambda x, r=regularizer: battery.value_and_gradient(r, x),
+                    (3, 4)))
+                self.assertNotIn("IdentityN",
+                                 traced_op_types(regularizer, (3, 4)))
 
     def test_symbolic_gradients_without_a_tape_are_exact(self):
         # tf.gradients after a tape-less trace differentiates the plain value.

@@ -15,15 +15,22 @@ from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflo
 _NORMALIZE_EPSILON = 1e-12
 
 
-def _recording():
-    """True while a gradient tape or forward accumulator could record.
+def _with_gradient(x, value, gradient):
+    """value(x), differentiated as gradient(x, upstream) under a tape.
 
-    Only they use a custom gradient. Without one (evaluation, serving,
-    monitoring), the custom gradient's identity node would still cost one
-    graph op per weight. A later `tf.gradients` differentiates the plain
-    value instead, which is the same math through autodiff's ops.
+    Only a recording gradient tape (or forward accumulator) uses a custom
+    gradient; without one (evaluation, serving, monitoring) its identity
+    node would still cost a graph op per weight, so the plain value is
+    traced, and a later `tf.gradients` differentiates it: the same math
+    through autodiff's ops.
     """
-    return record.could_possibly_record()
+    if not record.could_possibly_record():
+        return value(x)
+
+    @tf.custom_gradient
+    def penalty(x):
+        return value(x), lambda upstream: gradient(x, upstream)
+    return penalty(x)
 
 
 def l1(x):
@@ -33,16 +40,8 @@ def l1(x):
     broadcast the upstream scalar to x's shape and multiply it in as one
     more full-size pass (in graph mode).
     """
-    if not _recording():
-        return tf.reduce_sum(tf.abs(x))
-    return _l1_with_gradient(x)
-
-
-@tf.custom_gradient
-def _l1_with_gradient(x):
-    def gradient(upstream):
-        return upstream * tf.sign(x)
-    return tf.reduce_sum(tf.abs(x)), gradient
+    return _with_gradient(x, lambda x: tf.reduce_sum(tf.abs(x)),
+                          lambda x, upstream: upstream * tf.sign(x))
 
 
 # XLA:CPU (TF 2.21) emits a sum whose fused operand ends in a multiply (every
@@ -86,13 +85,9 @@ def l2(x, strength=1.0):
     if not _relu_sum_pays(x):
         return (2.0 * strength) * tf.nn.l2_loss(x)
     strength = _operand(strength, x.dtype)
-
-    @tf.custom_gradient
-    def penalty(x):
-        def gradient(upstream):
-            return (upstream * (2.0 * strength)) * x
-        return strength * tf.reduce_sum(tf.nn.relu(tf.square(x))), gradient
-    return penalty(x)
+    return _with_gradient(
+        x, lambda x: strength * tf.reduce_sum(tf.nn.relu(tf.square(x))),
+        lambda x, upstream: (upstream * (2.0 * strength)) * x)
 
 
 def l1_l2(x, l1_strength, l2_strength):
@@ -112,29 +107,24 @@ def l1_l2(x, l1_strength, l2_strength):
         return l1_strength * l1(x)
     l1_strength = _operand(l1_strength, x.dtype)
     l2_strength = _operand(l2_strength, x.dtype)
-    relu_sum = _relu_sum_pays(x)
 
-    def value(x):
-        # 2 * l2_strength folds into one constant: on a deep stack of small
-        # layers each op per variable is measurable.
-        return (l1_strength * tf.reduce_sum(tf.abs(x))
-                + (2.0 * l2_strength) * tf.nn.l2_loss(x))
+    def gradient(x, upstream):
+        return ((upstream * l1_strength) * tf.sign(x)
+                + (upstream * (2.0 * l2_strength)) * x)
 
-    if not relu_sum and not _recording():
-        return value(x)
-
-    @tf.custom_gradient
-    def penalty(x):
-        def gradient(upstream):
-            return ((upstream * l1_strength) * tf.sign(x)
-                    + (upstream * (2.0 * l2_strength)) * x)
-        if relu_sum:
+    if _relu_sum_pays(x):
+        def value(x):
             # |x| (l1 + l2 |x|) >= 0: both strengths are validated >= 0.
             magnitude = tf.abs(x)
             terms = magnitude * (l1_strength + l2_strength * magnitude)
-            return tf.reduce_sum(tf.nn.relu(terms)), gradient
-        return value(x), gradient
-    return penalty(x)
+            return tf.reduce_sum(tf.nn.relu(terms))
+    else:
+        def value(x):
+            # 2 * l2_strength folds into one constant: on a deep stack of
+            # small layers each op per variable is measurable.
+            return (l1_strength * tf.reduce_sum(tf.abs(x))
+                    + (2.0 * l2_strength) * tf.nn.l2_loss(x))
+    return _with_gradient(x, value, gradient)
 
 
 def matrix_view(x, name="x"):
