@@ -160,6 +160,32 @@ class RegularizersTest(battery.battery(CASES)):
                 self.assertNotIn("IdentityN",
                                  traced_op_types(regularizer, (3, 4)))
 
+    def test_small_l1l2_shares_value_and_gradient_terms_only_in_graphs(self):
+        # tfreg/penalties.py: a small tensor traced outside XLA takes the
+        # eight-op form (no |x|, no L2Loss); large ones and XLA do not.
+        regularizer = tfreg.L1L2(0.2, 0.7)
+
+        def traced(shape, jit=False):
+            return traced_op_types(
+                lambda x: battery.value_and_gradient(regularizer, x), shape,
+                jit)
+        self.assertNotIn("Abs", traced((128, 128)))
+        self.assertTrue({"Abs", "L2Loss"} <= traced((128, 129)))
+        self.assertIn("Abs", traced((3, 4), jit=True))
+
+    def test_large_l1l2_matches_reference_outside_xla(self):
+        # The battery's shapes are small; this is the other graph-mode form.
+        x = np.random.default_rng(0).normal(size=LARGE).astype(np.float32)
+        x[0, :3] = 0.0
+        for run in (battery.value_and_gradient,
+                    tf.function(battery.value_and_gradient)):
+            value, gradient = run(tfreg.L1L2(0.2, 0.7), tf.constant(x))
+            np.testing.assert_allclose(
+                float(value), 0.2 * np.abs(x).sum() + 0.7 * np.square(x).sum(),
+                rtol=1e-5)
+            np.testing.assert_allclose(gradient.numpy(),
+                                       0.2 * np.sign(x) + 1.4 * x, rtol=1e-6)
+
     def test_symbolic_gradients_without_a_tape_are_exact(self):
         # tf.gradients after a tape-less trace differentiates the plain value.
         x = np.array([[0.0, -1.5, 2.0], [0.25, 0.0, -3.0]], np.float32)

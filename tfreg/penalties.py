@@ -90,6 +90,19 @@ def l2(x, strength=1.0):
         lambda x, upstream: (upstream * (2.0 * strength)) * x)
 
 
+# Below this many elements a graph op costs more than a pass over the tensor:
+# on a deep stack of small layers (no XLA) the regularizers' cost is their op
+# count per variable, not their arithmetic (BENCHMARKS.md, deep stack).
+_FEW_OPS_MAX_ELEMENTS = 1 << 14
+
+
+def _op_count_matters(x):
+    """True for a small tensor traced outside XLA, which fuses every op."""
+    size = x.shape.num_elements()
+    return (size is not None and size <= _FEW_OPS_MAX_ELEMENTS
+            and tf.__internal__.get_enclosing_xla_context() is None)
+
+
 def l1_l2(x, l1_strength, l2_strength):
     """l1_strength * sum(|x|) + l2_strength * sum(x^2), in one gradient pass.
 
@@ -107,6 +120,8 @@ def l1_l2(x, l1_strength, l2_strength):
         return l1_strength * l1(x)
     l1_strength = _operand(l1_strength, x.dtype)
     l2_strength = _operand(l2_strength, x.dtype)
+    if _op_count_matters(x) and record.could_possibly_record():
+        return _l1_l2_in_eight_ops(x, l1_strength, l2_strength)
 
     def gradient(x, upstream):
         return ((upstream * l1_strength) * tf.sign(x)
@@ -125,6 +140,27 @@ def l1_l2(x, l1_strength, l2_strength):
             return (l1_strength * tf.reduce_sum(tf.abs(x))
                     + (2.0 * l2_strength) * tf.nn.l2_loss(x))
     return _with_gradient(x, value, gradient)
+
+
+def _l1_l2_in_eight_ops(x, l1_strength, l2_strength):
+    """L1L2 value and gradient sharing their terms, for small tensors.
+
+    With b = l2 x and t = l1 sign(x) + b:
+
+        value = sum(x t)          (x t = l1 |x| + l2 x^2)
+        gradient = upstream (t + b)
+
+    Eight graph ops per variable where the separate value and gradient take
+    ten, for two more full-size writes and three more reads, which cost more
+    than two ops from about 32K elements on (BENCHMARKS.md).
+    """
+    @tf.custom_gradient
+    def penalty(x):
+        scaled = l2_strength * x
+        terms = l1_strength * tf.sign(x) + scaled
+        return (tf.reduce_sum(x * terms),
+                lambda upstream: upstream * (terms + scaled))
+    return penalty(x)
 
 
 def matrix_view(x, name="x"):
