@@ -330,7 +330,7 @@ def _penalty_alone(model, theirs, ours, jit, rounds):
     """Value+gradient of the penalty on the model's kernel shapes, no model.
 
     What the regularizer adds to a step, without the step's own noise (the
-    overhead above is a difference of two medians of 10-30 ms steps).
+    overhead above is a difference of 10-30 ms steps).
     """
     rng = np.random.default_rng(0)
     variables = [tf.Variable(rng.normal(0.0, 0.05, v.shape).astype(np.float32))
@@ -344,7 +344,26 @@ def _penalty_alone(model, theirs, ours, jit, rounds):
                                                  times["keras"]))}
 
 
-def bench_train_step(plan, rounds, repeat):
+def _rounds_within(contenders, rounds, repeat, seconds):
+    """`rounds`, or as many more as fit in `seconds` (timing one round).
+
+    The round timed is the second: a contender's first call may retrace.
+    """
+    for _ in range(2):
+        start = time.perf_counter()
+        for run in contenders.values():
+            for _ in range(repeat):
+                run()
+    return max(rounds, int(seconds / (time.perf_counter() - start)))
+
+
+def bench_train_step(plan, rounds, repeat, seconds):
+    """Each (model, regularizer, jit) for at least `rounds` or `seconds`.
+
+    A regularizer adds 1-3 ms to a 5-30 ms step whose time drifts by as
+    much between rounds, so short steps get as many rounds as `seconds`
+    allows.
+    """
     rows = []
     for model_name, regularizer_name, jit in plan:
         theirs, ours = penalty_contenders()[regularizer_name]
@@ -353,11 +372,22 @@ def bench_train_step(plan, rounds, repeat):
             "none": _train_step(build, None, jit),
             "keras": _train_step(build, theirs, jit),
             "tfreg": _train_step(build, ours, jit),
+            # A second unregularized model with the same weights: its
+            # "overhead" is the noise. (Other weights give other step
+            # times: a 128-layer stack's varied by 0.2-0.8 ms with seed.)
+            "control": _train_step(build, None, jit),
         }
-        times = interleave(contenders, rounds, warmup=2, repeat=repeat)
+        times = interleave(
+            contenders, _rounds_within(contenders, rounds, repeat, seconds),
+            warmup=2, repeat=repeat)
         none, theirs_t, ours_t = times["none"], times["keras"], times["tfreg"]
-        keras_overhead = median(theirs_t) - median(none)
-        tfreg_overhead = median(ours_t) - median(none)
+
+        def overhead(name):
+            # Median of per-round differences: a round's steps run back to
+            # back, so a drift of the machine between rounds (which moves
+            # a 10 ms step by more than a regularizer's 1-3 ms) cancels.
+            return median([a - b for a, b in zip(times[name], none)])
+        keras_overhead, tfreg_overhead = overhead("keras"), overhead("tfreg")
         row = {
             "model": model_name, "regularizer": regularizer_name,
             "jit": jit,
@@ -366,18 +396,21 @@ def bench_train_step(plan, rounds, repeat):
             "tfreg_ms": 1e3 * median(ours_t),
             "keras_overhead_ms": 1e3 * keras_overhead,
             "tfreg_overhead_ms": 1e3 * tfreg_overhead,
+            "control_overhead_ms": 1e3 * overhead("control"),
             "overhead_ratio": (tfreg_overhead / keras_overhead
                                if keras_overhead > 0 else float("nan")),
+            "rounds": len(none),
             "tfreg_vs_keras_step": median(round_ratios(ours_t, theirs_t)),
-            "page_faults": {name: page_faults_per_call(run)
-                            for name, run in contenders.items()},
+            "page_faults": {name: page_faults_per_call(contenders[name])
+                            for name in ("none", "keras", "tfreg")},
         }
         model, _ = build(None)
         row["params"] = int(model.count_params())
         row.update(_penalty_alone(model, theirs, ours, jit, 3 * rounds))
         rows.append(row)
-        print_rows([row], ("model", "regularizer", "jit", "none_ms", "keras_ms",
-                           "tfreg_ms", "overhead_ratio", "penalty_ratio"))
+        print_rows([row], ("model", "regularizer", "jit", "rounds", "none_ms",
+                           "keras_ms", "tfreg_ms", "overhead_ratio",
+                           "control_overhead_ms", "penalty_ratio"))
         keras.backend.clear_session()
     return rows
 
@@ -537,11 +570,13 @@ def markdown(results):
                   _table(results["train_step"], (
                       ("model", "model"), ("params", "params"),
                       ("reg", "regularizer"), ("jit", "jit"),
+                      ("rounds", "rounds"),
                       ("none", "none_ms"), ("Keras", "keras_ms"),
                       ("tfreg", "tfreg_ms"),
                       ("Keras overhead", "keras_overhead_ms"),
                       ("tfreg overhead", "tfreg_overhead_ms"),
                       ("overhead ratio", "overhead_ratio"),
+                      ("control overhead", "control_overhead_ms"),
                       ("tfreg/Keras step", "tfreg_vs_keras_step"),
                       ("Keras penalty alone", "keras_penalty_ms"),
                       ("tfreg penalty alone", "tfreg_penalty_ms"),
@@ -605,7 +640,8 @@ def main(argv=None):
             plan = tuple((m, r, j) for m in MODELS for r in ("L2", "L1L2")
                          for j in (False, True))
         run_case("train_step", lambda: bench_train_step(
-            plan, rounds, repeat=2 if args.quick else 4))
+            plan, rounds, repeat=2 if args.quick else 4,
+            seconds=10 if args.quick else 15))
     if "first_step" in cases:
         run_case("first_step", lambda: bench_first_step(
             (32,) if args.quick else (16, 32, 64, 128),
