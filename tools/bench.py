@@ -10,7 +10,8 @@ of every contender. Results go to a JSON file and a Markdown table.
 Cases:
   train_step   step time: no regularizer vs Keras' own vs tfreg (same math),
                MLP (~3M params), CNN, 128 small Dense layers; with and
-               without jit_compile.
+               without jit_compile; a second unregularized model (control)
+               shows the noise of the overhead.
   penalty      GB/s of weights for the penalty value, and value+gradient,
                against a read-only floor (reduce_sum of the same weights)
                measured in the same rounds; ~50 tensors; graph and XLA.
@@ -641,7 +642,7 @@ def main(argv=None):
                          for j in (False, True))
         run_case("train_step", lambda: bench_train_step(
             plan, rounds, repeat=2 if args.quick else 4,
-            seconds=10 if args.quick else 15))
+            seconds=5 if args.quick else 15))
     if "first_step" in cases:
         run_case("first_step", lambda: bench_first_step(
             (32,) if args.quick else (16, 32, 64, 128),
