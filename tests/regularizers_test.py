@@ -186,6 +186,29 @@ class RegularizersTest(battery.battery(CASES)):
             np.testing.assert_allclose(gradient.numpy(),
                                        0.2 * np.sign(x) + 1.4 * x, rtol=1e-6)
 
+    def test_second_derivatives_go_through_the_custom_gradients(self):
+        # Hessian-vector products (second-order methods, influence
+        # functions) differentiate the gradient: every form must keep x in it.
+        def hessian_row_sums(regularizer, x):
+            with tf.GradientTape() as outer:
+                outer.watch(x)
+                _, gradient = battery.value_and_gradient(regularizer, x)
+                total = tf.reduce_sum(gradient)
+            return outer.gradient(total, x)
+        for shape in ((3, 4), LARGE):
+            x = tf.constant(np.random.default_rng(0).normal(size=shape),
+                            tf.float32)
+            for jit in (False, True):
+                run = tf.function(hessian_row_sums, jit_compile=jit)
+                for regularizer, curvature in ((tfreg.L1L2(0.2, 0.7), 1.4),
+                                               (tfreg.L2(0.7), 1.4),
+                                               (tfreg.L1(0.2), 0.0)):
+                    with self.subTest(shape=shape, jit=jit,
+                                      regularizer=regularizer):
+                        np.testing.assert_allclose(
+                            run(regularizer, x).numpy(),
+                            np.full(shape, curvature), rtol=1e-6)
+
     def test_symbolic_gradients_without_a_tape_are_exact(self):
         # tf.gradients after a tape-less trace differentiates the plain value.
         x = np.array([[0.0, -1.5, 2.0], [0.25, 0.0, -3.0]], np.float32)
