@@ -49,6 +49,10 @@ class MixedPrecisionTest(parameterized.TestCase):
         hidden = keras.layers.Dense(
             8, kernel_regularizer=tfreg.Orthogonal(0.1),
             activity_regularizer=tfreg.L1(0.001))(hidden)
+        # Half-precision activations of 64 elements (without jit, the
+        # eight-op form of penalties.l1_l2).
+        hidden = keras.layers.Dense(
+            8, activity_regularizer=tfreg.L1L2(0.001, 0.001))(hidden)
         outputs = keras.layers.Dense(1, dtype="float32")(hidden)
         model = keras.Model(inputs, outputs)
         model.compile("adam", "mse", jit_compile=jit_compile)
