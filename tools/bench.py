@@ -345,17 +345,18 @@ def _penalty_alone(model, theirs, ours, jit, rounds):
                                                  times["keras"]))}
 
 
-def _rounds_within(contenders, rounds, repeat, seconds):
-    """`rounds`, or as many more as fit in `seconds` (timing one round).
+def _rounds_within(contenders, rounds, repeat, seconds, most=1000):
+    """`rounds`, or as many more as fit in `seconds`, at most `most`.
 
-    The round timed is the second: a contender's first call may retrace.
+    Times one round, the second: a contender's first call may retrace.
     """
     for _ in range(2):
         start = time.perf_counter()
         for run in contenders.values():
             for _ in range(repeat):
                 run()
-    return max(rounds, int(seconds / (time.perf_counter() - start)))
+    fit = int(seconds / max(time.perf_counter() - start, 1e-9))
+    return max(rounds, min(fit, most))
 
 
 def bench_train_step(plan, rounds, repeat, seconds):
