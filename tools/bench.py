@@ -602,7 +602,9 @@ def main(argv=None):
                         help=f"Comma-separated subset of {CASES}.")
     parser.add_argument("--rounds", type=int, default=None,
                         help="Timed rounds per case (default: 3 quick, 7 "
-                             "full; first_step 1 quick, 3 full).")
+                             "full; first_step 1 quick, 3 full); train_step "
+                             "adds rounds up to 5 s (quick) or 15 s per "
+                             "model.")
     parser.add_argument("--json", default="bench.json")
     parser.add_argument("--markdown", default="bench.md")
     args = parser.parse_args(argv)
