@@ -209,6 +209,27 @@ class RegularizersTest(battery.battery(CASES)):
                             run(regularizer, x).numpy(),
                             np.full(shape, curvature), rtol=1e-6)
 
+    def test_forward_mode_matches_the_gradient(self):
+        # A forward accumulator also records: jvp = <gradient, tangent>.
+        rng = np.random.default_rng(1)
+        for shape in ((3, 4), LARGE):
+            x = rng.normal(size=shape).astype(np.float32)
+            x.flat[:2] = 0.0
+            tangent = rng.normal(size=shape).astype(np.float32)
+            for regularizer, gradient in (
+                    (tfreg.L1(0.2), 0.2 * np.sign(x)),
+                    (tfreg.L2(0.7), 1.4 * x),
+                    (tfreg.L1L2(0.2, 0.7), 0.2 * np.sign(x) + 1.4 * x)):
+                with self.subTest(shape=shape, regularizer=regularizer):
+                    primal = tf.constant(x)
+                    with tf.autodiff.ForwardAccumulator(
+                            primal, tf.constant(tangent)) as accumulator:
+                        value = regularizer(primal)
+                    np.testing.assert_allclose(
+                        float(accumulator.jvp(value)),
+                        np.sum(gradient.astype(np.float64) * tangent),
+                        rtol=1e-4)
+
     def test_symbolic_gradients_without_a_tape_are_exact(self):
         # tf.gradients after a tape-less trace differentiates the plain value.
         x = np.array([[0.0, -1.5, 2.0], [0.25, 0.0, -3.0]], np.float32)
