@@ -15,8 +15,8 @@ from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflo
 _NORMALIZE_EPSILON = 1e-12
 
 
-def _with_gradient(x, value, gradient):
-    """value(x), differentiated as gradient(x, upstream) under a tape.
+def _differentiated_as(x, value, forward):
+    """value(x); under a tape, forward(x) = (value, gradient of upstream).
 
     Only a recording gradient tape (or forward accumulator) uses a custom
     gradient; without one (evaluation, serving, monitoring) its identity
@@ -29,8 +29,14 @@ def _with_gradient(x, value, gradient):
 
     @tf.custom_gradient
     def penalty(x):
-        return value(x), lambda upstream: gradient(x, upstream)
+        return forward(x)
     return penalty(x)
+
+
+def _with_gradient(x, value, gradient):
+    """value(x), differentiated as gradient(x, upstream) under a tape."""
+    return _differentiated_as(
+        x, value, lambda x: (value(x), lambda upstream: gradient(x, upstream)))
 
 
 def l1(x):
@@ -53,11 +59,15 @@ def l1(x):
 _RELU_SUM_MIN_ELEMENTS = 1 << 16
 
 
+def _under_xla():
+    return tf.__internal__.get_enclosing_xla_context() is not None
+
+
 def _relu_sum_pays(x):
     """True while XLA traces a tensor large enough for the relu-rooted sum."""
     size = x.shape.num_elements()
     return (size is not None and size >= _RELU_SUM_MIN_ELEMENTS
-            and tf.__internal__.get_enclosing_xla_context() is not None)
+            and _under_xla())
 
 
 def _operand(strength, dtype):
@@ -100,7 +110,7 @@ def _op_count_matters(x):
     """True for a small tensor traced outside XLA, which fuses every op."""
     size = x.shape.num_elements()
     return (size is not None and size <= _FEW_OPS_MAX_ELEMENTS
-            and tf.__internal__.get_enclosing_xla_context() is None)
+            and not _under_xla())
 
 
 def l1_l2(x, l1_strength, l2_strength):
@@ -120,8 +130,6 @@ def l1_l2(x, l1_strength, l2_strength):
         return l1_strength * l1(x)
     l1_strength = _operand(l1_strength, x.dtype)
     l2_strength = _operand(l2_strength, x.dtype)
-    if _op_count_matters(x) and record.could_possibly_record():
-        return _l1_l2_in_eight_ops(x, l1_strength, l2_strength)
 
     def gradient(x, upstream):
         return ((upstream * l1_strength) * tf.sign(x)
@@ -139,11 +147,14 @@ def l1_l2(x, l1_strength, l2_strength):
             # small layers each op per variable is measurable.
             return (l1_strength * tf.reduce_sum(tf.abs(x))
                     + (2.0 * l2_strength) * tf.nn.l2_loss(x))
+    if _op_count_matters(x):
+        return _differentiated_as(x, value, lambda x: _l1_l2_in_eight_ops(
+            x, l1_strength, l2_strength))
     return _with_gradient(x, value, gradient)
 
 
 def _l1_l2_in_eight_ops(x, l1_strength, l2_strength):
-    """L1L2 value and gradient sharing their terms, for small tensors.
+    """L1L2 value and gradient function sharing their terms (small tensors).
 
     With b = l2 x and t = l1 sign(x) + b:
 
@@ -154,13 +165,10 @@ def _l1_l2_in_eight_ops(x, l1_strength, l2_strength):
     ten, for two more full-size writes and three more reads, which cost more
     than two ops from about 32K elements on (BENCHMARKS.md).
     """
-    @tf.custom_gradient
-    def penalty(x):
-        scaled = l2_strength * x
-        terms = l1_strength * tf.sign(x) + scaled
-        return (tf.reduce_sum(x * terms),
-                lambda upstream: upstream * (terms + scaled))
-    return penalty(x)
+    scaled = l2_strength * x
+    terms = l1_strength * tf.sign(x) + scaled
+    return (tf.reduce_sum(x * terms),
+            lambda upstream: upstream * (terms + scaled))
 
 
 def matrix_view(x, name="x"):

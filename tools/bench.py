@@ -379,9 +379,10 @@ def bench_train_step(plan, rounds, repeat, seconds):
             # times: a 128-layer stack's varied by 0.2-0.8 ms with seed.)
             "control": _train_step(build, None, jit),
         }
+        # _rounds_within has run every contender for two rounds: the warm-up.
         times = interleave(
             contenders, _rounds_within(contenders, rounds, repeat, seconds),
-            warmup=2, repeat=repeat)
+            warmup=0, repeat=repeat)
         none, theirs_t, ours_t = times["none"], times["keras"], times["tfreg"]
 
         def overhead(name):
