@@ -183,16 +183,16 @@ def _log_softplus(r):
 
 
 def _sum_with_derivative(x, terms):
-    """sum(values), with gradient upstream * derivative: `terms(x)` gives both.
+    """A sum over x, with gradient upstream * derivative: `terms(x)` gives both.
 
-    Value and derivative are elementwise functions of x computed from the
-    same intermediates, so the backward pass is a single multiply instead of
+    The sum and the elementwise derivative are computed from the same
+    intermediates, so the backward pass is a single multiply instead of
     autodiff's chain of full-size ops through every intermediate again.
     """
     @tf.custom_gradient
     def total(x):
-        values, derivative = terms(x)
-        return tf.reduce_sum(values), lambda upstream: upstream * derivative
+        value, derivative = terms(x)
+        return value, lambda upstream: upstream * derivative
     return total(x)
 
 
@@ -216,7 +216,7 @@ def log1p_square_sum(x, loc, a):
     def terms(x):
         d = _centered(x, loc)
         square = tf.square(d)
-        return (tf.math.log1p(square * (1.0 / a)),
+        return (penalties.log1p_sum(square * (1.0 / a)),
                 (2.0 * d) / (a + square))
     return _sum_with_derivative(x, terms)
 
@@ -274,7 +274,8 @@ def horseshoe_negative_log_prob_sum(x, scale):
         # log(log_term) = log(log_term u) - log u, and log_term u -> g as
         # u -> inf: with u clipped and log u not, this is the far tail too.
         values = tf.math.log1p(e) - tf.math.log(log_term * u) + log_u
-        return values, tf.where(raw_u > _HORSESHOE_TAIL_U, 2.0 / x, core)
+        return (tf.reduce_sum(values),
+                tf.where(raw_u > _HORSESHOE_TAIL_U, 2.0 / x, core))
     return (_sum_with_derivative(x, terms)
             + _num_elements(x) * _horseshoe_log_normalizer(scale))
 
@@ -308,12 +309,14 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
             softplus, sigmoid = tf.math.softplus(t), tf.sigmoid(t)
         else:
             # t <= log_odds, so exp(t) is finite: one exp gives softplus and
-            # sigmoid (Eigen's own are slow on CPU).
+            # sigmoid (Eigen's own are slow on CPU). Not log1p_sum: XLA would
+            # compute the exp anew in each of its two reductions (measured
+            # 1.2x slower).
             e = tf.exp(t)
             softplus, sigmoid = tf.math.log1p(e), e / (1.0 + e)
         # Where 2 k (k x) overflows, the spike's share sigmoid(t) is 0.
-        return ((0.5 * slab_precision) * tf.square(x) - softplus,
-                slab_precision * x
+        slab = (0.5 * slab_precision) * tf.square(x)
+        return (tf.reduce_sum(slab - softplus), slab_precision * x
                 + tf.math.multiply_no_nan((2.0 * k) * kx, sigmoid))
     return _sum_with_derivative(x, terms) + _num_elements(x) * constant
 
