@@ -836,48 +836,84 @@ if battery._keras.LEGACY:  # pylint: disable=protected-access
     keras.saving.get_custom_objects()["VariationalDense"] = VariationalDense
 
 
-def _log1p_sum_ops(dtype, jit):
+# The size from which penalties.log1p_sum groups its logs under XLA.
+GROUPED = penalties._LOG_GROUP_MIN_ELEMENTS  # pylint: disable=protected-access
+
+
+def _log1p_sum_ops(size, dtype, jit):
     function = tf.function(penalties.log1p_sum, jit_compile=jit)
-    graph = function.get_concrete_function(tf.TensorSpec((100,), dtype)).graph
+    graph = function.get_concrete_function(tf.TensorSpec((size,), dtype)).graph
     return {op.type for op in graph.get_operations()}
 
 
-class Log1pSumTest(parameterized.TestCase):
-    """penalties.log1p_sum, the log sum of Student-t, Cauchy, SpikeAndSlab."""
+def _grouped_log1p_sum():
+    return tf.function(penalties.log1p_sum, jit_compile=True)
 
-    def test_groups_logs_only_for_float32_under_xla(self):
-        self.assertIn("Bitcast", _log1p_sum_ops(tf.float32, jit=True))
-        self.assertNotIn("Log1p", _log1p_sum_ops(tf.float32, jit=True))
-        for dtype, jit in ((tf.float32, False), (tf.float64, True)):
-            self.assertIn("Log1p", _log1p_sum_ops(dtype, jit))
-            self.assertNotIn("Bitcast", _log1p_sum_ops(dtype, jit))
+
+class Log1pSumTest(parameterized.TestCase):
+    """penalties.log1p_sum, the log sum of Student-t and Cauchy."""
+
+    def test_groups_logs_only_for_large_float32_under_xla(self):
+        self.assertIn("Bitcast", _log1p_sum_ops(GROUPED, tf.float32, True))
+        self.assertNotIn("Log1p", _log1p_sum_ops(GROUPED, tf.float32, True))
+        for size, dtype, jit in ((GROUPED, tf.float32, False),
+                                 (GROUPED, tf.float64, True),
+                                 (GROUPED - 1, tf.float32, True)):
+            ops = _log1p_sum_ops(size, dtype, jit)
+            self.assertIn("Log1p", ops)
+            self.assertNotIn("Bitcast", ops)
 
     def test_every_term_within_float32_rounding(self):
-        # One s per sum, over 38 decades: the series below 1/64, the
-        # rounding of 1 + s below 1 and the exponents of huge s. Measured
-        # worst 1.6e-7; dropping the rounding term gives 3.8e-6 near 1/64.
-        s = np.geomspace(1e-8, 1e30, 20001).astype(np.float32)
+        # One s per sum (the rest zeros, whose log1p is exactly 0), over 38
+        # decades: the series below 1/64, the rounding of 1 + s below 1 and
+        # the exponents of huge s. Measured worst 1.6e-7; dropping the
+        # rounding term gives 3.8e-6 near 1/64.
+        s = np.geomspace(1e-8, 1e30, 4001).astype(np.float32)
         each = tf.function(lambda s: tf.map_fn(
-            lambda v: penalties.log1p_sum(v[None]), s), jit_compile=True)
+            lambda v: penalties.log1p_sum(tf.pad(v[None], [[0, GROUPED]])),
+            s), jit_compile=True)
         expected = np.log1p(s.astype(np.float64))
         np.testing.assert_allclose(each(tf.constant(s)), expected, rtol=3e-7)
 
     @parameterized.parameters(1e-6, 1e-3, 0.05, 1.0, 1e4, 1e30)
     def test_sum_matches_float64(self, scale):
-        # 4099 terms: not a multiple of the group size, so padded.
-        s = (np.abs(np.random.default_rng(0).standard_cauchy(4099))
+        # Not a multiple of the group size, so padded.
+        s = (np.abs(np.random.default_rng(0).standard_cauchy(GROUPED + 3))
              * scale).astype(np.float32)
-        total = tf.function(penalties.log1p_sum, jit_compile=True)
         np.testing.assert_allclose(
-            total(tf.constant(s)), np.log1p(s.astype(np.float64)).sum(),
-            rtol=5e-7)
+            _grouped_log1p_sum()(tf.constant(s)),
+            np.log1p(s.astype(np.float64)).sum(), rtol=5e-7)
+
+    @parameterized.parameters(
+        (lambda: tfreg.priors.StudentT(3.0, 0.5, loc=0.1),
+         lambda: tfd.StudentT(3.0, 0.1, 0.5)),
+        (lambda: tfreg.priors.Cauchy(0.3, loc=-0.2),
+         lambda: tfd.Cauchy(-0.2, 0.3)))
+    def test_priors_take_the_grouped_form_under_xla(self, ours, theirs):
+        # The battery's tensors are below the grouping size.
+        x = np.random.default_rng(1).normal(size=(GROUPED + 5,))
+        expected = -np.sum(theirs().log_prob(x).numpy())
+
+        def value_and_gradient(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value = ours()(x)
+            return value, tape.gradient(value, x)
+
+        x32 = tf.constant(x, tf.float32)
+        value, gradient = tf.function(value_and_gradient, jit_compile=True)(x32)
+        eager_value, eager_gradient = value_and_gradient(x32)
+        np.testing.assert_allclose(value, expected, rtol=1e-6)
+        np.testing.assert_allclose(value, eager_value, rtol=1e-6)
+        np.testing.assert_allclose(gradient, eager_gradient, rtol=1e-6,
+                                   atol=1e-7)
 
     @parameterized.parameters((np.nan, np.nan), (np.inf, np.inf))
     def test_non_finite_term_reaches_the_sum(self, term, expected):
-        total = tf.function(penalties.log1p_sum, jit_compile=True)
-        s = tf.constant([1.0, term] + [0.5] * 20, tf.float32)
-        self.assertTrue(np.array_equal(total(s), expected, equal_nan=True))
-
+        s = np.full(GROUPED, 0.5, np.float32)
+        s[:2] = 1.0, term
+        total = _grouped_log1p_sum()(tf.constant(s))
+        self.assertTrue(np.array_equal(total, expected, equal_nan=True))
 
 if __name__ == "__main__":
     absltest.main()
