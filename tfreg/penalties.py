@@ -65,11 +65,15 @@ def _under_xla():
     return tf.__internal__.get_enclosing_xla_context() is not None
 
 
+def _xla_traces_at_least(x, elements):
+    """True while XLA traces x of a static size of at least `elements`."""
+    size = x.shape.num_elements()
+    return size is not None and size >= elements and _under_xla()
+
+
 def _relu_sum_pays(x):
     """True while XLA traces a tensor large enough for the relu-rooted sum."""
-    size = x.shape.num_elements()
-    return (size is not None and size >= _RELU_SUM_MIN_ELEMENTS
-            and _under_xla())
+    return _xla_traces_at_least(x, _RELU_SUM_MIN_ELEMENTS)
 
 
 def _operand(strength, dtype):
@@ -203,10 +207,10 @@ def log1p_sum(s):
     term is within 1.7e-7 of log1p(s), relative to it; an infinite or NaN s
     gives inf or NaN as log1p does. Elsewhere it is reduce_sum(log1p(s)).
     """
-    size = s.shape.num_elements()
-    if (s.dtype != tf.float32 or size is None
-            or size < _LOG_GROUP_MIN_ELEMENTS or not _under_xla()):
+    if (s.dtype != tf.float32
+            or not _xla_traces_at_least(s, _LOG_GROUP_MIN_ELEMENTS)):
         return tf.reduce_sum(tf.math.log1p(s))
+    size = s.shape.num_elements()
     flat = tf.reshape(s, [-1])
     if size % _LOG_GROUP:
         flat = tf.pad(flat, [[0, -size % _LOG_GROUP]])  # log1p(0) = 0

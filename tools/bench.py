@@ -512,8 +512,9 @@ def targets(results):
                           f"({row['mode']})",
                 "measured": row["vs_tfreg_l2"],
                 "met": row["vs_tfreg_l2"] <= 1.3})
-    for row in results.get("first_step", []):
-        deepest = max(r["depth"] for r in results["first_step"])
+    first_step = results.get("first_step", [])
+    deepest = max((row["depth"] for row in first_step), default=None)
+    for row in first_step:
         if row["contender"].startswith("tfreg") and row["depth"] == deepest:
             out.append({
                 "target": f"first step, depth {row['depth']}, jit: "
