@@ -17,7 +17,7 @@ from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflo
 _NORMALIZE_EPSILON = 1e-12
 
 
-def _differentiated_as(x, value, forward):
+def differentiated_as(x, value, forward):
     """value(x); under a tape, forward(x) = (value, gradient of upstream).
 
     Only a recording gradient tape (or forward accumulator) uses a custom
@@ -35,21 +35,36 @@ def _differentiated_as(x, value, forward):
     return penalty(x)
 
 
+def operand(strength, dtype):
+    """A strength ready for a custom gradient's closure.
+
+    A Python number stays as it is (it folds into constants); a `Strength`
+    (or a tensor) is read now as a `dtype` tensor: a gradient function runs
+    after the regularizer's call, outside its dtype scope.
+    """
+    if isinstance(strength, (int, float)):
+        return strength
+    return tf.cast(strength, dtype)
+
+
 def _with_gradient(x, value, gradient):
     """value(x), differentiated as gradient(x, upstream) under a tape."""
-    return _differentiated_as(
+    return differentiated_as(
         x, value, lambda x: (value(x), lambda upstream: gradient(x, upstream)))
 
 
-def l1(x):
-    """sum(|x|); the gradient is sign(x) (0 at 0).
+def l1(x, strength=1.0):
+    """strength * sum(|x|); the gradient is strength sign(x) (0 at 0).
 
     Under a tape the gradient is written out: autodiff of reduce_sum would
     broadcast the upstream scalar to x's shape and multiply it in as one
-    more full-size pass (in graph mode).
+    more full-size pass (in graph mode). The strength (a Python number or a
+    `Strength`) is applied inside the custom gradient: a multiply outside it
+    would trace its own gradient's ops for every regularized weight.
     """
-    return _with_gradient(x, lambda x: tf.reduce_sum(tf.abs(x)),
-                          lambda x, upstream: upstream * tf.sign(x))
+    strength = operand(strength, x.dtype)
+    return _with_gradient(x, lambda x: strength * tf.reduce_sum(tf.abs(x)),
+                          lambda x, upstream: (upstream * strength) * tf.sign(x))
 
 
 # XLA:CPU (TF 2.21) emits a sum whose fused operand ends in a multiply (every
@@ -76,18 +91,6 @@ def _relu_sum_pays(x):
     return _xla_traces_at_least(x, _RELU_SUM_MIN_ELEMENTS)
 
 
-def _operand(strength, dtype):
-    """A strength ready for a custom gradient's closure.
-
-    A Python number stays as it is (it folds into constants); a `Strength`
-    (or a tensor) is read now as a `dtype` tensor: a gradient function runs
-    after the regularizer's call, outside its dtype scope.
-    """
-    if isinstance(strength, (int, float)):
-        return strength
-    return tf.cast(strength, dtype)
-
-
 def l2(x, strength=1.0):
     """strength * sum(x^2); the gradient is 2 strength x.
 
@@ -100,7 +103,7 @@ def l2(x, strength=1.0):
     """
     if not _relu_sum_pays(x):
         return (2.0 * strength) * tf.nn.l2_loss(x)
-    strength = _operand(strength, x.dtype)
+    strength = operand(strength, x.dtype)
     return _with_gradient(
         x, lambda x: strength * tf.reduce_sum(tf.nn.relu(tf.square(x))),
         lambda x, upstream: (upstream * (2.0 * strength)) * x)
@@ -133,9 +136,9 @@ def l1_l2(x, l1_strength, l2_strength):
     if isinstance(l1_strength, (int, float)) and l1_strength == 0:
         return l2(x, l2_strength)
     if isinstance(l2_strength, (int, float)) and l2_strength == 0:
-        return l1_strength * l1(x)
-    l1_strength = _operand(l1_strength, x.dtype)
-    l2_strength = _operand(l2_strength, x.dtype)
+        return l1(x, l1_strength)
+    l1_strength = operand(l1_strength, x.dtype)
+    l2_strength = operand(l2_strength, x.dtype)
 
     def gradient(x, upstream):
         return ((upstream * l1_strength) * tf.sign(x)
@@ -154,7 +157,7 @@ def l1_l2(x, l1_strength, l2_strength):
             return (l1_strength * tf.reduce_sum(tf.abs(x))
                     + (2.0 * l2_strength) * tf.nn.l2_loss(x))
     if _op_count_matters(x):
-        return _differentiated_as(x, value, lambda x: _l1_l2_in_eight_ops(
+        return differentiated_as(x, value, lambda x: _l1_l2_in_eight_ops(
             x, l1_strength, l2_strength))
     return _with_gradient(x, value, gradient)
 
@@ -188,29 +191,54 @@ _LOG_GROUP_MIN_ELEMENTS = 1 << 14
 # Below this, log1p(s) is its series s - s^2/2 + s^3/3 - s^4/4, whose first
 # omitted term s^5/5 is under 1.2e-8 s: within float32's rounding.
 _LOG1P_SERIES_BELOW = 1.0 / 64
+# Below this size XLA takes log1p(s) as log(1 + s) plus the rounding error
+# of 1 + s: XLA:CPU compiles its log1p in about 9 ms per tensor and this in
+# about 2 ms, and both run at the same speed up to 2K elements (from 4K on
+# this is 6-8% slower; BENCHMARKS.md, first step).
+_LOG1P_BY_LOG_BELOW = 1 << 12
+
+
+def _one_plus_rounding(s, f):
+    """The rounding error s - (f - 1) of f = 1 + s where f < 2, else 0.
+
+    Below f = 2 the error is exact (Sterbenz) and log1p(s) = log(f) +
+    log1p(r / f) is log(f) + r to within r (1 - 1 / f) < 6e-8 s; from f = 2
+    on, r / f is below the resolution of log(f) >= 0.69.
+    """
+    return tf.where(f < 2.0, s - (f - 1.0), 0.0)
 
 
 def log1p_sum(s):
-    """sum(log1p(s)) over a tensor of s >= 0 (float32 under XLA: few logs).
+    """sum(log1p(s)) over a tensor of s >= 0, in the form XLA runs fastest.
 
-    For float32 tensors of 16K elements or more under XLA, with
-    f = 1 + s = m 2^e (m in [1, 2), read off f's bits) for s >= 1/64 and the
-    series for smaller s:
+    Outside XLA (and for sizes unknown at tracing) it is
+    reduce_sum(log1p(s)). Under XLA:
 
-        sum(log1p(s)) = sum_small(series(s)) + ln 2 sum(e)
+    - below 4K elements, sum(log(1 + s) + r) with r the rounding error of
+      1 + s (`_one_plus_rounding`): within 1.2e-7 of log1p(s) per term,
+      and a quarter of log1p's compile time (first step of a 128-layer
+      stack with Student-t on every kernel: BENCHMARKS.md);
+    - for float32 tensors of 16K elements or more, with f = 1 + s = m 2^e
+      (m in [1, 2), read off f's bits) for s >= 1/64 and the series below:
+
+        sum(log1p(s)) = sum_small(series(s)) + ln 2 sum(e) + sum(r)
                         + sum_j log(prod_{i < 16} m_{i n / 16 + j})
 
-    plus the rounding error of 1 + s below s = 1. A product of 16 mantissas
-    stays below 2^16, so one log serves 16 terms, 16 slices of the padded
-    flat tensor multiplied elementwise. Student-t's value+gradient at 16M
-    weights went from 1.5-2.2x of L2's to 1.03-1.2x (BENCHMARKS.md). Each
-    term is within 1.7e-7 of log1p(s), relative to it; an infinite or NaN s
-    gives inf or NaN as log1p does. Elsewhere it is reduce_sum(log1p(s)).
+      A product of 16 mantissas stays below 2^16, so one log serves 16
+      terms, 16 slices of the padded flat tensor multiplied elementwise.
+      Student-t's value+gradient at 16M weights went from 1.5-2.2x of L2's
+      to 1.03-1.2x (BENCHMARKS.md). Each term is within 1.7e-7 of log1p(s).
+
+    Either way an infinite or NaN s gives inf or NaN as log1p does.
     """
-    if (s.dtype != tf.float32
-            or not _xla_traces_at_least(s, _LOG_GROUP_MIN_ELEMENTS)):
-        return tf.reduce_sum(tf.math.log1p(s))
     size = s.shape.num_elements()
+    if size is None or not _under_xla():
+        return tf.reduce_sum(tf.math.log1p(s))
+    if size < _LOG1P_BY_LOG_BELOW:
+        f = 1.0 + s
+        return tf.reduce_sum(tf.math.log(f) + _one_plus_rounding(s, f))
+    if s.dtype != tf.float32 or size < _LOG_GROUP_MIN_ELEMENTS:
+        return tf.reduce_sum(tf.math.log1p(s))
     flat = tf.reshape(s, [-1])
     if size % _LOG_GROUP:
         flat = tf.pad(flat, [[0, -size % _LOG_GROUP]])  # log1p(0) = 0
@@ -222,14 +250,10 @@ def log1p_sum(s):
         tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(bits, 0x7FFFFF),
                               0x3F800000), tf.float32)
     series = flat * (1.0 + flat * (-0.5 + flat * (1.0 / 3.0 - 0.25 * flat)))
-    # Below f = 2, f = 1 + s rounds off exactly r = s - (f - 1), and
-    # log1p(s) = log(f) + log1p(r / f) = log(f) + r to within r (1 - 1 / f);
-    # from 2 on, the rounding is below float32's resolution of log(f). A NaN
-    # or inf s is its own term: its bits would read as a finite mantissa and
-    # exponent.
+    # A NaN or inf s is its own term: its bits would read as a finite
+    # mantissa and exponent.
     rest = tf.where(small, series, tf.where(
-        f < 2.0, flat - (f - 1.0),
-        tf.where(tf.math.is_finite(flat), 0.0, flat)))
+        tf.math.is_finite(flat), _one_plus_rounding(flat, f), flat))
     return (tf.reduce_sum(math.log(2.0) * tf.cast(exponent, tf.float32) + rest)
             + tf.reduce_sum(tf.math.log(tf.reduce_prod(
                 tf.reshape(mantissa, [_LOG_GROUP, -1]), axis=0))))

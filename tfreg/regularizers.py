@@ -26,7 +26,7 @@ class L1(base.Regularizer):
         self.l1 = _validation.non_negative("l1", l1)
 
     def penalty(self, x):
-        return self.l1 * penalties.l1(x)
+        return penalties.l1(x, self.l1)
 
 
 @serialization.register

@@ -103,7 +103,7 @@ class SparseGroupLasso(base.Regularizer):
 
     def penalty(self, x):
         _check_axis(x, self.axis)
-        return (self.l1 * penalties.l1(x)
+        return (penalties.l1(x, self.l1)
                 + self.factor * structured_math.group_lasso(x, self.axis))
 
 
