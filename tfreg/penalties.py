@@ -215,7 +215,7 @@ def log1p_sum(s):
     reduce_sum(log1p(s)). Under XLA:
 
     - below 4K elements, sum(log(1 + s) + r) with r the rounding error of
-      1 + s (`_one_plus_rounding`): within 1.2e-7 of log1p(s) per term,
+      1 + s (`_one_plus_rounding`): within 1.6e-7 of log1p(s) per term,
       and a quarter of log1p's compile time (first step of a 128-layer
       stack with Student-t on every kernel: BENCHMARKS.md);
     - for float32 tensors of 16K elements or more, with f = 1 + s = m 2^e
@@ -232,12 +232,11 @@ def log1p_sum(s):
     Either way an infinite or NaN s gives inf or NaN as log1p does.
     """
     size = s.shape.num_elements()
-    if size is None or not _under_xla():
-        return tf.reduce_sum(tf.math.log1p(s))
-    if size < _LOG1P_BY_LOG_BELOW:
+    if size is not None and size < _LOG1P_BY_LOG_BELOW and _under_xla():
         f = 1.0 + s
         return tf.reduce_sum(tf.math.log(f) + _one_plus_rounding(s, f))
-    if s.dtype != tf.float32 or size < _LOG_GROUP_MIN_ELEMENTS:
+    if (s.dtype != tf.float32
+            or not _xla_traces_at_least(s, _LOG_GROUP_MIN_ELEMENTS)):
         return tf.reduce_sum(tf.math.log1p(s))
     flat = tf.reshape(s, [-1])
     if size % _LOG_GROUP:

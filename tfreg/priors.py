@@ -208,6 +208,11 @@ def _num_elements(x):
     return float(count)
 
 
+def _constant_sum(x, factor, constant):
+    """factor * constant summed over x's elements (a log normalizer)."""
+    return _num_elements(x) * (factor * constant)
+
+
 def _centered(x, loc):
     return x - loc if loc else x
 
@@ -287,7 +292,7 @@ def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
         return tf.reduce_sum(values), derivative
     return _sum_with_derivative(
         x, terms, factor,
-        _num_elements(x) * (factor * _horseshoe_log_normalizer(scale)))
+        _constant_sum(x, factor, _horseshoe_log_normalizer(scale)))
 
 
 def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
@@ -339,7 +344,7 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
         slab = (0.5 * slab_precision) * tf.square(x)
         return tf.reduce_sum(slab - softplus), derivative
     return _sum_with_derivative(x, terms, factor,
-                                _num_elements(x) * (factor * constant))
+                                _constant_sum(x, factor, constant))
 
 
 def normal_kl(loc, log_scale, prior_loc, prior_scale):
@@ -423,7 +428,7 @@ class Normal(_LocationScalePrior):
         constant = math.log(self.scale) + _HALF_LOG_TWO_PI
         return (penalties.l2(_centered(x, self.loc),
                              factor * (0.5 / self.scale**2))
-                + _num_elements(x) * (factor * constant))
+                + _constant_sum(x, factor, constant))
 
 
 @serialization.register
@@ -450,7 +455,7 @@ class Laplace(_LocationScalePrior):
 
     def negative_log_prob_sum(self, x, factor=1.0):
         return (penalties.l1(_centered(x, self.loc), factor / self.scale)
-                + _num_elements(x) * (factor * math.log(2.0 * self.scale)))
+                + _constant_sum(x, factor, math.log(2.0 * self.scale)))
 
 
 @serialization.register
@@ -490,7 +495,7 @@ class StudentT(_Prior):
         df, scale = self.df, self.scale
         return log1p_square_sum(
             x, self.loc, df * scale * scale, factor * (0.5 * (df + 1.0)),
-            _num_elements(x) * (factor * _student_t_log_normalizer(df, scale)))
+            _constant_sum(x, factor, _student_t_log_normalizer(df, scale)))
 
 
 @serialization.register
@@ -518,7 +523,7 @@ class Cauchy(_LocationScalePrior):
     def negative_log_prob_sum(self, x, factor=1.0):
         return log1p_square_sum(
             x, self.loc, self.scale * self.scale, factor,
-            _num_elements(x) * (factor * math.log(math.pi * self.scale)))
+            _constant_sum(x, factor, math.log(math.pi * self.scale)))
 
 
 @serialization.register
