@@ -30,11 +30,20 @@ def orthogonal_reference(factor, mode):
 LARGE = (256, 256)
 
 
+def traced_graph(function, shape, jit=False):
+    """The GraphDef `function` traces on a float32 input of `shape`."""
+    return tf.function(function, jit_compile=jit).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph.as_graph_def()
+
+
 def traced_op_types(function, shape, jit=False):
-    """The op types `function` traces on a float32 input of `shape`."""
-    graph = tf.function(function, jit_compile=jit).get_concrete_function(
-        tf.TensorSpec(shape, tf.float32)).graph
-    return {op.type for op in graph.get_operations()}
+    """The op types `function` traces, with those of the functions it calls
+    (a penalty traced once per shape is one of them)."""
+    graph = traced_graph(function, shape, jit)
+    types = {node.op for node in graph.node}
+    for called in graph.library.function:
+        types |= {node.op for node in called.node_def}
+    return types
 
 CASES = [
     battery.Case(
@@ -241,6 +250,70 @@ class RegularizersTest(battery.battery(CASES)):
                     lambda w, r=regularizer: tf.gradients(r(w), w)[0])
                 np.testing.assert_allclose(
                     symbolic(tf.constant(x)).numpy(), gradient, rtol=1e-6)
+
+
+def _functions_with(op_type, graph):
+    """The names of the graph's library functions that contain `op_type`."""
+    return {called.signature.name for called in graph.library.function
+            if any(node.op == op_type for node in called.node_def)}
+
+
+class SharedTraceTest(absltest.TestCase):
+    """Equal penalties on weights of one shape are traced once per graph."""
+
+    def test_equal_regularizers_on_one_shape_share_one_trace(self):
+        # Separate but equal instances, as `kernel_regularizer=` per layer.
+        def penalties(x):
+            return tf.add_n(
+                [tfreg.priors.StudentT(3.0)(x * k) for k in range(1, 5)]
+                + [tfreg.priors.StudentT(4.0)(x),  # other arguments
+                   tfreg.priors.StudentT(3.0)(tf.concat([x, x], 0))])
+        graph = traced_graph(penalties, (3, 4))
+        self.assertLen(_functions_with("Log1p", graph), 3)
+        self.assertEqual(sum(node.op == "PartitionedCall"
+                             for node in graph.node), 6)
+
+    def test_gradients_share_one_trace_and_match_eager(self):
+        regularizer = tfreg.L1L2(0.2, 0.7)
+        x = tf.constant(np.random.default_rng(0).normal(size=(3, 4)),
+                        tf.float32)
+
+        def value_and_gradients(x):
+            inputs = [x * k for k in range(1, 4)]
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                total = tf.add_n([tfreg.L1L2(0.2, 0.7)(w) for w in inputs])
+            return total, tape.gradient(total, inputs)
+
+        # The custom gradient's identity is in the one shared trace and in
+        # the forward function derived from it, not once per weight.
+        graph = traced_graph(value_and_gradients, (3, 4))
+        self.assertNotIn("IdentityN", {node.op for node in graph.node})
+        self.assertLen(_functions_with("IdentityN", graph), 2)
+        for jit in (False, True):
+            total, gradients = tf.function(
+                value_and_gradients, jit_compile=jit)(x)
+            np.testing.assert_allclose(
+                float(total),
+                sum(float(regularizer(x * k)) for k in range(1, 4)),
+                rtol=1e-6)
+            for k, gradient in zip(range(1, 4), gradients):
+                np.testing.assert_allclose(
+                    gradient.numpy(), 0.2 * np.sign(x) + 1.4 * k * x.numpy(),
+                    rtol=1e-6)
+
+    def test_strengths_share_a_trace_only_when_they_are_one_variable(self):
+        shared, equal = tfreg.Strength(0.1), tfreg.Strength(0.1)
+
+        def penalties(x):
+            return tf.add_n([tfreg.L2(shared)(x), tfreg.L2(shared)(x),
+                             tfreg.L2(equal)(x)])
+        graph = traced_graph(penalties, (3, 4))
+        self.assertLen(_functions_with("L2Loss", graph), 2)
+
+    def test_penalties_with_shape_dependent_gradients_are_inline(self):
+        graph = traced_graph(tfreg.DeCov(0.1), (3, 4))
+        self.assertEmpty(graph.library.function)
 
 
 if __name__ == "__main__":

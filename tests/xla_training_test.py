@@ -4,8 +4,14 @@ One shared model per dtype policy carries every registered class (kernel
 regularizers on Dense branches, activity regularizers on sigmoid branches,
 MeanFieldKL on a variational branch); it is trained with
 `compile(jit_compile=True)` + `fit` and with a `tf.function(jit_compile=True)`
-custom step, and the train function must be traced once for all epochs.
+custom step, and the train function must be traced and compiled once for
+all epochs.
 """
+
+import atexit
+import os
+import shutil
+import tempfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -23,6 +29,20 @@ UNITS = 3
 BATCH = 4
 STEPS = 4
 EPOCHS = 3
+
+# XLA reads its flags at the first compile of the process; from then on each
+# compile dumps its module here, so counting the modules counts the compiles.
+# (A penalty that makes XLA treat the step's data or weights as compile-time
+# constants makes it compile the step anew on every call.)
+XLA_DUMP = tempfile.mkdtemp(prefix="xla_dump_")
+atexit.register(shutil.rmtree, XLA_DUMP, ignore_errors=True)
+os.environ["XLA_FLAGS"] = " ".join(
+    (os.environ.get("XLA_FLAGS", ""), f"--xla_dump_to={XLA_DUMP}")).strip()
+
+
+def xla_compiles():
+    """How many modules XLA has compiled in this process."""
+    return len({name.split(".")[0] for name in os.listdir(XLA_DUMP)})
 
 
 class CountingL2(tfreg.Regularizer):
@@ -150,10 +170,14 @@ class XlaTrainingTest(parameterized.TestCase):
                             shuffle=False, verbose=0)
         traces = CountingL2.calls
         self.assertGreaterEqual(traces, 1)
+        compiles = xla_compiles()
+        self.assertGreaterEqual(compiles, 1, "XLA_FLAGS were read too early")
         model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False,
                   verbose=0)
         self.assertEqual(CountingL2.calls, traces,
                          "the penalty's Python code ran again: a retrace")
+        self.assertEqual(xla_compiles(), compiles,
+                         "XLA compiled the train step again")
         # One trace of the train step for all EPOCHS * STEPS steps. tf_keras
         # traces its inner jit-compiled step function twice within the one
         # trace of train_function (measured: stack traces of both runs come
@@ -183,10 +207,13 @@ class XlaTrainingTest(parameterized.TestCase):
             return loss
 
         before = snapshot(model, names)
+        compiles = xla_compiles()
         losses = [float(step(x[i:i + BATCH], y[i:i + BATCH]))
                   for _ in range(EPOCHS) for i in range(0, len(x), BATCH)]
         self.assertTrue(np.all(np.isfinite(losses)))
         self.assertEqual(step.experimental_get_tracing_count(), 1)
+        self.assertEqual(xla_compiles(), compiles + 1,
+                         "XLA compiled the custom step more than once")
         self.assert_trained(model, names, before, x[:BATCH])
 
 

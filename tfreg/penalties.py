@@ -76,14 +76,14 @@ def l1(x, strength=1.0):
 _RELU_SUM_MIN_ELEMENTS = 1 << 16
 
 
-def _under_xla():
+def under_xla():
     return tf.__internal__.get_enclosing_xla_context() is not None
 
 
 def _xla_traces_at_least(x, elements):
     """True while XLA traces x of a static size of at least `elements`."""
     size = x.shape.num_elements()
-    return size is not None and size >= elements and _under_xla()
+    return size is not None and size >= elements and under_xla()
 
 
 def _relu_sum_pays(x):
@@ -119,7 +119,7 @@ def _op_count_matters(x):
     """True for a small tensor traced outside XLA, which fuses every op."""
     size = x.shape.num_elements()
     return (size is not None and size <= _FEW_OPS_MAX_ELEMENTS
-            and not _under_xla())
+            and not under_xla())
 
 
 def l1_l2(x, l1_strength, l2_strength):
@@ -232,7 +232,7 @@ def log1p_sum(s):
     Either way an infinite or NaN s gives inf or NaN as log1p does.
     """
     size = s.shape.num_elements()
-    if size is not None and size < _LOG1P_BY_LOG_BELOW and _under_xla():
+    if size is not None and size < _LOG1P_BY_LOG_BELOW and under_xla():
         f = 1.0 + s
         return tf.reduce_sum(tf.math.log(f) + _one_plus_rounding(s, f))
     if (s.dtype != tf.float32

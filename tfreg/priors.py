@@ -421,6 +421,8 @@ class Normal(_LocationScalePrior):
     3.8379
     """
 
+    _traced_once_per_shape = True
+
     def log_prob(self, x):
         return normal_log_prob(x, self.loc, self.scale)
 
@@ -449,6 +451,8 @@ class Laplace(_LocationScalePrior):
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
     """
+
+    _traced_once_per_shape = True
 
     def log_prob(self, x):
         return laplace_log_prob(x, self.loc, self.scale)
@@ -480,6 +484,8 @@ class StudentT(_Prior):
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
     """
+
+    _traced_once_per_shape = True
 
     def __init__(self, df=3.0, scale=1.0, loc=0.0, num_examples=1,
                  weight=1.0):
@@ -516,6 +522,8 @@ class Cauchy(_LocationScalePrior):
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
     """
+
+    _traced_once_per_shape = True
 
     def log_prob(self, x):
         return cauchy_log_prob(x, self.loc, self.scale)
@@ -572,6 +580,8 @@ class Horseshoe(_Prior):
       signals. Biometrika 97(2).
     """
 
+    _traced_once_per_shape = True
+
     def __init__(self, scale=1.0, num_examples=1, weight=1.0):
         self.scale = _validation.positive("scale", scale)
         self._set_scaling(num_examples, weight)
@@ -610,6 +620,8 @@ class SpikeAndSlab(_Prior):
       Blundell, Cornebise, Kavukcuoglu and Wierstra (2015). Weight uncertainty
       in neural networks. ICML.
     """
+
+    _traced_once_per_shape = True
 
     def __init__(self, spike_scale=0.01, slab_scale=1.0, slab_probability=0.5,
                  num_examples=1, weight=1.0):

@@ -22,6 +22,8 @@ class L1(base.Regularizer):
     1.5
     """
 
+    _traced_once_per_shape = True
+
     def __init__(self, l1=0.01):
         self.l1 = _validation.non_negative("l1", l1)
 
@@ -44,6 +46,8 @@ class L2(base.Regularizer):
     >>> float(tfreg.L2(0.5)(tf.constant([1.0, -2.0])))
     2.5
     """
+
+    _traced_once_per_shape = True
 
     def __init__(self, l2=0.01):
         self.l2 = _validation.non_negative("l2", l2)
@@ -70,6 +74,8 @@ class L1L2(base.Regularizer):
     >>> float(tfreg.L1L2(l1=0.5, l2=0.5)(tf.constant([1.0, -2.0])))
     4.0
     """
+
+    _traced_once_per_shape = True
 
     def __init__(self, l1=0.0, l2=0.0):
         self.l1 = _validation.non_negative("l1", l1)
