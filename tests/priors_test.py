@@ -77,6 +77,18 @@ def _spike_and_slab_reference(spike, slab, probability):
     return reference
 
 
+def _spike_and_slab_gradient(spike, slab, probability):
+    """The mixture's -d log p / dx: each component's x / scale^2 weighted by
+    its posterior responsibility at x."""
+    def gradient(x):
+        slab_log = np.log(probability) + stats.norm(0, slab).logpdf(x)
+        spike_log = np.log1p(-probability) + stats.norm(0, spike).logpdf(x)
+        spike_share = np.exp(spike_log - np.logaddexp(slab_log, spike_log))
+        return x * ((1.0 - spike_share) / slab**2
+                    + spike_share / spike**2) / NUM_EXAMPLES
+    return gradient
+
+
 CASES = [
     battery.Case(
         "normal", lambda: priors.Normal(0.7, 0.3, NUM_EXAMPLES),
@@ -100,7 +112,8 @@ CASES = [
         "spike_and_slab",
         lambda: priors.SpikeAndSlab(0.1, 1.5, 0.3, NUM_EXAMPLES),
         reference=_spike_and_slab_reference(0.1, 1.5, 0.3),
-        sample=_away_from_zero),
+        gradient=_spike_and_slab_gradient(0.1, 1.5, 0.3),
+        sample=_away_from_zero, xla_shape=(256, 256)),
     battery.Case(
         "prior_gumbel",
         lambda: priors.Prior(tfd.Gumbel(loc=0.2, scale=1.5), NUM_EXAMPLES),
@@ -426,6 +439,20 @@ class PriorsTest(battery.battery(CASES)):
         expected = -np.sum(np.log(0.5) + stats.norm(0, 1).logpdf(x.numpy()))
         np.testing.assert_allclose(value, expected, rtol=1e-6)
         np.testing.assert_allclose(gradient, x.numpy(), rtol=1e-6)
+
+    @parameterized.parameters(False, True)
+    def test_spike_and_slab_with_a_spike_too_narrow_for_float32(self, jit):
+        # D = 1 / spike_scale^2 = 1e40 overflows float32, not float64.
+        regularizer = priors.SpikeAndSlab(1e-20, 1.0, 0.5)
+        x = np.array([0.0, 3e-21, -1e-20, 2e-20, 0.5, -3.0, 1e3])
+        compute = tf.function(battery.value_and_gradient, jit_compile=jit)
+        value, gradient = compute(regularizer, tf.constant(x, tf.float32))
+        np.testing.assert_allclose(
+            value, _spike_and_slab_reference(1e-20, 1.0, 0.5)(x) * NUM_EXAMPLES,
+            rtol=1e-6)
+        np.testing.assert_allclose(
+            gradient, _spike_and_slab_gradient(1e-20, 1.0, 0.5)(x)
+            * NUM_EXAMPLES, rtol=1e-6)
 
     def test_mean_field_kl_is_finite_for_very_negative_rho(self):
         x = tf.constant([[0.0, 0.0], [-200.0, -1e4]], tf.float32)
