@@ -107,7 +107,8 @@ CASES = [
         reference=_scipy_reference(stats.cauchy(0.3, 0.7))),
     battery.Case(
         "horseshoe", lambda: priors.Horseshoe(0.7, NUM_EXAMPLES),
-        reference=_tfp_horseshoe_reference(0.7), sample=_away_from_zero),
+        reference=_tfp_horseshoe_reference(0.7), sample=_away_from_zero,
+        xla_shape=(256, 256)),
     battery.Case(
         "spike_and_slab",
         lambda: priors.SpikeAndSlab(0.1, 1.5, 0.3, NUM_EXAMPLES),
@@ -914,6 +915,22 @@ class Log1pSumTest(parameterized.TestCase):
             s), jit_compile=True)
         expected = np.log1p(s.astype(np.float64))
         np.testing.assert_allclose(each(tf.constant(s)), expected, rtol=rtol)
+
+    @parameterized.parameters((tf.float32, 3e-7), (tf.float64, 1e-15))
+    def test_elementwise_log1p_of_the_priors_within_rounding(self, dtype, rtol):
+        # priors._log1p (SpikeAndSlab's and Horseshoe's softplus and logs):
+        # log(1 + s) plus the rounding of 1 + s under XLA, log1p outside.
+        s = np.concatenate([[0.0], np.geomspace(1e-30, 1e30, 4001)]).astype(
+            dtype.as_numpy_dtype)
+        expected = np.log1p(s.astype(np.float64))
+        for jit in (False, True):
+            with self.subTest(jit=jit):
+                function = tf.function(priors._log1p, jit_compile=jit)  # pylint: disable=protected-access
+                ops = {op.type for op in function.get_concrete_function(
+                    tf.TensorSpec(s.shape, dtype)).graph.get_operations()}
+                self.assertEqual("Log1p" in ops, not jit)
+                np.testing.assert_allclose(function(tf.constant(s)), expected,
+                                           rtol=rtol)
 
     @parameterized.parameters(1e-6, 1e-3, 0.05, 1.0, 1e4, 1e30)
     def test_sum_matches_float64(self, scale):
