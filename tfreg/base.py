@@ -39,7 +39,9 @@ class Regularizer(_keras.Regularizer, tf.__internal__.tracking.Trackable):
       be saved.
     - inside a `tf.function` its `penalty` is converted by AutoGraph like any
       code there (Python control flow on tensors works); tfreg's own
-      penalties, plain tensor code, skip that conversion to trace faster.
+      penalties, plain tensor code, skip that conversion to trace faster,
+      and the elementwise ones (L1, L2, L1L2, the closed-form priors) are
+      traced once per graph for all weights of one shape.
 
     Decorate the subclass with `@tfreg.register` so that saved models find
     it without `custom_objects` and `tfreg.get` knows its names. For example
