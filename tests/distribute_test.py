@@ -156,6 +156,34 @@ def naive_sum(model):
     return tf.add_n([tf.cast(loss, tf.float32) for loss in model.losses])
 
 
+def fit_with_a_shared_strength(strategy):
+    """Equal StudentT/L2/L1L2 on same-shape layers (one shared trace each)
+    weighted by one `Strength`, changed between two fits: the trace must
+    read it on every replica."""
+    x, y = data()
+    with strategy.scope():
+        strength = tfreg.Strength(0.5)
+        keras.utils.set_random_seed(1)
+        inputs = keras.Input((6,))
+        hidden = inputs
+        for _ in range(3):
+            hidden = keras.layers.Dense(
+                6, activation="tanh",
+                kernel_regularizer=tfreg.priors.StudentT(3.0, weight=strength),
+                activity_regularizer=tfreg.L2(strength))(hidden)
+        outputs = keras.layers.Dense(
+            1, kernel_regularizer=tfreg.L1L2(strength, strength))(hidden)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE),
+                      loss="mse")
+    model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False,
+              verbose=0)
+    strength.assign(5.0)
+    model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False,
+              verbose=0)
+    return model.get_weights()
+
+
 class DistributeTest(absltest.TestCase):
 
     @classmethod
@@ -166,6 +194,12 @@ class DistributeTest(absltest.TestCase):
                 "Expected 2 logical CPUs; TensorFlow initialized its devices "
                 "before tests.devices.split_cpu() ran.")
         cls.weights = initial_weights()
+
+    def test_shared_traces_read_a_changed_strength_on_every_replica(self):
+        one = fit_with_a_shared_strength(tf.distribute.get_strategy())
+        two = fit_with_a_shared_strength(mirrored())
+        for a, b in zip(one, two):
+            np.testing.assert_allclose(b, a, **WEIGHT_TOLERANCE)
 
     def test_fit_matches_one_device(self):
         one = fit_weights(tf.distribute.get_strategy(), self.weights)
