@@ -31,13 +31,16 @@ STEPS = 4
 EPOCHS = 3
 
 # XLA reads its flags at the first compile of the process; from then on each
-# compile dumps its module here, so counting the modules counts the compiles.
-# (A penalty that makes XLA treat the step's data or weights as compile-time
-# constants makes it compile the step anew on every call.)
+# compile of a train step dumps its module here, so counting the modules
+# counts the compiles. (A penalty that makes XLA treat the step's data or
+# weights as compile-time constants makes it compile the step anew on every
+# call.) Only step functions are dumped: under pytest every suite shares the
+# process.
 XLA_DUMP = tempfile.mkdtemp(prefix="xla_dump_")
 atexit.register(shutil.rmtree, XLA_DUMP, ignore_errors=True)
 os.environ["XLA_FLAGS"] = " ".join(
-    (os.environ.get("XLA_FLAGS", ""), f"--xla_dump_to={XLA_DUMP}")).strip()
+    (os.environ.get("XLA_FLAGS", ""), f"--xla_dump_to={XLA_DUMP}",
+     "--xla_dump_hlo_module_re=.*step.*")).strip()
 
 
 def xla_compiles():
