@@ -183,13 +183,11 @@ def _log_softplus(r):
 
 
 def _log1p(s):
-    """log1p(s) of s >= 0, elementwise; under XLA, log(1 + s) plus the
-    rounding of 1 + s: within 1.6e-7 (penalties.log1p_sum) and about half
-    the time of XLA:CPU's log1p. Graph mode keeps the one op."""
-    if not penalties.under_xla():
-        return tf.math.log1p(s)
-    f = 1.0 + s
-    return tf.math.log(f) + penalties.one_plus_rounding(s, f)
+    """log1p(s) of s >= 0, elementwise: `penalties.log1p_by_log` under XLA,
+    where it is about twice as fast; graph mode keeps the one op."""
+    if penalties.under_xla():
+        return penalties.log1p_by_log(s)
+    return tf.math.log1p(s)
 
 
 def _sum_with_derivative(x, terms, factor, offset):
