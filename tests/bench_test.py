@@ -85,6 +85,27 @@ class BenchTest(absltest.TestCase):
         self.assertEqual(by_column["page faults/step none/Keras/tfreg"],
                          "0/7/0")
 
+    def test_first_step_reports_every_rounds_ratio_and_the_deepest_target(self):
+        def row(depth, contender, ratios):
+            return {"depth": depth, "jit": True, "contender": contender,
+                    "median_s": 2.0, "vs_none": sorted(ratios)[1],
+                    "rounds_s": [2.0] * 3, "rounds_vs_none": ratios}
+        results = _results([])
+        results["first_step"] = [
+            row(16, "none", [1.0, 1.0, 1.0]),
+            row(16, "tfreg StudentT", [1.7, 1.9, 1.8]),
+            row(128, "none", [1.0, 1.0, 1.0]),
+            row(128, "tfreg StudentT", [1.25, 1.6, 1.375]),
+        ]
+        targets = bench.targets(results)
+        self.assertEqual(
+            [(t["target"], t["measured"], t["met"]) for t in targets],
+            [("first step, depth 128, jit: tfreg StudentT <= 1.5x none",
+              1.375, True)])
+        results["targets"] = targets
+        self.assertIn("| 128 | tfreg StudentT | 2 | 1.38 | 1.25 1.60 1.38 |",
+                      bench.markdown(results).splitlines())
+
 
 if __name__ == "__main__":
     absltest.main()

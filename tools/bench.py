@@ -441,10 +441,12 @@ def bench_first_step(depths, rounds, jit=True):
                 times[name].append(time.perf_counter() - start)
         none = times["none"]
         for name, samples in times.items():
+            ratios = round_ratios(samples, none)
             rows.append({
                 "depth": depth, "jit": jit, "contender": name,
                 "median_s": median(samples),
-                "vs_none": median(round_ratios(samples, none)),
+                "vs_none": median(ratios),
+                "rounds_s": samples, "rounds_vs_none": ratios,
             })
         print_rows(rows[-len(contenders):], ("depth", "contender", "median_s",
                                              "vs_none"))
@@ -595,7 +597,9 @@ def markdown(results):
                   "StudentT(3) for tfreg StudentT)", "",
                   _table(results["first_step"], (
                       ("depth", "depth"), ("contender", "contender"),
-                      ("s", "median_s"), ("x none", "vs_none")))]
+                      ("s", "median_s"), ("x none", "vs_none"),
+                      ("x none per round", lambda r: " ".join(
+                          f"{x:.2f}" for x in r["rounds_vs_none"]))))]
     return "\n".join(parts) + "\n"
 
 
