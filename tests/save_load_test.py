@@ -163,6 +163,27 @@ class SaveLoadTest(parameterized.TestCase):
         self.assertEqual(
             len([name for name in saved if "_regularizer/" in name]), 3)
 
+    @parameterized.named_parameters(*[(f, f) for f in FORMATS])
+    def test_keras_objects_named_like_tfreg_classes_still_load(self, save_format):
+        # tfreg's Orthogonal regularizer must not shadow Keras' Orthogonal
+        # initializer (LSTM's default recurrent initializer), in memory or
+        # in a file; tfreg's own regularizer of that name loads beside it.
+        self.assertIsInstance(keras.initializers.get("Orthogonal"),
+                              keras.initializers.Orthogonal)
+        model = keras.Sequential([
+            keras.Input((4, 3)),
+            keras.layers.LSTM(2, kernel_regularizer=tfreg.Orthogonal(0.1)),
+            keras.layers.Dense(1, kernel_initializer="orthogonal")])
+        with tempfile.TemporaryDirectory() as directory:
+            loaded = battery.save_and_load(model, directory, save_format)
+        self.assertIsInstance(loaded.layers[0].cell.recurrent_initializer,
+                              keras.initializers.Orthogonal)
+        self.assertIsInstance(loaded.layers[0].cell.kernel_regularizer,
+                              tfreg.Orthogonal)
+        np.testing.assert_array_equal(
+            [np.asarray(loss) for loss in loaded.losses],
+            [np.asarray(loss) for loss in model.losses])
+
     def test_safe_mode_still_refuses_lambdas(self):
         inputs = keras.Input((3,))
         hidden = keras.layers.Dense(

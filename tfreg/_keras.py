@@ -12,6 +12,8 @@ LEGACY = os.environ.get("TF_USE_LEGACY_KERAS") in ("true", "True", "1")
 
 if LEGACY:
     import tf_keras as keras
+    # The namespace in which tf_keras' h5 loader looks up regularizer names.
+    from tf_keras.src import regularizers as legacy_regularizers
 else:
     import keras
 
@@ -19,17 +21,28 @@ Regularizer = keras.regularizers.Regularizer
 PACKAGE = "tfreg"
 
 
+# tf_keras' own regularizers that tfreg implements with the same config and math.
+_SAME_AS_LEGACY = ("L1", "L2", "L1L2")
+
+
 def register(cls):
     """Registers `cls` with Keras serialization as `tfreg>ClassName`.
 
-    tf_keras' h5 and SavedModel loaders resolve a config by its bare
-    `class_name` and ignore `registered_name`, so they would rebuild tfreg's
-    `L1` as tf_keras' own `L1`. Under tf_keras the class is therefore also
-    registered under its bare name; a legacy file holding tf_keras' own `L1`,
-    `L2` or `L1L2` then loads as tfreg's class of the same name, which has
-    the same config and the same math.
+    tf_keras' h5 loader resolves a regularizer config by its bare
+    `class_name` and ignores `registered_name`: among the global custom
+    objects first, then the names of tf_keras' regularizers module. Under
+    tf_keras the class is therefore also known by its bare name there, and
+    only there: a global name would shadow every other kind of object of
+    that name (tfreg's `Orthogonal` would replace the Orthogonal
+    initializer). `L1`, `L2` and `L1L2` are the exception: tf_keras' module
+    has its own classes of those names, so they are registered globally, and
+    a legacy file holding tf_keras' own `L1` loads as tfreg's class of the
+    same name, which has the same config and the same math.
     """
     cls = keras.saving.register_keras_serializable(package=PACKAGE)(cls)
     if LEGACY:
-        keras.saving.get_custom_objects()[cls.__name__] = cls
+        if cls.__name__ in _SAME_AS_LEGACY:
+            keras.saving.get_custom_objects()[cls.__name__] = cls
+        else:
+            vars(legacy_regularizers).setdefault(cls.__name__, cls)
     return cls
