@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import warnings
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -29,6 +30,80 @@ def _model():
         keras.layers.Dense(1, name="third",
                            kernel_initializer=keras.initializers.Constant(3.0)),
     ])
+
+
+@keras.saving.register_keras_serializable(package="tfreg_attach_test")
+class _Block(keras.layers.Layer):
+    """Two Dense sublayers made in __init__; `kernel_regularizer` reaches `a`."""
+
+    def __init__(self, kernel_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.a = keras.layers.Dense(2, name="a",
+                                    kernel_regularizer=self.kernel_regularizer)
+        self.b = keras.layers.Dense(2, name="b")
+
+    def build(self, input_shape):
+        self.a.build(input_shape)
+        self.b.build(tuple(input_shape[:-1]) + (2,))
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return self.b(self.a(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_regularizer":
+                keras.regularizers.serialize(self.kernel_regularizer)}
+
+
+@keras.saving.register_keras_serializable(package="tfreg_attach_test")
+class _Twins(keras.layers.Layer):
+    """Two sibling Dense sublayers with the same name."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first = keras.layers.Dense(1, name="proj",
+                                        kernel_initializer="ones")
+        self.second = keras.layers.Dense(1, name="proj",
+                                         kernel_initializer="zeros")
+
+    def call(self, inputs):
+        return self.first(inputs) + self.second(inputs)
+
+
+@keras.saving.register_keras_serializable(package="tfreg_attach_test")
+class _Subclassed(keras.Model):
+    """A subclassed model: its config does not hold its layers'."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(2, name="hidden")
+
+    def call(self, inputs):
+        return self.hidden(inputs)
+
+
+def _attention(**kwargs):
+    """A model around one MultiHeadAttention layer named "attention"."""
+    inputs = keras.Input((3, 4))
+    outputs = keras.layers.MultiHeadAttention(
+        num_heads=1, key_dim=2, name="attention", **kwargs)(inputs, inputs)
+    return keras.Model(inputs, outputs)
+
+
+def _bidirectional():
+    return keras.Sequential([
+        keras.Input((3, 2)),
+        keras.layers.Bidirectional(keras.layers.LSTM(2, name="lstm"),
+                                   name="bi")])
+
+
+def _penalties(model):
+    """{path: penalty} of every regularized weight of `model`."""
+    paths = tfreg.attach.weight_paths(model)
+    return {paths[id(variable)]: float(regularizer(variable))
+            for _, variable, regularizer
+            in tfreg.attach.regularized_weights(model)}
 
 
 def _total(model):
@@ -97,9 +172,12 @@ class ApplyTest(parameterized.TestCase):
                                      kernel_initializer="ones")(inner(inputs))
         model = keras.Model(inputs, outputs)
         attached = tfreg.apply(model, tfreg.L1(1.0))
-        self.assertEqual(sorted(attached),
-                         ["inner_dense/kernel", "outer_dense/kernel"])
+        self.assertEqual(attached, {"inner/inner_dense/kernel": True,
+                                    "outer_dense/kernel": True})
         self.assertEqual(_total(model), 8.0)
+        self.assertEqual(tfreg.remove(model, include="^inner/"),
+                         ["inner/inner_dense/kernel"])
+        self.assertEqual(_total(model), 2.0)
 
     def test_training_uses_the_penalty_even_after_a_first_fit(self):
         model = _model()
@@ -144,6 +222,121 @@ class ApplyTest(parameterized.TestCase):
             tfreg.apply(model, "l2", exclude=3)
         with self.assertRaisesRegex(ValueError, "Unknown regularizer"):
             tfreg.apply(model, "no_such_regularizer")
+
+
+class PathTest(absltest.TestCase):
+    """Every weight has its own path, also where layer names repeat."""
+
+    def test_bidirectional_directions_have_their_own_paths(self):
+        model = _bidirectional()
+        attached = tfreg.apply(model, tfreg.L2(0.5))
+        directions = ("forward", "backward")
+        kernels = [f"bi/{direction}_lstm/lstm_cell/{name}"
+                   for direction in directions
+                   for name in ("kernel", "recurrent_kernel")]
+        self.assertEqual(attached, dict.fromkeys(kernels, True))
+        self.assertLen(model.losses, 4)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            removed = tfreg.remove(model, include="^bi/forward_")
+        self.assertEqual(removed, sorted(kernels[:2]))
+        # tf_keras saves one wrapped layer and rebuilds both directions from
+        # it, so removing one direction's regularizers cannot be saved.
+        self.assertEqual(
+            [str(warning.message)[:40] for warning in caught
+             if "in memory only" in str(warning.message)],
+            ["Removed the regularizers of ['bi/forward"] if _keras.LEGACY
+            else [])
+        self.assertEqual(sorted(_penalties(model)), sorted(kernels[2:]))
+        self.assertEqual(tfreg.remove(model), sorted(kernels[2:]))
+
+    def test_sibling_layers_with_one_name(self):
+        model = keras.Sequential([keras.Input((3,)), _Twins(name="twins")])
+        self.assertEqual(tfreg.apply(model, tfreg.L1(1.0)),
+                         {"twins/proj/kernel": False,
+                          "twins/proj#1/kernel": False})
+        self.assertEqual(tfreg.remove(model, include="proj#1"),
+                         ["twins/proj#1/kernel"])
+        self.assertEqual(_penalties(model), {"twins/proj/kernel": 3.0})
+
+
+class SavingTest(absltest.TestCase):
+    """`apply` reports True exactly for the regularizers that loading restores."""
+
+    def assertRestored(self, model, save_formats=SAVE_FORMATS):
+        expected = _penalties(model)
+        for save_format in save_formats:
+            with self.subTest(save_format=save_format), \
+                    tempfile.TemporaryDirectory() as directory:
+                loaded = battery.save_and_load(model, directory, save_format)
+                restored = _penalties(loaded)
+                self.assertEqual(sorted(restored), sorted(expected))
+                for path, penalty in expected.items():
+                    self.assertAlmostEqual(restored[path], penalty, places=5)
+
+    def test_attention_kernels_are_saved_through_the_layer_argument(self):
+        model = _attention()
+        attached = tfreg.apply(model, tfreg.L2(0.5))
+        self.assertEqual(attached, {
+            f"attention/{name}/kernel": True
+            for name in ("query", "key", "value", "attention_output")})
+        self.assertIsInstance(
+            model.get_layer("attention").get_config()["kernel_regularizer"],
+            dict)
+        self.assertRestored(model)
+
+    def test_one_attention_kernel_is_not_saved(self):
+        model = _attention()
+        self.assertEqual(tfreg.apply(model, tfreg.L2(0.5), include="query/k"),
+                         {"attention/query/kernel": False})
+        self.assertLen(model.losses, 1)
+        for save_format in SAVE_FORMATS:
+            with self.subTest(save_format=save_format), \
+                    tempfile.TemporaryDirectory() as directory:
+                loaded = battery.save_and_load(model, directory, save_format)
+                self.assertEmpty(loaded.losses)
+
+    def test_bidirectional_survives_save_and_load(self):
+        model = _bidirectional()
+        self.assertTrue(all(tfreg.apply(model, tfreg.L1(0.5)).values()))
+        self.assertRestored(model)
+
+    def test_parent_argument_that_reaches_some_sublayers(self):
+        model = keras.Sequential([keras.Input((3,)), _Block(name="block")])
+        self.assertEqual(tfreg.apply(model, tfreg.L2(0.5)),
+                         {"block/a/kernel": True, "block/b/kernel": False})
+        self.assertLen(model.losses, 2)
+        with tempfile.TemporaryDirectory() as directory:
+            loaded = battery.save_and_load(model, directory, "keras")
+        self.assertEqual(_penalties(loaded),
+                         {"block/a/kernel": _penalties(model)["block/a/kernel"]})
+
+    def test_subclassed_model_layers_are_not_saved(self):
+        model = _Subclassed(name="sub")
+        model(np.ones((1, 3), np.float32))
+        self.assertEqual(tfreg.apply(model, tfreg.L2(0.5)),
+                         {"hidden/kernel": False})
+        with tempfile.TemporaryDirectory() as directory:
+            loaded = battery.save_and_load(model, directory, "keras")
+        loaded(np.ones((1, 3), np.float32))
+        self.assertEmpty(loaded.losses)
+
+    def test_remove_clears_the_parent_argument(self):
+        model = _attention(kernel_regularizer=tfreg.L1(1.0))
+        self.assertLen(tfreg.remove(model), 4)
+        self.assertEmpty(model.losses)
+        self.assertRestored(model)
+
+    def test_partial_remove_under_a_parent_argument_warns(self):
+        model = _attention(kernel_regularizer=tfreg.L1(1.0))
+        with self.assertWarnsRegex(
+                UserWarning, r"'attention/query/kernel'.*back on loading"):
+            removed = tfreg.remove(model, include="query/kernel")
+        self.assertEqual(removed, ["attention/query/kernel"])
+        self.assertLen(model.losses, 3)
+        with tempfile.TemporaryDirectory() as directory:
+            loaded = battery.save_and_load(model, directory, "keras")
+        self.assertLen(loaded.losses, 4)
 
 
 class RemoveTest(absltest.TestCase):

@@ -104,6 +104,15 @@ class GetSerializeDeserializeTest(parameterized.TestCase):
         with self.assertRaisesRegex(TypeError, "Received: identifier=3"):
             tfreg.get(3)
 
+    def test_get_instantiates_a_class_as_keras_3_does(self):
+        regularizer = tfreg.get(tfreg.L2)
+        self.assertIs(type(regularizer), tfreg.L2)
+        self.assertEqual(regularizer.get_config(), {"l2": 0.01})
+        self.assertIs(type(tfreg.get(tfreg.priors.StudentT)),
+                      tfreg.priors.StudentT)
+        with self.assertRaisesRegex(TypeError, "reference"):
+            tfreg.get(tfreg.L2SP)  # no default reference
+
     def test_get_dict_and_keras_configs(self):
         config = json.loads(json.dumps(tfreg.serialize(tfreg.L1L2(0.1, 0.2))))
         self.assertEqual(tfreg.get(config).get_config(),

@@ -98,6 +98,30 @@ class PenaltyLoggerTest(absltest.TestCase):
             np.add(logs["penalty/a/bias"], logs["penalty/a/kernel"]),
             logs["penalty/total"], rtol=1e-6)
 
+    def test_layers_that_share_a_name_keep_their_own_keys(self):
+        # Both directions of a Bidirectional LSTM hold a layer "lstm_cell".
+        model = keras.Sequential([
+            keras.Input((3, 2)),
+            keras.layers.Bidirectional(
+                keras.layers.LSTM(2, kernel_regularizer=tfreg.L2(0.5)),
+                name="bi")])
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        x = np.ones((4, 3, 2), np.float32)
+        history = model.fit(x, np.zeros((4, 4), np.float32), epochs=1,
+                            verbose=0, callbacks=[tfreg.PenaltyLogger()])
+        kernels = {key: value[0] for key, value in history.history.items()
+                   if key.startswith("penalty/") and key != "penalty/total"}
+        self.assertEqual(sorted(kernels), [
+            "penalty/bi/backward_lstm/lstm_cell/kernel",
+            "penalty/bi/forward_lstm/lstm_cell/kernel"])
+        self.assertAlmostEqual(sum(kernels.values()),
+                               history.history["penalty/total"][0], places=5)
+        printed = []
+        tfreg.summary(model, print_fn=printed.append)
+        self.assertEqual(
+            sorted(line.split()[0] for line in printed[0].splitlines()[2:4]),
+            ["bi/backward_lstm/lstm_cell", "bi/forward_lstm/lstm_cell"])
+
     def test_tensorboard_scalars(self):
         with tempfile.TemporaryDirectory() as log_dir:
             _, history = self._fit(tfreg.PenaltyLogger(log_dir=log_dir),

@@ -10,6 +10,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 from scipy import integrate
+from scipy import special
 from scipy import stats
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -388,6 +389,199 @@ class PriorsTest(battery.battery(CASES)):
         value = prior(tf.ones((3,), tf.float64))
         self.assertTrue(np.isfinite(value.numpy()))
 
+    # -- Extreme parameters. Every constant a penalty applies to the weights
+    # must be a normal number of the dtype it is computed in: beyond the
+    # largest it is inf, below the smallest TensorFlow flushes it to 0.
+
+    @parameterized.named_parameters(
+        # The penalty scales (w - loc) before squaring, so only 1 / scale,
+        # not 1 / scale^2, must fit: scale=1e-20 in float32 (1 / scale^2
+        # overflows it: NaN), scale=1e-200 in float64 (ZeroDivisionError).
+        ("cauchy_float32", lambda: priors.Cauchy(1e-20, num_examples=7),
+         tf.float32, 1e-20, stats.cauchy(0, 1e-20), 1.0),
+        ("student_t_float32",
+         lambda: priors.StudentT(2.5, 1e-20, num_examples=7), tf.float32,
+         1e-20, stats.t(2.5, 0, 1e-20), 2.5),
+        ("cauchy_float64", lambda: priors.Cauchy(1e-200, num_examples=7),
+         tf.float64, 1e-200, stats.cauchy(0, 1e-200), 1.0),
+        ("student_t_float64",
+         lambda: priors.StudentT(2.5, 1e-200, num_examples=7), tf.float64,
+         1e-200, stats.t(2.5, 0, 1e-200), 2.5))
+    def test_tiny_scales_where_their_inverse_fits(self, make, dtype, scale,
+                                                  distribution, df):
+        y = np.array([0.0, 0.0, 0.5, -2.0, 30.0])  # (w - loc) / scale
+        x = y * scale
+        value, gradient = battery.value_and_gradient(make(),
+                                                     tf.constant(x, dtype))
+        np.testing.assert_allclose(
+            value, -distribution.logpdf(x).sum() / NUM_EXAMPLES,
+            rtol=PARITY_TOLERANCE[dtype])
+        # -d log p / dw = (df + 1) y / (scale (df + y^2)).
+        expected = (df + 1.0) * y / (df + y**2) / scale / NUM_EXAMPLES
+        np.testing.assert_allclose(gradient, expected,
+                                   rtol=PARITY_TOLERANCE[dtype])
+
+    def test_spike_narrower_than_float32_in_float64(self):
+        # Before: 1 / spike_scale^2 raised ZeroDivisionError.
+        x = np.array([0.0, 5e-201, -2e-200, 0.5, -3.0])
+        value, gradient = battery.value_and_gradient(
+            priors.SpikeAndSlab(1e-200, 1.0, 0.5, NUM_EXAMPLES),
+            tf.constant(x))
+        np.testing.assert_allclose(
+            value, _spike_and_slab_reference(1e-200, 1.0, 0.5)(x), rtol=1e-12)
+        # Each component's x / scale^2, weighted by its responsibility,
+        # with x / spike^2 as (x / spike) / spike.
+        slab_log = np.log(0.5) + stats.norm(0, 1.0).logpdf(x)
+        spike_log = np.log(0.5) + stats.norm(0, 1e-200).logpdf(x)
+        share = np.exp(spike_log - np.logaddexp(slab_log, spike_log))
+        expected = ((1.0 - share) * x + share * (x / 1e-200) / 1e-200)
+        np.testing.assert_allclose(gradient, expected / NUM_EXAMPLES,
+                                   rtol=1e-12)
+
+    @parameterized.parameters(1e8, 1e16, 1e20, 1e100, 1e291)
+    def test_student_t_with_large_df(self, df):
+        # lgamma(df / 2) - lgamma((df + 1) / 2) cancels to ~ -log(df / 2) / 2
+        # while each lgamma grows like df log(df): subtracted as floats it
+        # was off by 1e-7 at df=1e8, by 1.3 at 1e16, and math.lgamma
+        # overflowed from 5e305 on. The reference takes it from
+        # betaln(df / 2, 1 / 2) = lgamma(df / 2) + lgamma(1 / 2)
+        # - lgamma((df + 1) / 2), which SciPy evaluates asymptotically.
+        x = self.rng.normal(size=40) * 0.7 + 0.3
+        y = (x - 0.3) / 0.7
+        expected = np.sum(0.5 * (df + 1.0) * np.log1p(y**2 / df)
+                          + special.betaln(0.5 * df, 0.5) - 0.5 * np.log(np.pi)
+                          + 0.5 * (np.log(df) + np.log(np.pi)) + np.log(0.7))
+        prior = priors.StudentT(df, 0.7, 0.3, NUM_EXAMPLES)
+        value = prior(tf.constant(x))
+        np.testing.assert_allclose(value, expected / NUM_EXAMPLES, rtol=1e-12)
+        np.testing.assert_allclose(-tf.reduce_sum(prior.log_prob(x)),
+                                   expected, rtol=1e-12)
+        if df <= 1e31:  # float32 holds y^2 / df where it counts.
+            np.testing.assert_allclose(prior(tf.constant(x, tf.float32)),
+                                       expected / NUM_EXAMPLES, rtol=1e-6)
+
+    def test_student_t_with_the_smallest_df(self):
+        # df / 2 rounds to 0 (math.lgamma(0) raised); the penalty at 0 is
+        # lgamma(df / 2) - lgamma(1 / 2) + log(df pi) / 2
+        # = log 2 - log(df) / 2.
+        value = priors.StudentT(5e-324)(tf.zeros((3,), tf.float64))
+        np.testing.assert_allclose(
+            value, 3 * (np.log(2.0) - 0.5 * np.log(5e-324)), rtol=1e-12)
+
+    @parameterized.named_parameters(
+        # name, prior, argument, float64 weights, float64 reference.
+        ("normal_narrow", lambda: priors.Normal(1e-20, num_examples=7),
+         "scale=1e-20", 1e-20 * np.array([0.0, 0.5, -2.0]),
+         _scipy_reference(stats.norm(0, 1e-20))),
+        ("normal_wide", lambda: priors.Normal(1e19, num_examples=7),
+         "scale=1e+19", 1e19 * np.array([0.0, 0.5, -2.0]),
+         _scipy_reference(stats.norm(0, 1e19))),
+        ("normal_far_loc", lambda: priors.Normal(1.0, 1e39, 7),
+         "loc=1e+39", 1e39 * np.array([1.0, 1.5, -2.0]),
+         _scipy_reference(stats.norm(1e39, 1.0))),
+        ("laplace_narrow", lambda: priors.Laplace(1e-39, num_examples=7),
+         "scale=1e-39", 1e-39 * np.array([0.0, 0.5, -2.0]),
+         _scipy_reference(stats.laplace(0, 1e-39))),
+        ("cauchy_narrow", lambda: priors.Cauchy(1e-39, num_examples=7),
+         "scale=1e-39", 1e-39 * np.array([0.0, 0.5, -2.0]),
+         _scipy_reference(stats.cauchy(0, 1e-39))),
+        # y^2 / df underflows float32 where (df + 1) / 2 log1p(y^2 / df),
+        # which is y^2 / 2, still counts.
+        ("student_t_large_df", lambda: priors.StudentT(1e32, num_examples=7),
+         "df=1e+32", np.array([0.0, 1e-6, 0.5, -2.0]),
+         _scipy_reference(stats.norm(0, 1))),
+        ("spike_and_slab_narrow_spike",
+         lambda: priors.SpikeAndSlab(1e-200, 1.0, 0.5, 7),
+         "spike_scale=1e-200", np.array([0.0, 5e-201, 0.5, -3.0]),
+         _spike_and_slab_reference(1e-200, 1.0, 0.5)),
+        ("spike_and_slab_wide_slab",
+         lambda: priors.SpikeAndSlab(1.0, 1e20, 0.5, 7),
+         "slab_scale=1e+20", np.array([0.0, 0.5, -3.0, 1e19]),
+         _spike_and_slab_reference(1.0, 1e20, 0.5)),
+        ("horseshoe_wide", lambda: priors.Horseshoe(1e38, 7),
+         "scale=1e+38", 1e38 * np.array([0.5, -2.0, 3.0]),
+         _tfp_horseshoe_reference(1e38)),
+        ("mean_field_kl_narrow",
+         lambda: priors.MeanFieldKL(1e-200, 0.0, 7, "log"),
+         "prior_scale=1e-200",
+         np.array([[0.0, 0.5e-200, -2e-200],
+                   np.log([1e-200, 2e-200, 5e-201])]),
+         lambda x: np.sum(0.5 * (np.exp(x[1] - np.log(1e-200))**2
+                                 + (x[0] / 1e-200)**2 - 1.0)
+                          - (x[1] - np.log(1e-200))) / NUM_EXAMPLES),
+        ("mean_field_kl_subnormal_loc",
+         lambda: priors.MeanFieldKL(1.0, 1e-40, 7, "log"),
+         "prior_loc=1e-40", np.array([[0.0, 0.5, -2.0], [0.0, -1.0, 0.5]]),
+         _mean_field_kl_reference(1.0, 1e-40, "log")))
+    def test_constants_beyond_float32_raise_when_called(
+            self, make, received, x, reference):
+        prior = make()
+        message = (f"{type(prior).__name__} cannot be computed in float32: "
+                   f"it needs .*Received: {_escape(received)}\\. Use float64 "
+                   "weights\\.$")
+        x32 = tf.constant(x, tf.float32)
+        for regime, run in (
+                ("eager", prior), ("graph", tf.function(prior)),
+                ("xla", tf.function(prior, jit_compile=True)),
+                ("gradient", tf.function(
+                    lambda x: battery.value_and_gradient(prior, x)))):
+            with self.subTest(regime=regime):
+                with self.assertRaisesRegex(ValueError, message):
+                    run(x32)
+        if not isinstance(prior, priors.MeanFieldKL):
+            with self.assertRaisesRegex(ValueError, message):
+                prior.log_prob(x32)
+        value, gradient = battery.value_and_gradient(prior, tf.constant(x))
+        np.testing.assert_allclose(value, reference(x), rtol=1e-12)
+        self.assertTrue(np.all(np.isfinite(gradient.numpy())))
+
+    @parameterized.named_parameters(
+        ("normal_wide", priors.Normal, "scale", 1e200,
+         "1 / (2 scale^2) within float64's normal range [2.23e-308, "
+         "1.8e+308] (1 / (2 scale^2) = 0)"),
+        ("normal_narrow", priors.Normal, "scale", 1e-200,
+         "1 / (2 scale^2) within float64's normal range [2.23e-308, "
+         "1.8e+308] (1 / (2 scale^2) = inf)"),
+        ("normal_subnormal_loc", priors.Normal, "loc", 1e-310,
+         "loc = 0 or within float64's normal range [2.23e-308, 1.8e+308]"),
+        ("laplace_subnormal", priors.Laplace, "scale", 1e-310,
+         "1 / scale within float64's normal range [2.23e-308, 1.8e+308] "
+         "(1 / scale = inf)"),
+        ("cauchy_wide", priors.Cauchy, "scale", 1e308,
+         "1 / scale within float64's normal range [2.23e-308, 1.8e+308] "
+         "(1 / scale = 1e-308)"),
+        ("student_t_df", priors.StudentT, "df", 1e308,
+         "df <= 9.98e+291 in float64 (beyond it ((w - loc) / scale)^2 / df "
+         "underflows where its log1p times (df + 1) / 2 still counts)"),
+        ("student_t_scale", priors.StudentT, "scale", 1e-310,
+         "1 / (sqrt(df) scale) within float64's normal range [2.23e-308, "
+         "1.8e+308] (1 / (sqrt(df) scale) = inf)"),
+        ("horseshoe_subnormal", priors.Horseshoe, "scale", 1e-310,
+         "sqrt(2) / scale within float64's normal range [2.23e-308, "
+         "1.8e+308] (sqrt(2) / scale = inf)"),
+        ("spike_subnormal", priors.SpikeAndSlab, "spike_scale", 1e-310,
+         "sqrt((1 / spike_scale^2 - 1 / slab_scale^2) / 2) within float64's "
+         "normal range [2.23e-308, 1.8e+308] (sqrt((1 / spike_scale^2 - "
+         "1 / slab_scale^2) / 2) = inf)"),
+        ("slab_wide", priors.SpikeAndSlab, "slab_scale", 1e160,
+         "1 / (2 slab_scale^2) within float64's normal range [2.23e-308, "
+         "1.8e+308] (1 / (2 slab_scale^2) = 5e-321)"),
+        ("kl_prior_scale", priors.MeanFieldKL, "prior_scale", 1e308,
+         "1 / prior_scale within float64's normal range [2.23e-308, "
+         "1.8e+308] (1 / prior_scale = 1e-308)"),
+        ("kl_subnormal_prior_loc", priors.MeanFieldKL, "prior_loc", 1e-320,
+         "prior_loc = 0 or within float64's normal range [2.23e-308, "
+         "1.8e+308]"))
+    def test_rejects_parameters_that_no_dtype_can_hold(
+            self, cls, argument, value, expected):
+        with self.assertRaisesRegex(ValueError, "^" + _escape(
+                f"Invalid value for argument `{argument}`. Expected "
+                f"{expected}. Received: {argument}={value!r}") + "$"):
+            cls(**{argument: value})
+        config = {"class_name": cls.__name__, "config": {argument: value}}
+        with self.assertRaisesRegex(ValueError, f"argument `{argument}`"):
+            tfreg.deserialize(config)
+
     @parameterized.named_parameters(*[(case.name, case) for case in CASES])
     def test_finite_in_every_dtype_including_zero(self, case):
         regularizer = case.make()
@@ -669,6 +863,25 @@ class PriorsTest(battery.battery(CASES)):
                         f"an int >= 1. Received: num_examples={value!r}")):
                     cls(num_examples=value)
 
+    @parameterized.named_parameters(
+        ("normal", priors.Normal), ("horseshoe", priors.Horseshoe),
+        ("kl", priors.MeanFieldKL),
+        ("prior", lambda num_examples: priors.Prior(
+            tfd.Normal(0.0, 1.0), num_examples=num_examples)))
+    def test_num_examples_at_most_two_to_the_53(self, cls):
+        # Beyond 2**53 not every int is a float, the penalty's divisor; an
+        # int beyond float range (a valid JSON number) crashed every call.
+        x = tf.constant([0.5, -1.0], tf.float64)
+        np.testing.assert_allclose(cls(num_examples=2**53)(x),
+                                   cls(num_examples=1)(x) / 2**53, rtol=1e-12)
+        for value in (2**53 + 1, 10**400):
+            with self.subTest(value=value):
+                with self.assertRaisesRegex(ValueError, "^" + _escape(
+                        "Invalid value for argument `num_examples`. ")
+                                            + ".*" + _escape(
+                        f"Received: num_examples={value!r}") + "$"):
+                    cls(num_examples=value)
+
     def test_rejects_bad_locs(self):
         for cls, argument in ((priors.Normal, "loc"), (priors.Laplace, "loc"),
                               (priors.StudentT, "loc"), (priors.Cauchy, "loc"),
@@ -745,6 +958,22 @@ class PriorsTest(battery.battery(CASES)):
         ("extra_key", {"class_name": "Normal", "parameters": {},
                        "module": "os"}, "exactly the keys"),
         ("missing_parameters", {"class_name": "Normal"}, "exactly the keys"),
+        # An int beyond float range overflowed math.isfinite.
+        ("huge_int_parameter", {"class_name": "Normal",
+                                "parameters": {"loc": 10**400, "scale": 1.0}},
+         f"parameter 'loc' is {10**400}"),
+        # A constructor argument that is not a numeric parameter raised an
+        # AttributeError deep inside TFP.
+        ("not_a_numeric_parameter",
+         {"class_name": "SinhArcsinh",
+          "parameters": {"loc": 0.0, "scale": 1.0, "distribution": 1.0}},
+         "parameters that SinhArcsinh accepts, among \\['loc', 'scale', "
+         "'skewness', 'tailweight'\\]; parameter 'distribution' is not one"),
+        # Flushed to 0 in every dtype.
+        ("subnormal_parameter", {"class_name": "Normal",
+                                 "parameters": {"loc": 0.0, "scale": 1e-310}},
+         "parameter 'scale' = 0 or within float64's normal range "
+         "\\[2.23e-308, 1.8e\\+308\\] \\(scale = 1e-310\\)"),
         ("not_a_dict", "Normal", "a tfp.distributions instance"),
     )
     def test_prior_rejects_config(self, distribution, message):
@@ -774,6 +1003,24 @@ class PriorsTest(battery.battery(CASES)):
                         ValueError, "Invalid value for argument "
                         f"`distribution`. Expected.*{message}"):
                     priors.Prior(distribution)
+
+    @parameterized.parameters(1e300, 1e-50)
+    def test_prior_parameter_beyond_float32(self, scale):
+        # TFP computes in the parameters' dtype: float32 makes scale=1e300
+        # inf (penalty inf, true 2074.8) and scale=1e-50 zero. They raise
+        # there and are exact in float64.
+        prior = priors.Prior(tfd.Normal(0.0, scale), NUM_EXAMPLES)
+        x = scale * np.array([0.0, 0.5, -2.0])
+        np.testing.assert_allclose(
+            prior(tf.constant(x)),
+            _scipy_reference(stats.norm(0.0, scale))(x), rtol=1e-12)
+        with self.assertRaisesRegex(ValueError, "^" + _escape(
+                "Prior cannot be computed in float32: it needs parameter "
+                "'scale' = 0 or within float32's normal range [1.18e-38, "
+                f"3.4e+38] (scale = {scale!r}). Received: distribution="
+                "{'class_name': 'Normal', 'parameters': {'loc': 0.0, "
+                f"'scale': {scale!r}}}}}. Use float64 weights.") + "$"):
+            prior(tf.constant(x, tf.float32))
 
     def test_every_allowlisted_class_exists_in_tfp(self):
         for name in priors.ALLOWED_DISTRIBUTIONS:

@@ -1,5 +1,7 @@
 """Keras-parity regularizers: L1, L2, L1L2, Orthogonal."""
 
+import warnings
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
@@ -100,8 +102,22 @@ class RegularizersTest(battery.battery(CASES)):
                             "]", r"\]").replace(".", r"\.")):
                     cls(**{argument: value})
 
+    @parameterized.named_parameters(("l2", tfreg.L2), ("l1", tfreg.L1))
+    def test_rejects_strengths_beyond_float32(self, cls):
+        for value in (1e39, 10**39, 10**400):
+            with self.subTest(value=value):
+                with self.assertRaisesRegex(
+                        ValueError, "which overflows float32 .at most "
+                        "3.4028235e.38."):
+                    cls(value)
+        self.assertEqual(cls(3.4e38).get_config(),
+                         {cls.__name__.lower(): 3.4e38})
+
     def test_accepts_numpy_and_int_strengths(self):
-        self.assertEqual(tfreg.L2(np.float32(0.5)).l2, 0.5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's float32 overflow warning
+            self.assertEqual(tfreg.L2(np.float32(0.5)).l2, 0.5)
+            self.assertEqual(tfreg.Orthogonal(np.float32(0.25)).factor, 0.25)
         self.assertEqual(tfreg.L1(1).l1, 1.0)
         self.assertIsInstance(tfreg.L1(np.float64(0.5)).get_config()["l1"],
                               float)

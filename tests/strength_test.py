@@ -185,6 +185,14 @@ class StrengthTest(parameterized.TestCase):
             strength.assign(True)
         with self.assertRaisesRegex(ValueError, "Received: name='a b'"):
             tfreg.Strength(0.1, name="a b")
+        with self.assertRaisesRegex(ValueError, r"Received: name='l2\\n'"):
+            tfreg.Strength(0.1, name="l2\n")
+        with self.assertRaisesRegex(ValueError,
+                                    "Received: value=1e.39, which overflows"):
+            tfreg.Strength(1e39)
+        with self.assertRaisesRegex(ValueError,
+                                    "Received: value=1e.39, which overflows"):
+            strength.assign(1e39)
         with self.assertRaisesRegex(ValueError, "Expected a strength"):
             tfreg.L2({"class_name": "os.system", "config": {}})
         with self.assertRaisesRegex(ValueError, "Expected a Strength config"):

@@ -306,6 +306,23 @@ class StructuredTest(battery.battery(CASES)):
                         f"power_iterations={value!r}")):
                     cls(power_iterations=value)
 
+    @parameterized.named_parameters(("spectral", tfreg.SpectralNorm),
+                                    ("srip", tfreg.SRIP))
+    def test_rejects_power_iterations_beyond_int32(self, cls):
+        # The loop counts in int32: 2**31 ran no iteration, 2**32 + 20 ran 20.
+        for value in (2**31, 2**32 + 20):
+            message = _escaped(
+                "Invalid value for argument `power_iterations`. Expected an "
+                f"int <= 2147483647. Received: power_iterations={value}")
+            with self.subTest(value=value):
+                with self.assertRaisesRegex(ValueError, message):
+                    cls(power_iterations=value)
+                with self.assertRaisesRegex(ValueError, message):
+                    cls.from_config({"factor": 0.01,
+                                     "power_iterations": value})
+        self.assertEqual(cls(power_iterations=2**31 - 1).power_iterations,
+                         2**31 - 1)
+
     def test_kl_rejects_targets_outside_the_open_unit_interval(self):
         for value, error in ((0.0, ValueError), (1.0, ValueError),
                              (1.5, ValueError), ("0.1", TypeError)):
@@ -346,6 +363,32 @@ class StructuredTest(battery.battery(CASES)):
                 "Invalid value for argument `reference`. Expected finite "
                 "values only. Received: reference=array([ 1., nan])")):
             tfreg.L2SP(reference=[1.0, np.nan])
+
+    def test_l2sp_rejects_references_numpy_cannot_hold(self):
+        deep = 1.0
+        for _ in range(65):
+            deep = [deep]
+        for value, received in (([[1.0], [1.0, 2.0]],
+                                 "reference=[[1.0], [1.0, 2.0]]"),
+                                (deep, "reference=" + repr(deep)[:200])):
+            with self.subTest(received=received[:30]):
+                with self.assertRaisesRegex(ValueError, _escaped(
+                        "Invalid value for argument `reference`. Expected an "
+                        "array-like of floats of a rectangular shape that "
+                        f"numpy can hold. Received: {received}")):
+                    tfreg.L2SP(reference=value)
+
+    def test_l2sp_rejects_reference_configs_of_shapes_numpy_cannot_hold(self):
+        # Zero-size shapes pass the byte-size check whatever their sizes.
+        for shape, data in (([10**30, 0], ""), ([2**40, 2**40, 0], ""),
+                            ([1] * 65, "AAAAAA==")):
+            with self.subTest(rank=len(shape)):
+                with self.assertRaisesRegex(ValueError, _escaped(
+                        "Invalid value for argument `reference`. Expected a "
+                        "shape that numpy can hold. Received: reference of "
+                        f"shape {str(shape)[:200]}")):
+                    tfreg.L2SP(reference={"dtype": "float32", "shape": shape,
+                                          "data": data})
 
     def test_l2sp_rejects_bad_reference_configs(self):
         good = tfreg.L2SP(reference=np.ones((2, 3), np.float32)).get_config()[
@@ -447,7 +490,7 @@ class StructuredTest(battery.battery(CASES)):
         layers = [model.get_layer("conv"), model.get_layer("head"), inner]
         self.assertEqual(tfreg.attach_l2sp(model, 0.5),
                          {"conv/kernel": True, "head/kernel": True,
-                          f"{inner.name}/kernel": True})
+                          f"inner/{inner.name}/kernel": True})
         references = [layer.kernel.numpy() for layer in layers]
         # Every kernel starts at its reference: every penalty is exactly 0.
         losses = battery._model_penalties(model, data[:2])
@@ -525,6 +568,67 @@ class StructuredTest(battery.battery(CASES)):
                         regularizer, x):
                     np.testing.assert_allclose(value, expected, rtol=1e-6)
                     np.testing.assert_array_equal(gradient, 0.0)
+
+    @parameterized.named_parameters(
+        *WEIGHT_CLASSES,
+        ("l2sp", lambda factor: tfreg.L2SP(factor, reference=np.ones((2, 2)))),
+        ("decov", tfreg.DeCov),
+        ("kl_sparsity", lambda factor: tfreg.KLSparsity(factor, target=0.1)))
+    def test_nan_and_inf_are_not_masked(self, make):
+        # As sum(x^2): NaN anywhere gives NaN, eagerly and under XLA (whose
+        # max skips NaN). An inf gives inf, or NaN where inf - inf or 0 * inf
+        # arises on the way (Gram matrix, SVD, power iterations, covariance).
+        regularizer = make(1.0)
+        inf_gives_inf = isinstance(regularizer, (
+            tfreg.GroupLasso, tfreg.SparseGroupLasso, tfreg.L2SP,
+            tfreg.KLSparsity))
+        nan, inf = np.nan, np.inf
+        for kernel in ([[nan, 0.1], [0.2, 0.3]], [[nan, 0.0], [0.0, 0.0]],
+                       [[nan, nan], [nan, nan]], [[nan, inf], [0.0, 0.1]]):
+            with self.subTest(kernel=kernel):
+                for value, _ in _all_modes(regularizer, tf.constant(kernel)):
+                    self.assertTrue(np.isnan(value), value)
+        for kernel in ([[inf, 0.1], [0.2, 0.3]], [[-inf, 0.0], [0.0, 0.0]]):
+            with self.subTest(kernel=kernel):
+                for value, _ in _all_modes(regularizer, tf.constant(kernel)):
+                    if inf_gives_inf:
+                        self.assertEqual(value, inf)
+                    else:
+                        self.assertFalse(np.isfinite(value), value)
+
+    @parameterized.named_parameters(*WEIGHT_CLASSES)
+    def test_weights_with_a_zero_length_axis_give_zero(self, cls):
+        regularizers = [cls(1.0)]
+        if cls is tfreg.GroupLasso:
+            regularizers += [cls(1.0, axis=axis) for axis in (0, 1, -2)]
+        for shape in ((3, 0), (0, 3), (0, 0), (2, 0, 3), (3, 3, 2, 0),
+                      (3, 3, 0, 4)):
+            for regularizer in regularizers:
+                with self.subTest(shape=shape, regularizer=repr(regularizer)):
+                    for value, gradient in self.assertFiniteEverywhere(
+                            regularizer, tf.zeros(shape)):
+                        self.assertEqual(value, 0.0)
+                        self.assertEqual(gradient.shape, shape)
+        if cls is tfreg.GroupLasso:
+            for value, _ in _all_modes(cls(1.0), tf.zeros((0,))):
+                self.assertEqual(value, 0.0)
+
+    def test_l2sp_of_an_empty_reference_is_zero(self):
+        for shape in ((0,), (3, 0)):
+            regularizer = tfreg.L2SP(1.0, reference=np.zeros(shape))
+            for value, _ in self.assertFiniteEverywhere(regularizer,
+                                                        tf.zeros(shape)):
+                self.assertEqual(value, 0.0)
+
+    @parameterized.named_parameters(("decov", tfreg.DeCov),
+                                    ("kl", tfreg.KLSparsity))
+    def test_activity_penalties_of_no_samples_or_features_are_zero(self, cls):
+        for shape in ((0, 3), (3, 0), (0, 0), (2, 0, 3), (2, 3, 0)):
+            with self.subTest(shape=shape):
+                for value, gradient in self.assertFiniteEverywhere(
+                        cls(1.0), tf.zeros(shape)):
+                    self.assertEqual(value, 0.0)
+                    self.assertEqual(gradient.shape, shape)
 
     def test_zero_group_has_zero_gradient(self):
         w = np.random.default_rng(5).normal(size=(2, 3, 4)).astype(np.float32)

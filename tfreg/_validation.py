@@ -8,11 +8,8 @@ Received: mode='diag'".
 
 import math
 import numbers
-import sys
 
 from tfreg import strength as strength_lib
-
-_MAX_FLOAT = sys.float_info.max
 
 
 def _describe(name, value, expected):
@@ -24,12 +21,10 @@ def real(name, value, expected="a finite float"):
     """Returns `value` as a Python float; rejects bools, non-numbers, NaN, inf."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(_describe(name, value, expected))
-    # Ints beyond float range (10**400) overflow math.isfinite and float.
-    if not isinstance(value, float) and abs(value) > _MAX_FLOAT:
+    number = strength_lib.finite_float(value)
+    if number is None or not math.isfinite(number):
         raise ValueError(_describe(name, value, expected))
-    if not math.isfinite(value):
-        raise ValueError(_describe(name, value, expected))
-    return float(value)
+    return number
 
 
 def non_negative(name, value):
@@ -62,13 +57,14 @@ def open_unit(name, value):
     return number
 
 
-def integer(name, value, minimum):
-    """An int (not a bool) >= `minimum`."""
-    expected = f"an int >= {minimum}"
+def integer(name, value, minimum, maximum):
+    """An int (not a bool) in [minimum, maximum]; the error names the bound."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(_describe(name, value, expected))
+        raise TypeError(_describe(name, value, f"an int >= {minimum}"))
     if value < minimum:
-        raise ValueError(_describe(name, value, expected))
+        raise ValueError(_describe(name, value, f"an int >= {minimum}"))
+    if value > maximum:
+        raise ValueError(_describe(name, value, f"an int <= {maximum}"))
     return int(value)
 
 

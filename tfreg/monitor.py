@@ -17,15 +17,20 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
 def penalties(model):
     """The current weight penalties of `model`, one dict per regularized weight.
 
-    Each row has "layer", "weight", "regularizer" (its repr), "penalty" (a
-    float) and "share" (of the sum of all rows; 0 when that sum is 0). Activity
-    regularizers depend on inputs and are not listed.
+    Each row has "path" (the weight's path in the model, as `tfreg.apply`
+    names it: unique even where layers share a name), "layer", "weight",
+    "regularizer" (its repr), "penalty" (a float) and "share" (of the sum of
+    all rows; 0 when that sum is 0). Activity regularizers depend on inputs
+    and are not listed.
     """
+    paths = attach.weight_paths(model)
     rows = []
     for layer, variable, regularizer in attach.regularized_weights(model):
+        weight = attach.weight_name(variable)
         rows.append({
+            "path": paths.get(id(variable), f"{layer.name}/{weight}"),
             "layer": layer.name,
-            "weight": attach.weight_name(variable),
+            "weight": weight,
             "regularizer": repr(regularizer),
             "penalty": float(tf.reduce_sum(regularizer(variable))),
         })
@@ -36,9 +41,13 @@ def penalties(model):
 
 
 def format_table(rows):
-    """`penalties` rows as an aligned text table with a total line."""
+    """`penalties` rows as an aligned text table with a total line.
+
+    The layer column is the path of the weight's layer in the model, so
+    layers that share a name (the two directions of a Bidirectional) differ.
+    """
     header = ("layer", "weight", "regularizer", "penalty", "share")
-    lines = [(row["layer"], row["weight"], row["regularizer"],
+    lines = [(row["path"].rsplit("/", 1)[0], row["weight"], row["regularizer"],
               f"{row['penalty']:.6g}", f"{row['share']:.1%}") for row in rows]
     total = sum(row["penalty"] for row in rows)
     lines.append(("total", "", "", f"{total:.6g}",
@@ -86,7 +95,9 @@ class PenaltyLogger(_keras.keras.callbacks.Callback):
     """Logs each weight penalty and their total at the end of every epoch.
 
     The values go into the epoch logs, so `History` (the object `fit`
-    returns) holds them under "penalty/<layer>/<weight>" and "penalty/total",
+    returns) holds them under "penalty/<path>" (the weight's path in the
+    model, as `tfreg.apply` names it: "penalty/<layer>/<weight>" for a layer
+    of the model itself) and "penalty/total",
     and callbacks placed after this one (CSVLogger, EarlyStopping) see them.
     With `log_dir`, they are also written as TensorBoard scalars, one point
     per epoch.
@@ -117,8 +128,8 @@ class PenaltyLogger(_keras.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         rows = penalties(self.model)
-        values = {f"{self.prefix}/{row['layer']}/{row['weight']}":
-                  row["penalty"] for row in rows}
+        values = {f"{self.prefix}/{row['path']}": row["penalty"]
+                  for row in rows}
         values[f"{self.prefix}/{TOTAL_KEY}"] = sum(
             row["penalty"] for row in rows)
         if logs is not None:

@@ -287,7 +287,8 @@ def matrix_view(x, name="x"):
             f"`{name}`. Received: {name}.shape={shape}")
     if shape.rank == 2:
         return x
-    return tf.reshape(x, (-1, shape[-1]))
+    # Static rows: (-1, 0) would leave them unknown in a graph (no filters).
+    return tf.reshape(x, (math.prod(shape[:-1]), shape[-1]))
 
 
 def _l2_normalize(x, axis):

@@ -19,6 +19,12 @@ any allowlisted scalar `tfp.distributions` class and imports TFP lazily, when a
 Every prior also takes `weight` (default 1), a multiplier of the penalty. It
 is 1 for MAP training; a `tfreg.Strength` there anneals the prior (KL warm-up)
 during training without recompiling.
+
+The constants a penalty applies to the weights (1 / (2 scale^2), 1 / scale,
+...) must be normal numbers of the dtype it is computed in: parameters for
+which float64 cannot hold one raise a ValueError at construction, and those
+float32 cannot hold raise one when the prior is called on weights computed in
+float32 (docs/priors.md, "Extreme parameters").
 """
 
 import math
@@ -33,6 +39,9 @@ from tfreg import penalties
 from tfreg import serialization
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
+
+# Every int up to 2^53 is exact as a float, the penalty's divisor.
+_MAX_NUM_EXAMPLES = 2**53
 
 # Constants of TFP's Horseshoe density approximation (tfd.Horseshoe._log_prob,
 # a log-space version of Carvalho, Polson & Scott 2010, Theorem 1 bounds).
@@ -86,37 +95,120 @@ def _distributions():
     return distributions
 
 
+# Constants of the penalties, computed from the parameters as Python floats
+# with neither overflow exceptions (`**`, `math.lgamma`) nor a division by an
+# underflowed 0: a constant out of range comes out as inf or 0, which the
+# priors' checks below reject.
+
+
+def _normal_range(dtype):
+    """The smallest and the largest positive normal number of a float dtype."""
+    if dtype == tf.bfloat16:  # NumPy has no finfo for it; float32's exponents.
+        return float(np.finfo(np.float32).tiny), float(dtype.max)
+    info = np.finfo(dtype.as_numpy_dtype)
+    return float(info.tiny), float(info.max)
+
+
+def _epsilon(dtype):
+    """The spacing of `dtype`'s numbers at 1."""
+    if dtype == tf.bfloat16:
+        return 2.0**-7
+    return float(np.finfo(dtype.as_numpy_dtype).eps)
+
+
+def _is_normal(value, dtype):
+    """True when |value| is a normal number of `dtype`.
+
+    TensorFlow flushes subnormal numbers to zero on CPU (eager, graph and
+    XLA, float32 and float64 alike), so a smaller constant acts as 0: inf
+    once it divides, NaN once inf meets a zero weight.
+    """
+    tiny, largest = _normal_range(dtype)
+    return tiny <= abs(value) <= largest
+
+
+def _normal_span(dtype):
+    tiny, largest = _normal_range(dtype)
+    return f"within {dtype.name}'s normal range [{tiny:.3g}, {largest:.3g}]"
+
+
+def _inverse_square(scale):
+    """1 / scale^2: inf or 0 out of float64's range (`scale**2` raises)."""
+    inverse = 1.0 / scale
+    return inverse * inverse
+
+
+def _student_t_inverse_width(df, scale):
+    """k = 1 / (sqrt(df) scale), so that ((x - loc) / scale)^2 / df is
+    (k (x - loc))^2."""
+    return 1.0 / math.sqrt(df) / scale
+
+
+# From a = df / 2 = 32 on, Stirling's series gives lgamma(a) - lgamma(a + 1/2)
+# to within 2e-17; there each lgamma has grown to 80 and its rounding starts
+# to show in the difference (7e-13 at a = 1000, all of it from a = 1e15 on).
+_STIRLING_FROM = 32.0
+
+
+def _stirling_remainder(x):
+    """lgamma(x) - ((x - 1/2) log x - x + log(2 pi) / 2) by Stirling's series
+    to x^-7: the first term left out, 1 / (1188 x^9), is 2.4e-17 at x = 32."""
+    inverse = 1.0 / x
+    square = inverse * inverse
+    return inverse * (1.0 / 12.0 - square * (1.0 / 360.0 - square * (
+        1.0 / 1260.0 - square / 1680.0)))
+
+
+def _student_t_log_normalizer(df, scale):
+    """lgamma(df / 2) - lgamma((df + 1) / 2) + log(df pi) / 2 + log(scale).
+
+    For every positive finite df: the lgamma difference, which cancels to
+    about -log(df / 2) / 2 while each lgamma grows like df log(df), is taken
+    from Stirling's series where the lgammas would lose it, and the limit
+    log(2 pi) / 2 + log(scale) (a Normal's) is reached without overflow.
+    """
+    a = 0.5 * df
+    if a >= _STIRLING_FROM:
+        # lgamma(a) - lgamma(a + 1/2) + log(a) / 2 from the series; its
+        # 1/2 - a log1p(1 / (2 a)) is ~1 / (8 a), without cancellation.
+        log_gamma_ratio = ((0.5 - a * math.log1p(0.5 / a))
+                           + _stirling_remainder(a)
+                           - _stirling_remainder(a + 0.5))
+        return log_gamma_ratio + _HALF_LOG_TWO_PI + math.log(scale)
+    # lgamma(a) = lgamma(a + 1) - log(a): a = df / 2 may round to 0.
+    log_gamma_a = math.lgamma(a + 1.0) - (math.log(df) - math.log(2.0))
+    return (log_gamma_a - math.lgamma(a + 0.5)
+            + 0.5 * (math.log(df) + math.log(math.pi)) + math.log(scale))
+
+
 # Log densities as pure, elementwise tensor functions. `x` is float32 or
-# float64; the parameters are Python floats.
+# float64; the parameters are Python floats, and every constant they make
+# must be a normal number of x's dtype (the prior classes check that).
 
 
 def normal_log_prob(x, loc, scale):
     """log N(x; loc, scale) = -((x - loc) / scale)^2 / 2 - log(scale) - log(2 pi) / 2."""
-    z = (x - loc) / scale
+    z = (x - loc) * (1.0 / scale)
     return -0.5 * tf.square(z) - (math.log(scale) + _HALF_LOG_TWO_PI)
 
 
 def laplace_log_prob(x, loc, scale):
     """log Laplace(x; loc, scale) = -|x - loc| / scale - log(2 scale)."""
-    return -tf.abs(x - loc) / scale - math.log(2.0 * scale)
-
-
-def _student_t_log_normalizer(df, scale):
-    return (math.lgamma(0.5 * df) - math.lgamma(0.5 * (df + 1.0))
-            + 0.5 * math.log(df * math.pi) + math.log(scale))
+    return (-tf.abs(x - loc) * (1.0 / scale)
+            - (math.log(2.0) + math.log(scale)))
 
 
 def student_t_log_prob(x, df, loc, scale):
     """log StudentT(x; df, loc, scale), with the lgamma terms as Python floats."""
-    z = (x - loc) / scale
-    return (-0.5 * (df + 1.0) * tf.math.log1p(tf.square(z) / df)
+    z = (x - loc) * _student_t_inverse_width(df, scale)
+    return (-0.5 * (df + 1.0) * tf.math.log1p(tf.square(z))
             - _student_t_log_normalizer(df, scale))
 
 
 def cauchy_log_prob(x, loc, scale):
     """log Cauchy(x; loc, scale) = -log1p(((x - loc) / scale)^2) - log(pi scale)."""
-    z = (x - loc) / scale
-    return -tf.math.log1p(tf.square(z)) - math.log(math.pi * scale)
+    z = (x - loc) * (1.0 / scale)
+    return -tf.math.log1p(tf.square(z)) - (math.log(math.pi) + math.log(scale))
 
 
 def _horseshoe_log_normalizer(scale):
@@ -124,12 +216,16 @@ def _horseshoe_log_normalizer(scale):
 
 
 def _check_horseshoe_scale(scale, dtype):
-    largest = float(np.finfo(dtype.as_numpy_dtype).max)
-    if not scale * largest > 1.0:
+    """Its constants sqrt(2) / scale and sqrt(1/2) / scale must be normal."""
+    if not (_is_normal(math.sqrt(2.0) / scale, dtype)
+            and _is_normal(math.sqrt(0.5) / scale, dtype)):
+        tiny, largest = _normal_range(dtype)
+        other = "" if dtype == tf.float64 else " or float64 weights"
         raise ValueError(
-            f"Horseshoe needs 1 / scale to be finite in {dtype.name}. "
-            f"Received: scale={scale!r} (use scale > {1.0 / largest:.2g} "
-            f"or float64 weights).")
+            f"Horseshoe needs 1 / scale to be a normal {dtype.name} number. "
+            f"Received: scale={scale!r} (use scale in "
+            f"[{math.sqrt(2.0) / largest:.2g}, {math.sqrt(0.5) / tiny:.2g}]"
+            f"{other}).")
 
 
 def horseshoe_log_prob(x, scale):
@@ -142,7 +238,7 @@ def horseshoe_log_prob(x, scale):
     u > 1e17 it is -log(u / g) - c, finite where u overflows (TFP: NaN).
 
     Raises:
-      ValueError: when 1 / scale overflows x's dtype.
+      ValueError: when 1 / scale is not a normal number of x's dtype.
     """
     _check_horseshoe_scale(scale, x.dtype)
     # Split at the far tail so that neither branch, not even the one
@@ -152,7 +248,7 @@ def horseshoe_log_prob(x, scale):
     core_x = tf.where(tail, tf.zeros_like(x), x)
     tail_x = tf.where(tail, x, tf.ones_like(x))
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
-    u = tf.maximum(tf.square(core_x / scale) * 0.5, tiny)
+    u = tf.maximum(tf.square(core_x * (1.0 / scale)) * 0.5, tiny)
     g, b = _HORSESHOE_G, _HORSESHOE_B
     q = (20.0 / 47.0) * tf.pow(u, _HORSESHOE_Q_POWER)
     h = 1.0 / (1.0 + tf.pow(u, 1.5)) + _HORSESHOE_H_INF * q / (1.0 + q)
@@ -225,17 +321,21 @@ def _centered(x, loc):
     return x - loc if loc else x
 
 
-def log1p_square_sum(x, loc, a, factor=1.0, offset=0.0):
-    """factor * sum(log1p((x - loc)^2 / a)) + offset.
+def log1p_square_sum(x, loc, inverse_width, factor=1.0, offset=0.0):
+    """factor * sum(log1p(z^2)) + offset, z = (x - loc) * inverse_width.
 
-    The gradient is factor 2 (x - loc) / (a + (x - loc)^2). The Student-t
-    (a = df scale^2) and Cauchy (a = scale^2) negative log densities.
+    The gradient is factor 2 k z / (1 + z^2) (k = inverse_width). The
+    Student-t (k = 1 / (sqrt(df) scale)) and Cauchy (k = 1 / scale) negative
+    log densities. Scaling before squaring needs k, not k^2, in x's dtype
+    (scale=1e-20 in float32: 1 / scale^2 overflows), for the same ops.
     """
+    twice = 2.0 * inverse_width
+
     def terms(x):
-        d = _centered(x, loc)
-        square = tf.square(d)
-        return (penalties.log1p_sum(square * (1.0 / a)),
-                lambda: (2.0 * d) / (a + square))
+        z = _centered(x, loc) * inverse_width
+        square = tf.square(z)
+        return (penalties.log1p_sum(square),
+                lambda: (twice * z) / (1.0 + square))
     return _sum_with_derivative(x, terms, factor, offset)
 
 
@@ -255,7 +355,7 @@ def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
     For u > 1e17 the term is log(u / g) with derivative 2 / x.
 
     Raises:
-      ValueError: when 1 / scale overflows x's dtype.
+      ValueError: when 1 / scale is not a normal number of x's dtype.
     """
     _check_horseshoe_scale(scale, x.dtype)
     g, b, h_inf = _HORSESHOE_G, _HORSESHOE_B, _HORSESHOE_H_INF
@@ -303,6 +403,13 @@ def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
         _constant_sum(x, factor, _horseshoe_log_normalizer(scale)))
 
 
+def _spike_and_slab_inverse_width(spike_scale, slab_scale):
+    """k = sqrt(D / 2), D = 1 / spike_scale^2 - 1 / slab_scale^2, without
+    forming either square."""
+    ratio = spike_scale / slab_scale
+    return math.sqrt(0.5 * (1.0 - ratio) * (1.0 + ratio)) / spike_scale
+
+
 def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
                                          slab_probability, factor=1.0):
     """-factor sum(spike_and_slab_log_prob(x, ...)), derivative written out.
@@ -314,16 +421,16 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
         -log p(x) = x^2 / (2 slab_scale^2) - softplus(t(x)) + c
         d(-log p)/dx = x (1 / slab_scale^2 + D sigmoid(t(x)))
     """
-    slab_precision = 1.0 / (slab_scale * slab_scale)
-    d = 1.0 / (spike_scale * spike_scale) - slab_precision
+    slab_precision = _inverse_square(slab_scale)
     log_odds = (math.log1p(-slab_probability) - math.log(slab_probability)
-                + math.log(slab_scale / spike_scale))
+                + math.log(slab_scale) - math.log(spike_scale))
     constant = (-math.log(slab_probability) + math.log(slab_scale)
                 + _HALF_LOG_TWO_PI)
 
     # D x^2 / 2 = (k x)^2 with k = sqrt(D / 2), which fits float32 even when
     # D does not (a spike_scale below 1e-19).
-    k = math.sqrt(0.5 * d)
+    k = _spike_and_slab_inverse_width(spike_scale, slab_scale)
+    d = 2.0 * k * k
 
     def terms(x):
         kx = x * k
@@ -365,32 +472,95 @@ def normal_kl(loc, log_scale, prior_loc, prior_scale):
     with d = log_scale - log(prior_scale).
     """
     d = log_scale - math.log(prior_scale)
-    return (0.5 * tf.square((loc - prior_loc) / prior_scale)
+    return (0.5 * tf.square((loc - prior_loc) * (1.0 / prior_scale))
             + 0.5 * tf.math.expm1(2.0 * d) - d)
 
 
 class _Prior(base.Regularizer):
-    """weight * -sum_i log_prob(w_i) / num_examples; subclasses give log_prob."""
+    """weight * -sum_i log_prob(w_i) / num_examples; subclasses give _log_prob.
+
+    Every constant a penalty multiplies the weights by must be a normal
+    number of the dtype it is computed in (`_constants`, `_locations`):
+    beyond the largest it is inf, below the smallest TensorFlow flushes it
+    to 0, and either gives NaN or a silently wrong penalty. Parameters for
+    which float64 cannot hold one are rejected at construction; float32
+    (the dtype of float16, bfloat16 and float32 weights) is checked at call
+    time, like a dtype mismatch.
+    """
 
     def _set_scaling(self, num_examples, weight):
-        self.num_examples = _validation.integer("num_examples", num_examples,
-                                                minimum=1)
+        """Validates the common arguments; the last step of every __init__."""
+        self.num_examples = _validation.integer(
+            "num_examples", num_examples, minimum=1, maximum=_MAX_NUM_EXAMPLES)
         self.weight = _validation.non_negative("weight", weight)
+        self._check_constants(tf.float64, constructing=True)
 
     def _factor(self, dtype):
         """weight / num_examples: a Python float, or a `dtype` scalar tensor."""
         return penalties.operand(self.weight, dtype) / float(self.num_examples)
 
+    def _constants(self):
+        """(argument, formula, value) of every constant computed from the
+        parameters that the penalty applies to the weights."""
+        return ()
+
+    def _locations(self):
+        """(argument, value) of the locations the weights are centred on:
+        each is 0 or a normal number."""
+        return ()
+
+    def _requirements(self, dtype):
+        """(argument, requirement, detail): each constant dtype cannot hold."""
+        span = _normal_span(dtype)
+        for argument, formula, value in self._constants():
+            if not _is_normal(value, dtype):
+                yield (argument, f"{formula} {span}",
+                       f" ({formula} = {value:.3g})")
+        for argument, value in self._locations():
+            if value != 0 and not _is_normal(value, dtype):
+                yield argument, f"{argument} = 0 or {span}", ""
+
+    def _check_constants(self, dtype, constructing=False):
+        for argument, requirement, detail in self._requirements(dtype):
+            received = f"{argument}={getattr(self, argument)!r}"
+            if constructing:
+                raise ValueError(
+                    f"Invalid value for argument `{argument}`. Expected "
+                    f"{requirement}{detail}. Received: {received}")
+            advice = "" if dtype == tf.float64 else " Use float64 weights."
+            raise ValueError(
+                f"{type(self).__name__} cannot be computed in {dtype.name}: "
+                f"it needs {requirement}{detail}. Received: {received}."
+                f"{advice}")
+
     def log_prob(self, x):
-        """Elementwise log density of the prior at `x`."""
+        """Elementwise log density of the prior at `x`.
+
+        Raises:
+          ValueError: when x's dtype cannot hold a constant of the density.
+        """
+        x = tf.convert_to_tensor(x)
+        self._check_constants(x.dtype)
+        return self._log_prob(x)
+
+    def _log_prob(self, x):
         raise NotImplementedError
 
     def negative_log_prob_sum(self, x, factor=1.0):
-        """-factor sum(log_prob(x)); closed forms override it with a faster form.
+        """-factor sum(log_prob(x)), in the fastest form of each prior.
 
         `factor` is a Python float or a scalar tensor of x's dtype.
+
+        Raises:
+          ValueError: when x's dtype cannot hold a constant of the penalty.
         """
-        return factor * -tf.reduce_sum(self.log_prob(x))
+        x = tf.convert_to_tensor(x)
+        self._check_constants(x.dtype)
+        return self._negative_log_prob_sum(x, factor)
+
+    def _negative_log_prob_sum(self, x, factor):
+        """Closed forms override this with a faster form."""
+        return factor * -tf.reduce_sum(self._log_prob(x))
 
     def penalty(self, x):
         return self.negative_log_prob_sum(x, self._factor(x.dtype))
@@ -403,6 +573,9 @@ class _LocationScalePrior(_Prior):
         self.scale = _validation.positive("scale", scale)
         self.loc = _validation.real("loc", loc)
         self._set_scaling(num_examples, weight)
+
+    def _locations(self):
+        return (("loc", self.loc),)
 
 
 @serialization.register
@@ -421,7 +594,7 @@ class Normal(_LocationScalePrior):
     Args:
       scale: Positive finite float, the prior's standard deviation.
       loc: Finite float, the prior's mean.
-      num_examples: int >= 1, the training-set size (see the module docstring).
+      num_examples: int in [1, 2**53], the training-set size (see the module docstring).
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
 
@@ -433,13 +606,17 @@ class Normal(_LocationScalePrior):
 
     _traced_once_per_shape = True
 
-    def log_prob(self, x):
+    def _constants(self):
+        return (("scale", "1 / (2 scale^2)",
+                 0.5 * _inverse_square(self.scale)),)
+
+    def _log_prob(self, x):
         return normal_log_prob(x, self.loc, self.scale)
 
-    def negative_log_prob_sum(self, x, factor=1.0):
+    def _negative_log_prob_sum(self, x, factor):
         constant = math.log(self.scale) + _HALF_LOG_TWO_PI
         return (penalties.l2(_centered(x, self.loc),
-                             factor * (0.5 / self.scale**2))
+                             factor * (0.5 * _inverse_square(self.scale)))
                 + _constant_sum(x, factor, constant))
 
 
@@ -457,19 +634,24 @@ class Laplace(_LocationScalePrior):
     Args:
       scale: Positive finite float, the prior's scale b (variance 2 b^2).
       loc: Finite float, the prior's location.
-      num_examples: int >= 1, the training-set size.
+      num_examples: int in [1, 2**53], the training-set size.
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
     """
 
     _traced_once_per_shape = True
 
-    def log_prob(self, x):
+    def _constants(self):
+        return (("scale", "1 / scale", 1.0 / self.scale),)
+
+    def _log_prob(self, x):
         return laplace_log_prob(x, self.loc, self.scale)
 
-    def negative_log_prob_sum(self, x, factor=1.0):
-        return (penalties.l1(_centered(x, self.loc), factor / self.scale)
-                + _constant_sum(x, factor, math.log(2.0 * self.scale)))
+    def _negative_log_prob_sum(self, x, factor):
+        constant = math.log(2.0) + math.log(self.scale)
+        return (penalties.l1(_centered(x, self.loc),
+                             factor * (1.0 / self.scale))
+                + _constant_sum(x, factor, constant))
 
 
 @serialization.register
@@ -490,7 +672,7 @@ class StudentT(_Prior):
       df: Positive finite float, the degrees of freedom.
       scale: Positive finite float.
       loc: Finite float.
-      num_examples: int >= 1, the training-set size.
+      num_examples: int in [1, 2**53], the training-set size.
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
     """
@@ -504,13 +686,34 @@ class StudentT(_Prior):
         self.loc = _validation.real("loc", loc)
         self._set_scaling(num_examples, weight)
 
-    def log_prob(self, x):
+    def _constants(self):
+        k = _student_t_inverse_width(self.df, self.scale)
+        return (("scale", "1 / (sqrt(df) scale)", k),
+                ("scale", "2 / (sqrt(df) scale)", 2.0 * k))
+
+    def _locations(self):
+        return (("loc", self.loc),)
+
+    def _requirements(self, dtype):
+        # Where ((w - loc) / scale)^2 / df falls below the smallest normal
+        # number it is flushed to 0, dropping (df + 1) / 2 times its log1p:
+        # up to df tiny / 2 per weight, which must stay below epsilon / 2.
+        tiny, _ = _normal_range(dtype)
+        largest_df = _epsilon(dtype) / tiny
+        if not self.df <= largest_df:
+            yield ("df", f"df <= {largest_df:.3g} in {dtype.name} (beyond "
+                   "it ((w - loc) / scale)^2 / df underflows where its "
+                   "log1p times (df + 1) / 2 still counts)", "")
+        yield from super()._requirements(dtype)
+
+    def _log_prob(self, x):
         return student_t_log_prob(x, self.df, self.loc, self.scale)
 
-    def negative_log_prob_sum(self, x, factor=1.0):
+    def _negative_log_prob_sum(self, x, factor):
         df, scale = self.df, self.scale
         return log1p_square_sum(
-            x, self.loc, df * scale * scale, factor * (0.5 * (df + 1.0)),
+            x, self.loc, _student_t_inverse_width(df, scale),
+            factor * (0.5 * (df + 1.0)),
             _constant_sum(x, factor, _student_t_log_normalizer(df, scale)))
 
 
@@ -528,20 +731,24 @@ class Cauchy(_LocationScalePrior):
     Args:
       scale: Positive finite float.
       loc: Finite float.
-      num_examples: int >= 1, the training-set size.
+      num_examples: int in [1, 2**53], the training-set size.
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
     """
 
     _traced_once_per_shape = True
 
-    def log_prob(self, x):
+    def _constants(self):
+        return (("scale", "1 / scale", 1.0 / self.scale),
+                ("scale", "2 / scale", 2.0 / self.scale))
+
+    def _log_prob(self, x):
         return cauchy_log_prob(x, self.loc, self.scale)
 
-    def negative_log_prob_sum(self, x, factor=1.0):
-        return log1p_square_sum(
-            x, self.loc, self.scale * self.scale, factor,
-            _constant_sum(x, factor, math.log(math.pi * self.scale)))
+    def _negative_log_prob_sum(self, x, factor):
+        constant = math.log(math.pi) + math.log(self.scale)
+        return log1p_square_sum(x, self.loc, 1.0 / self.scale, factor,
+                                _constant_sum(x, factor, constant))
 
 
 @serialization.register
@@ -574,14 +781,15 @@ class Horseshoe(_Prior):
     Beyond u = 1e17 the penalty is log(u / g) + c from log|w| (within 3e-18
     of the formula above), so it stays finite where u overflows float32
     (|w / scale| > 2.6e19, e.g. scale=1e-25 and |w| ~ 1; TFP: NaN). Calling
-    it raises a ValueError when 1 / scale overflows the weights' float type.
+    it raises a ValueError when 1 / scale is not a normal number of the
+    weights' float type (float32: scale outside [4.2e-39, 6.0e37]).
     For float16 weights TFP's value is inf and its gradient NaN when
     |w| <= 1e-3; here the gradient is finite wherever the exact gradient fits
     in float16 (|w / scale| >= 2e-6) and 0 at w = 0.
 
     Args:
       scale: Positive finite float, the global shrinkage tau.
-      num_examples: int >= 1, the training-set size.
+      num_examples: int in [1, 2**53], the training-set size.
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
 
@@ -596,10 +804,14 @@ class Horseshoe(_Prior):
         self.scale = _validation.positive("scale", scale)
         self._set_scaling(num_examples, weight)
 
-    def log_prob(self, x):
+    def _constants(self):
+        return (("scale", "sqrt(2) / scale", math.sqrt(2.0) / self.scale),
+                ("scale", "sqrt(1/2) / scale", math.sqrt(0.5) / self.scale))
+
+    def _log_prob(self, x):
         return horseshoe_log_prob(x, self.scale)
 
-    def negative_log_prob_sum(self, x, factor=1.0):
+    def _negative_log_prob_sum(self, x, factor):
         return horseshoe_negative_log_prob_sum(x, self.scale, factor)
 
 
@@ -622,7 +834,7 @@ class SpikeAndSlab(_Prior):
       spike_scale: Positive finite float, smaller than `slab_scale`.
       slab_scale: Positive finite float.
       slab_probability: Float in (0, 1), the prior weight of the slab.
-      num_examples: int >= 1, the training-set size.
+      num_examples: int in [1, 2**53], the training-set size.
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
 
@@ -646,11 +858,20 @@ class SpikeAndSlab(_Prior):
             "slab_probability", slab_probability)
         self._set_scaling(num_examples, weight)
 
-    def log_prob(self, x):
+    def _constants(self):
+        k = _spike_and_slab_inverse_width(self.spike_scale, self.slab_scale)
+        slab_precision = _inverse_square(self.slab_scale)
+        difference = "1 / spike_scale^2 - 1 / slab_scale^2"
+        return (("spike_scale", f"sqrt(({difference}) / 2)", k),
+                ("spike_scale", f"sqrt(2 ({difference}))", 2.0 * k),
+                ("slab_scale", "1 / (2 slab_scale^2)", 0.5 * slab_precision),
+                ("slab_scale", "1 / slab_scale^2", slab_precision))
+
+    def _log_prob(self, x):
         return spike_and_slab_log_prob(x, self.spike_scale, self.slab_scale,
                                        self.slab_probability)
 
-    def negative_log_prob_sum(self, x, factor=1.0):
+    def _negative_log_prob_sum(self, x, factor):
         return spike_and_slab_negative_log_prob_sum(
             x, self.spike_scale, self.slab_scale, self.slab_probability,
             factor)
@@ -691,15 +912,20 @@ def _validated_spec(distribution, spec):
             distribution, "'parameters' to be a dict of finite numbers")
     clean = {}
     for key, value in parameters.items():
-        if (not isinstance(key, str) or key in _NON_PARAMETERS
-                or isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(value)):
+        number = None
+        if (isinstance(key, str) and key not in _NON_PARAMETERS
+                and not isinstance(value, bool)
+                and isinstance(value, numbers.Real)):
+            try:
+                number = float(value)
+            except OverflowError:  # An int beyond float range (10**400).
+                pass
+        if number is None or not math.isfinite(number):
             raise _invalid_distribution(
                 distribution, "parameters that are finite numbers (not "
                 f"tensors, arrays, bools or None); parameter {key!r} is "
                 f"{value!r}")
-        clean[key] = float(value)
+        clean[key] = number
     return {"class_name": class_name, "parameters": clean}
 
 
@@ -722,14 +948,19 @@ class Prior(_Prior):
       distribution: A `tfp.distributions` instance of an allowlisted class
         whose parameters are Python or NumPy numbers, or its spec
         `{"class_name": "Gumbel", "parameters": {"loc": 0.0, "scale": 1.0}}`.
-      num_examples: int >= 1, the training-set size.
+      num_examples: int in [1, 2**53], the training-set size.
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
 
     Raises:
       ValueError: for a class outside the allowlist, a dotted path, a
         parameter that is not a finite number (a tensor, an array, a string,
-        a bool, None), or parameters the distribution rejects.
+        a bool, None) or that float64 flushes to 0 (below 2.2e-308), a name
+        that is not one of the class's parameters, or parameters the
+        distribution rejects; when called, for a parameter that is neither 0
+        nor a normal number of the dtype TFP computes in (float32 flushes
+        below 1.2e-38 and overflows above 3.4e38: `scale=1e300` needs
+        float64 weights).
     """
 
     def __init__(self, distribution, num_examples=1, weight=1.0):
@@ -748,10 +979,21 @@ class Prior(_Prior):
         self._check_builds(tfd or _distributions())
 
     def _check_builds(self, tfd):
-        """Builds the distribution once, eagerly, with validate_args=True."""
+        """Builds the distribution once, eagerly, with validate_args=True,
+        in float64 (the parameters are checked against float32 when called
+        with float32 weights)."""
+        class_name = self.distribution["class_name"]
+        # A constructor argument that is no numeric parameter (SinhArcsinh's
+        # `distribution`) would fail deep inside TFP, as an AttributeError.
+        accepted = sorted(getattr(tfd, class_name).parameter_properties())
+        for key in self.distribution["parameters"]:
+            if key not in accepted:
+                raise _invalid_distribution(
+                    self.distribution, f"parameters that {class_name} "
+                    f"accepts, among {accepted}; parameter {key!r} is not one")
         try:
             with tf.init_scope():
-                built = self._build(tfd, tf.float32, validate_args=True)
+                built = self._build(tfd, tf.float64, validate_args=True)
                 scalar = (built.batch_shape.rank == 0
                           and built.event_shape.rank == 0)
         except (TypeError, ValueError, tf.errors.InvalidArgumentError) as error:
@@ -768,7 +1010,14 @@ class Prior(_Prior):
         cls = getattr(tfd, self.distribution["class_name"])
         return cls(**parameters, validate_args=validate_args)
 
-    def log_prob(self, x):
+    def _requirements(self, dtype):
+        for key, value in self.distribution["parameters"].items():
+            if value != 0 and not _is_normal(value, dtype):
+                yield ("distribution",
+                       f"parameter {key!r} = 0 or {_normal_span(dtype)}",
+                       f" ({key} = {value!r})")
+
+    def _log_prob(self, x):
         return self._build(_distributions(), x.dtype).log_prob(x)
 
 
@@ -799,13 +1048,16 @@ class MeanFieldKL(_Prior):
     Args:
       prior_scale: Positive finite float.
       prior_loc: Finite float.
-      num_examples: int >= 1, the training-set size.
+      num_examples: int in [1, 2**53], the training-set size.
       weight: Non-negative finite float or `tfreg.Strength`, a multiplier
         of the penalty (1 is the prior; anneal it for KL warm-up).
       parameterization: "softplus" or "log", how rho maps to the scale.
 
     Raises:
-      ValueError: when called on a weight whose first dimension is not 2.
+      ValueError: when called on a weight whose first dimension is not 2, or
+        on float32 weights when 1 / prior_scale is not a normal float32
+        number (prior_scale outside [2.9e-39, 8.5e37]) or prior_loc is
+        neither 0 nor one.
 
     >>> import tensorflow as tf, tfreg
     >>> kl = tfreg.priors.MeanFieldKL(parameterization="log")
@@ -821,12 +1073,19 @@ class MeanFieldKL(_Prior):
         self.parameterization = _validation.choice(
             "parameterization", parameterization, ("softplus", "log"))
 
+    def _constants(self):
+        return (("prior_scale", "1 / prior_scale", 1.0 / self.prior_scale),)
+
+    def _locations(self):
+        return (("prior_loc", self.prior_loc),)
+
     def penalty(self, x):
         if x.shape.rank is None or x.shape.rank < 1 or x.shape[0] != 2:
             raise ValueError(
                 "MeanFieldKL expects a posterior weight of shape (2, ...): "
                 "means in [0], unconstrained scales in [1]. "
                 f"Received: posterior.shape={x.shape}")
+        self._check_constants(x.dtype)
         mean, rho = x[0], x[1]
         log_scale = rho if self.parameterization == "log" else _log_softplus(rho)
         kl = normal_kl(mean, log_scale, self.prior_loc, self.prior_scale)

@@ -124,13 +124,16 @@ def deserialize(config):
 def get(identifier):
     """Resolves a regularizer the way `keras.regularizers.get` does.
 
-    None gives None; a string or dict is deserialized; a regularizer or any
+    None gives None; a string or dict is deserialized; a class is
+    instantiated with its defaults (as Keras 3 does); a regularizer or any
     other callable is returned as it is.
     """
     if identifier is None:
         return None
     if isinstance(identifier, (str, dict)):
         return deserialize(identifier)
+    if isinstance(identifier, type):
+        return identifier()
     if callable(identifier):
         return identifier
     raise TypeError(

@@ -12,11 +12,12 @@ import math
 import numbers
 import re
 import threading
-import sys
 
+import numpy as np
 import tensorflow as tf
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SCOPE = threading.local()
 
 
@@ -35,19 +36,32 @@ def compute_dtype(dtype):
         _SCOPE.dtype = previous
 
 
+def finite_float(value):
+    """`value` as a float, or None when no float holds it (10**400)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def non_negative_float(name, value):
-    """`value` as a float; TypeError/ValueError unless a finite float >= 0."""
+    """`value` as a float; TypeError/ValueError unless a finite float >= 0.
+
+    Finite means finite in float32, the dtype in which a Strength is held
+    and every penalty but float64's is computed.
+    """
+    message = (f"Invalid value for argument `{name}`. Expected a finite float "
+               f">= 0. Received: {name}={value!r}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Invalid value for argument `{name}`. Expected a finite float "
-            f">= 0. Received: {name}={value!r}")
-    # Ints beyond float range (10**400) would overflow math.isfinite.
-    if (not isinstance(value, float) and abs(value) > sys.float_info.max) or (
-            not math.isfinite(value) or value < 0):
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a finite float "
-            f">= 0. Received: {name}={value!r}")
-    return float(value)
+        raise TypeError(message)
+    number = finite_float(value)  # None beyond float64's range
+    if number is not None and not 0 <= number < math.inf:
+        raise ValueError(message)
+    if number is None or number > FLOAT32_MAX:
+        raise ValueError(f"{message}, which overflows float32 (at most "
+                         f"{FLOAT32_MAX:.8g}), the dtype penalties are "
+                         "computed in.")
+    return number
 
 
 class Strength(tf.__internal__.tracking.Trackable):
@@ -80,7 +94,7 @@ class Strength(tf.__internal__.tracking.Trackable):
     """
 
     def __init__(self, value=0.0, name="strength"):
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(
                 "Invalid value for argument `name`. Expected an identifier of "
                 "at most 64 characters (letters, digits, '_', '.', '-'). "

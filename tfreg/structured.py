@@ -42,7 +42,8 @@ class GroupLasso(base.Regularizer):
     The default `axis=-1` makes one group per output unit of a Dense kernel
     and one per filter of a convolution kernel; `axis=-2` groups by input
     unit (or input channel). Whole groups are driven to zero together. The
-    gradient of an all-zero group is 0, not NaN.
+    gradient of an all-zero group is 0, not NaN. A NaN weight gives NaN, an
+    inf one inf (as for L2); a weight with a zero-length axis gives 0.
 
     References:
       Yuan & Lin (2006). Model selection and estimation in regression with
@@ -149,7 +150,8 @@ class _PowerIteration(base.Regularizer):
     def __init__(self, factor=0.01, power_iterations=20):
         self.factor = _validation.non_negative("factor", factor)
         self.power_iterations = _validation.integer(
-            "power_iterations", power_iterations, minimum=1)
+            "power_iterations", power_iterations, minimum=1,
+            maximum=structured_math.MAX_POWER_ITERATIONS)
 
 
 @serialization.register
@@ -177,7 +179,8 @@ class SpectralNorm(_PowerIteration):
 
     Args:
       factor: Non-negative finite float, the strength.
-      power_iterations: Int >= 1, the number of power-method steps.
+      power_iterations: Int in [1, 2**31 - 1], the number of power-method
+        steps.
 
     >>> import tensorflow as tf, tfreg
     >>> x = tf.constant([[3.0, 0.0], [0.0, 1.0]])
@@ -214,7 +217,8 @@ class SRIP(_PowerIteration):
 
     Args:
       factor: Non-negative finite float, the strength.
-      power_iterations: Int >= 1, the number of power-method steps.
+      power_iterations: Int in [1, 2**31 - 1], the number of power-method
+        steps.
 
     >>> import tensorflow as tf, tfreg
     >>> x = tf.constant([[2.0, 0.0], [0.0, 1.0]])
@@ -241,7 +245,7 @@ class NuclearNorm(base.Regularizer):
     computed by `tf.linalg.svd`, which compiles with XLA on CPU. The gradient
     is factor * U V^T (reduced SVD), finite for repeated and zero singular
     values (at a zero singular value any U V^T is a subgradient; TensorFlow
-    picks the one its SVD returns).
+    picks the one its SVD returns). A NaN or inf weight gives NaN.
 
     References:
       Fazel, Hindi & Boyd (2001). A rank minimization heuristic with
@@ -334,8 +338,9 @@ class DeCov(base.Regularizer):
 
         penalty(h) = factor * 1/2 * (||C||_F^2 - ||diag(C)||_2^2)
 
-    i.e. half the sum of squared off-diagonal covariances. As for every
-    activity regularizer, Keras divides the value by the batch size.
+    i.e. half the sum of squared off-diagonal covariances; 0 for no samples.
+    As for every activity regularizer, Keras divides the value by the batch
+    size.
 
     References:
       Cogswell, Ahmed, Girshick, Zitnick & Batra (2016). Reducing overfitting
@@ -367,13 +372,14 @@ class KLSparsity(base.Regularizer):
 
     With rho = target and rho_j the mean activation of unit j over the N
     samples (a layer output (batch, ..., d) is reshaped to (N, d)), clipped
-    to [1e-6, 1 - 1e-6] so that the value is never inf or NaN:
+    to [1e-6, 1 - 1e-6] so that activations in [0, 1] never give inf or NaN:
 
         penalty(h) = factor * sum_j [rho log(rho / rho_j)
                                      + (1 - rho) log((1 - rho) / (1 - rho_j))]
 
-    The gradient is 0 where the mean is clipped. As for every activity
-    regularizer, Keras divides the value by the batch size.
+    The gradient is 0 where the mean is clipped. No samples give 0; a NaN
+    or inf activation gives NaN or inf (the clip does not hide it). As for
+    every activity regularizer, Keras divides the value by the batch size.
 
     References:
       Ng (2011). Sparse autoencoder. CS294A lecture notes, Stanford.
@@ -464,7 +470,14 @@ def decode_reference(config):
     if len(raw) != size:
         fail(f"base64 data of {size} bytes")
     array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
-    return array.astype(np.dtype(dtype), copy=True).reshape(shape)
+    try:
+        # Zero-size shapes pass the size check whatever their other sizes.
+        return array.astype(np.dtype(dtype), copy=True).reshape(shape)
+    except (ValueError, OverflowError):
+        raise ValueError(
+            "Invalid value for argument `reference`. Expected a shape that "
+            "numpy can hold. Received: reference of shape "
+            f"{_abbreviated(list(shape))} ({len(shape)} dimensions)") from None
 
 
 def _abbreviated(value):
@@ -485,7 +498,14 @@ def _reference_array(reference):
         if isinstance(reference, (tf.Tensor, tf.Variable)) or hasattr(
                 reference, "numpy"):
             reference = np.asarray(reference.numpy())
-        array = np.asarray(reference)
+        try:
+            array = np.asarray(reference)
+        except (ValueError, TypeError, OverflowError):
+            raise ValueError(
+                "Invalid value for argument `reference`. Expected an "
+                "array-like of floats of a rectangular shape that numpy can "
+                f"hold. Received: reference={_abbreviated(reference)}"
+            ) from None
         if array.dtype.kind not in "fiu" and array.dtype.name != "bfloat16":
             raise TypeError(
                 "Invalid value for argument `reference`. Expected an "
@@ -547,9 +567,9 @@ def attach_l2sp(model, factor=0.01, include=None, exclude=None):
     for layer, variable in selected:
         if id(variable) in regularized:
             raise ValueError(
-                f"Weight {attach.weight_path(layer, variable)!r} already has "
-                f"a regularizer ({regularized[id(variable)]!r}); attach_l2sp "
-                "does not stack regularizers.")
+                f"Weight {attach.weight_path(layer, variable, model)!r} "
+                f"already has a regularizer ({regularized[id(variable)]!r}); "
+                "attach_l2sp does not stack regularizers.")
     return attach.attach_each(
         model, selected,
         lambda layer, variable: L2SP(factor, reference=variable.numpy()))

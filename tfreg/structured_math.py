@@ -6,7 +6,9 @@ function compiles with XLA (`tf.function(jit_compile=True)`), including the
 SVD (`tf.linalg.svd` compiles on XLA CPU) and the fixed-length power
 iterations. Norms are computed by scaling with the largest magnitude first,
 so neither huge nor tiny weights overflow or underflow a square, and the
-gradient of a norm at zero is 0 instead of NaN.
+gradient of a norm at zero is 0 instead of NaN. No function masks a NaN or
+inf input: the value is then NaN or inf, never finite. An empty input (a
+zero-length axis) gives 0.
 """
 
 import numpy as np
@@ -26,25 +28,30 @@ def _safe_norm(x, axis=None, keepdims=False):
     The largest magnitude m is held constant for differentiation, which is
     exact because ||x|| = m * ||x / m|| for every m > 0. A zero slice uses
     m = 1 and a square root of a value replaced by 1 (the "double where"), so
-    neither the value nor the gradient sees sqrt(0).
+    neither the value nor the gradient sees sqrt(0). NaN and inf are not
+    masked: a slice holding a NaN has norm NaN, one holding an inf (and no
+    NaN) norm inf, as sqrt(sum(x^2)) would give.
     """
     scale = tf.stop_gradient(
         tf.reduce_max(tf.abs(x), axis=axis, keepdims=True))
-    nonzero = scale > 0
-    scale = tf.where(nonzero, scale, tf.ones_like(scale))
+    # m = 1 also when m is inf or NaN (XLA's max skips NaN, eager's keeps it):
+    # x / 1 keeps every NaN, and an inf squares to inf, not inf / inf = NaN.
+    usable = tf.math.is_finite(scale) & (scale > 0)
+    scale = tf.where(usable, scale, tf.ones_like(scale))
     squared = tf.reduce_sum(tf.square(x / scale), axis=axis, keepdims=True)
-    positive = squared > 0
-    root = tf.sqrt(tf.where(positive, squared, tf.ones_like(squared)))
-    norm = tf.where(positive, scale * root, tf.zeros_like(squared))
+    # Tested with ==, not > 0, which would be False for NaN and hide it.
+    zero = tf.equal(squared, 0)
+    root = tf.sqrt(tf.where(zero, tf.ones_like(squared), squared))
+    norm = tf.where(zero, tf.zeros_like(squared), scale * root)
     if not keepdims:
         norm = tf.squeeze(norm, axis=axis)
     return norm
 
 
 def _normalize(x):
-    """x / ||x||, and 0 for x = 0."""
+    """x / ||x||, and 0 for x = 0 (NaN and inf are not masked)."""
     norm = _safe_norm(x, keepdims=True)
-    return x / tf.where(norm > 0, norm, tf.ones_like(norm))
+    return x / tf.where(tf.equal(norm, 0), tf.ones_like(norm), norm)
 
 
 def group_norms(x, axis):
@@ -57,9 +64,11 @@ def group_norms(x, axis):
 def group_lasso(x, axis):
     """sum_g sqrt(p_g) * ||x_g||_2, one group per index along `axis`.
 
-    p_g is the number of entries in a group: x.size / x.shape[axis].
+    p_g is the number of entries in a group: x.size / x.shape[axis]. A
+    tensor with a zero-length axis has no groups or empty ones: 0.
     """
-    size = x.shape.num_elements() // x.shape[axis]
+    groups = x.shape[axis]
+    size = x.shape.num_elements() // groups if groups else 0
     return tf.sqrt(tf.cast(size, x.dtype)) * tf.reduce_sum(
         group_norms(x, axis))
 
@@ -93,6 +102,10 @@ def top_singular_vectors(matrix, iterations):
     eagerly (traced once per shape, dtype and `iterations`).
     """
     return _power_iteration(tf.stop_gradient(matrix), iterations)
+
+
+# The loop counts in int32.
+MAX_POWER_ITERATIONS = 2**31 - 1
 
 
 def _power_iteration_body(matrix, iterations):
@@ -138,15 +151,22 @@ def nuclear_norm(matrix):
     matrix is divided by its largest magnitude m first (sum_i sigma_i(W) =
     m * sum_i sigma_i(W / m), and U V^T does not depend on m), so that the
     SVD neither overflows nor underflows at huge or tiny scales. At W = 0
-    the gradient is 0.
+    the gradient is 0. A NaN or inf entry gives NaN.
     """
+    if matrix.shape.num_elements() == 0:
+        # XLA's SVD fails on an empty matrix; the sum of no values is 0.
+        return tf.reduce_sum(matrix)
     scale = tf.stop_gradient(tf.reduce_max(tf.abs(matrix)))
-    nonzero = scale > 0
-    scale = tf.where(nonzero, scale, tf.ones_like(scale))
+    # As in `_safe_norm`: NaN and inf reach the SVD, which returns NaN.
+    usable = tf.math.is_finite(scale) & (scale > 0)
+    scale = tf.where(usable, scale, tf.ones_like(scale))
     total = scale * tf.reduce_sum(
         tf.linalg.svd(matrix / scale, compute_uv=False))
     # The zero matrix gets the zero subgradient rather than an arbitrary U V^T.
-    return tf.where(nonzero, total, tf.zeros_like(total))
+    # Decided on the entries: a max that skips NaN (as XLA's does) would
+    # take a NaN matrix for zero.
+    zero = tf.reduce_all(tf.equal(matrix, 0))
+    return tf.where(zero, tf.zeros_like(total), total)
 
 
 def squared_distance(x, reference):
@@ -165,14 +185,23 @@ def samples_by_features(activity):
     return tf.reshape(activity, (-1, features))
 
 
+def _sample_mean(activity):
+    """(mean over samples, number of samples); the mean of no samples is 0."""
+    count = tf.shape(activity)[0]
+    total = tf.reduce_sum(activity, axis=0, keepdims=True)
+    return total / tf.cast(tf.maximum(count, 1), activity.dtype), count
+
+
 def decov(activity):
     """1/2 (||C||_F^2 - ||diag(C)||_2^2), C the batch covariance (1/N).
 
-    `activity` is (samples, features); C = (h - mean)^T (h - mean) / N.
+    `activity` is (samples, features); C = (h - mean)^T (h - mean) / N. No
+    samples give C = 0.
     """
-    count = tf.cast(tf.shape(activity)[0], activity.dtype)
-    centered = activity - tf.reduce_mean(activity, axis=0, keepdims=True)
-    covariance = tf.matmul(centered, centered, transpose_a=True) / count
+    mean, count = _sample_mean(activity)
+    centered = activity - mean
+    covariance = tf.matmul(centered, centered, transpose_a=True) / tf.cast(
+        tf.maximum(count, 1), activity.dtype)
     off_diagonal = covariance - tf.linalg.diag(
         tf.linalg.diag_part(covariance))
     return 0.5 * tf.reduce_sum(tf.square(off_diagonal))
@@ -182,10 +211,18 @@ def kl_sparsity(activity, target):
     """sum_j KL(target || mean_j), mean_j clipped to [eps, 1 - eps].
 
     `activity` is (samples, features); mean_j is the mean of feature j.
-    KL(p || q) = p log(p / q) + (1 - p) log((1 - p) / (1 - q)).
+    KL(p || q) = p log(p / q) + (1 - p) log((1 - p) / (1 - q)). No samples
+    give 0; a NaN or inf activation gives NaN or inf.
     """
-    mean = tf.clip_by_value(tf.reduce_mean(activity, axis=0),
-                            KL_EPSILON, 1.0 - KL_EPSILON)
-    return tf.reduce_sum(
+    raw_mean, count = _sample_mean(activity)
+    mean = tf.clip_by_value(raw_mean, KL_EPSILON, 1.0 - KL_EPSILON)
+    divergence = tf.reduce_sum(
         target * tf.math.log(target / mean)
         + (1.0 - target) * tf.math.log((1.0 - target) / (1.0 - mean)))
+    # The clip would turn an inf mean into a finite divergence: add |mean|
+    # over the non-finite means (none when every activation is finite).
+    non_finite = tf.reduce_sum(tf.where(
+        tf.math.is_finite(raw_mean), tf.zeros_like(raw_mean),
+        tf.abs(raw_mean)))
+    return tf.where(count > 0, divergence + non_finite,
+                    tf.zeros_like(divergence))
