@@ -244,6 +244,25 @@ class StrengthTest(parameterized.TestCase):
                                     per="step")])
         self.assertAlmostEqual(strength.value, 0.07, places=6)
 
+    def test_per_step_schedule_sees_global_steps_of_multi_step_calls(self):
+        strength = tfreg.Strength(0.0, name="l2")
+        model = _model(tfreg.L2(strength))
+        model.compile("sgd", "mse", steps_per_execution=4)
+        x, y = _data()
+        steps = []
+        scheduler = tfreg.StrengthScheduler(
+            {"l2": lambda step: steps.append(step) or 0.01 * step},
+            per="step")
+        # 64 examples in batches of 8: 8 steps an epoch, 2 calls of 4 each.
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0,
+                  callbacks=[scheduler])
+        self.assertEqual(steps, [0, 4, 8, 12])
+        self.assertAlmostEqual(strength.value, 0.12, places=6)
+        # A second fit carries on from the optimizer's step count.
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                  callbacks=[scheduler])
+        self.assertEqual(steps[4:], [16, 20])
+
     def test_scheduler_names_a_missing_strength(self):
         model = _model(tfreg.L2(tfreg.Strength(0.0, name="l2")))
         model.compile("sgd", "mse")

@@ -43,10 +43,13 @@ class StrengthScheduler(_keras.keras.callbacks.Callback):
     """Sets named `Strength`s from schedules, per epoch or per step.
 
     Each schedule maps the epoch (per="epoch") or the global training step
-    (per="step") to a strength; the value is assigned to every `Strength`
+    (per="step": the optimizer's `iterations`, which carries on across
+    `fit` calls) to a strength; the value is assigned to every `Strength`
     of that name in the model before the epoch or step runs, without a
     retrace, and is logged as `strength/<name>` in the epoch's logs (so in
-    `History`).
+    `History`). With `steps_per_execution=k` Keras runs k steps per call
+    and calls batch callbacks once per call: the strength is then set once
+    per k steps, from the first step's value (0, k, 2k, ...).
 
     Example: warm up a KL-like term over the first 10 epochs.
 
@@ -73,7 +76,6 @@ class StrengthScheduler(_keras.keras.callbacks.Callback):
                 f"'step'). Received: per={per!r}")
         self.schedules = schedules
         self.per = per
-        self._step = 0
         self._strengths = {}
 
     def on_train_begin(self, logs=None):
@@ -103,8 +105,7 @@ class StrengthScheduler(_keras.keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.per == "step":
-            self._apply(self._step)
-            self._step += 1
+            self._apply(int(self.model.optimizer.iterations))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
