@@ -263,6 +263,18 @@ class StrengthTest(parameterized.TestCase):
                   callbacks=[scheduler])
         self.assertEqual(steps[4:], [16, 20])
 
+    def test_schedule_returning_a_non_number_is_named(self):
+        model = _model(tfreg.L2(tfreg.Strength(0.0, name="l2")))
+        model.compile("sgd", "mse")
+        x, y = _data()
+        for value in (None, tf.ones(2)):
+            with self.subTest(value=value):
+                with self.assertRaisesRegex(
+                        TypeError, "The schedule of Strength 'l2' must return "
+                        "a float. Received: .* for epoch 0"):
+                    model.fit(x, y, epochs=1, verbose=0, callbacks=[
+                        tfreg.StrengthScheduler({"l2": lambda epoch, v=value: v})])
+
     def test_scheduler_names_a_missing_strength(self):
         model = _model(tfreg.L2(tfreg.Strength(0.0, name="l2")))
         model.compile("sgd", "mse")

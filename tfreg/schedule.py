@@ -95,7 +95,13 @@ class StrengthScheduler(_keras.keras.callbacks.Callback):
 
     def _apply(self, index):
         for name, schedule in self.schedules.items():
-            value = float(schedule(index))
+            value = schedule(index)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"The schedule of Strength {name!r} must return a float. "
+                    f"Received: {value!r} for {self.per} {index}.") from None
             for strength in self._strengths[name]:
                 strength.assign(value)
 
