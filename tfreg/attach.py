@@ -232,13 +232,10 @@ def _config(layer):
 
 def _config_argument(layer, variable):
     """The constructor argument of `layer` named for `variable`, or None."""
-    config = _config(layer)
-    if config is None:
-        return None
-    for candidate in _argument_names(variable):
-        if candidate in config and hasattr(layer, candidate):
-            return candidate
-    return None
+    names = _argument_names(variable)
+    return next((attribute for attribute
+                 in _settable_arguments(layer, variable)
+                 if attribute in names), None)
 
 
 def _settable_arguments(layer, variable):

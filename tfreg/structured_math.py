@@ -186,10 +186,10 @@ def samples_by_features(activity):
 
 
 def _sample_mean(activity):
-    """(mean over samples, number of samples); the mean of no samples is 0."""
-    count = tf.shape(activity)[0]
-    total = tf.reduce_sum(activity, axis=0, keepdims=True)
-    return total / tf.cast(tf.maximum(count, 1), activity.dtype), count
+    """(mean over samples, N): N the number of samples, at least 1, so that
+    the mean (and a covariance) of no samples is 0."""
+    samples = tf.cast(tf.maximum(tf.shape(activity)[0], 1), activity.dtype)
+    return tf.reduce_sum(activity, axis=0, keepdims=True) / samples, samples
 
 
 def decov(activity):
@@ -198,10 +198,9 @@ def decov(activity):
     `activity` is (samples, features); C = (h - mean)^T (h - mean) / N. No
     samples give C = 0.
     """
-    mean, count = _sample_mean(activity)
+    mean, samples = _sample_mean(activity)
     centered = activity - mean
-    covariance = tf.matmul(centered, centered, transpose_a=True) / tf.cast(
-        tf.maximum(count, 1), activity.dtype)
+    covariance = tf.matmul(centered, centered, transpose_a=True) / samples
     off_diagonal = covariance - tf.linalg.diag(
         tf.linalg.diag_part(covariance))
     return 0.5 * tf.reduce_sum(tf.square(off_diagonal))
@@ -214,7 +213,7 @@ def kl_sparsity(activity, target):
     KL(p || q) = p log(p / q) + (1 - p) log((1 - p) / (1 - q)). No samples
     give 0; a NaN or inf activation gives NaN or inf.
     """
-    raw_mean, count = _sample_mean(activity)
+    raw_mean, _ = _sample_mean(activity)
     mean = tf.clip_by_value(raw_mean, KL_EPSILON, 1.0 - KL_EPSILON)
     divergence = tf.reduce_sum(
         target * tf.math.log(target / mean)
@@ -224,5 +223,5 @@ def kl_sparsity(activity, target):
     non_finite = tf.reduce_sum(tf.where(
         tf.math.is_finite(raw_mean), tf.zeros_like(raw_mean),
         tf.abs(raw_mean)))
-    return tf.where(count > 0, divergence + non_finite,
+    return tf.where(tf.shape(activity)[0] > 0, divergence + non_finite,
                     tf.zeros_like(divergence))
