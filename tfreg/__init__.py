@@ -5,7 +5,7 @@ tf_keras when TF_USE_LEGACY_KERAS=1) and is registered for serialization as
 `tfreg>ClassName`.
 """
 
-from tfreg import _validation as validation
+from tfreg import validation
 from tfreg import priors
 from tfreg.attach import apply
 from tfreg.attach import remove

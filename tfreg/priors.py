@@ -33,7 +33,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from tfreg import _validation
+from tfreg import validation
 from tfreg import base
 from tfreg import penalties
 from tfreg import serialization
@@ -490,9 +490,9 @@ class _Prior(base.Regularizer):
 
     def _set_scaling(self, num_examples, weight):
         """Validates the common arguments; the last step of every __init__."""
-        self.num_examples = _validation.integer(
+        self.num_examples = validation.integer(
             "num_examples", num_examples, minimum=1, maximum=_MAX_NUM_EXAMPLES)
-        self.weight = _validation.non_negative("weight", weight)
+        self.weight = validation.non_negative("weight", weight)
         self._check_constants(tf.float64, constructing=True)
 
     def _factor(self, dtype):
@@ -570,8 +570,8 @@ class _LocationScalePrior(_Prior):
     """A prior with a `scale` > 0 and a `loc`."""
 
     def __init__(self, scale=1.0, loc=0.0, num_examples=1, weight=1.0):
-        self.scale = _validation.positive("scale", scale)
-        self.loc = _validation.real("loc", loc)
+        self.scale = validation.positive("scale", scale)
+        self.loc = validation.real("loc", loc)
         self._set_scaling(num_examples, weight)
 
     def _locations(self):
@@ -681,9 +681,9 @@ class StudentT(_Prior):
 
     def __init__(self, df=3.0, scale=1.0, loc=0.0, num_examples=1,
                  weight=1.0):
-        self.df = _validation.positive("df", df)
-        self.scale = _validation.positive("scale", scale)
-        self.loc = _validation.real("loc", loc)
+        self.df = validation.positive("df", df)
+        self.scale = validation.positive("scale", scale)
+        self.loc = validation.real("loc", loc)
         self._set_scaling(num_examples, weight)
 
     def _constants(self):
@@ -801,7 +801,7 @@ class Horseshoe(_Prior):
     _traced_once_per_shape = True
 
     def __init__(self, scale=1.0, num_examples=1, weight=1.0):
-        self.scale = _validation.positive("scale", scale)
+        self.scale = validation.positive("scale", scale)
         self._set_scaling(num_examples, weight)
 
     def _constants(self):
@@ -847,14 +847,14 @@ class SpikeAndSlab(_Prior):
 
     def __init__(self, spike_scale=0.01, slab_scale=1.0, slab_probability=0.5,
                  num_examples=1, weight=1.0):
-        self.spike_scale = _validation.positive("spike_scale", spike_scale)
-        self.slab_scale = _validation.positive("slab_scale", slab_scale)
+        self.spike_scale = validation.positive("spike_scale", spike_scale)
+        self.slab_scale = validation.positive("slab_scale", slab_scale)
         if not self.spike_scale < self.slab_scale:
             raise ValueError(
                 "Invalid value for argument `spike_scale`. Expected a float < "
                 f"slab_scale={self.slab_scale!r}. "
                 f"Received: spike_scale={spike_scale!r}")
-        self.slab_probability = _validation.open_unit(
+        self.slab_probability = validation.open_unit(
             "slab_probability", slab_probability)
         self._set_scaling(num_examples, weight)
 
@@ -1067,10 +1067,10 @@ class MeanFieldKL(_Prior):
 
     def __init__(self, prior_scale=1.0, prior_loc=0.0, num_examples=1,
                  parameterization="softplus", weight=1.0):
-        self.prior_scale = _validation.positive("prior_scale", prior_scale)
-        self.prior_loc = _validation.real("prior_loc", prior_loc)
+        self.prior_scale = validation.positive("prior_scale", prior_scale)
+        self.prior_loc = validation.real("prior_loc", prior_loc)
         self._set_scaling(num_examples, weight)
-        self.parameterization = _validation.choice(
+        self.parameterization = validation.choice(
             "parameterization", parameterization, ("softplus", "log"))
 
     def _constants(self):

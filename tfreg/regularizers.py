@@ -1,6 +1,6 @@
 """Keras-parity regularizers: L1, L2, L1L2 and Orthogonal."""
 
-from tfreg import _validation
+from tfreg import validation
 from tfreg import base
 from tfreg import penalties
 from tfreg import serialization
@@ -25,7 +25,7 @@ class L1(base.Regularizer):
     _traced_once_per_shape = True
 
     def __init__(self, l1=0.01):
-        self.l1 = _validation.non_negative("l1", l1)
+        self.l1 = validation.non_negative("l1", l1)
 
     def penalty(self, x):
         return penalties.l1(x, self.l1)
@@ -50,7 +50,7 @@ class L2(base.Regularizer):
     _traced_once_per_shape = True
 
     def __init__(self, l2=0.01):
-        self.l2 = _validation.non_negative("l2", l2)
+        self.l2 = validation.non_negative("l2", l2)
 
     def penalty(self, x):
         return penalties.l2(x, self.l2)
@@ -78,8 +78,8 @@ class L1L2(base.Regularizer):
     _traced_once_per_shape = True
 
     def __init__(self, l1=0.0, l2=0.0):
-        self.l1 = _validation.non_negative("l1", l1)
-        self.l2 = _validation.non_negative("l2", l2)
+        self.l1 = validation.non_negative("l1", l1)
+        self.l2 = validation.non_negative("l2", l2)
 
     def penalty(self, x):
         return penalties.l1_l2(x, self.l1, self.l2)
@@ -115,8 +115,8 @@ class Orthogonal(base.Regularizer):
     """
 
     def __init__(self, factor=0.01, mode="rows"):
-        self.factor = _validation.non_negative("factor", factor)
-        self.mode = _validation.choice("mode", mode, ("rows", "columns"))
+        self.factor = validation.non_negative("factor", factor)
+        self.mode = validation.choice("mode", mode, ("rows", "columns"))
 
     def penalty(self, x):
         matrix = penalties.matrix_view(x, name="kernel")

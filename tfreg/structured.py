@@ -15,7 +15,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from tfreg import _validation
+from tfreg import validation
 from tfreg import attach
 from tfreg import base
 from tfreg import penalties
@@ -61,8 +61,8 @@ class GroupLasso(base.Regularizer):
     """
 
     def __init__(self, factor=0.01, axis=-1):
-        self.factor = _validation.non_negative("factor", factor)
-        self.axis = _validation.axis("axis", axis)
+        self.factor = validation.non_negative("factor", factor)
+        self.axis = validation.axis("axis", axis)
 
     def penalty(self, x):
         _check_axis(x, self.axis)
@@ -98,9 +98,9 @@ class SparseGroupLasso(base.Regularizer):
     """
 
     def __init__(self, l1=0.01, factor=0.01, axis=-1):
-        self.l1 = _validation.non_negative("l1", l1)
-        self.factor = _validation.non_negative("factor", factor)
-        self.axis = _validation.axis("axis", axis)
+        self.l1 = validation.non_negative("l1", l1)
+        self.factor = validation.non_negative("factor", factor)
+        self.axis = validation.axis("axis", axis)
 
     def penalty(self, x):
         _check_axis(x, self.axis)
@@ -137,7 +137,7 @@ class SoftOrthogonal(base.Regularizer):
     """
 
     def __init__(self, factor=0.01):
-        self.factor = _validation.non_negative("factor", factor)
+        self.factor = validation.non_negative("factor", factor)
 
     def penalty(self, x):
         matrix = penalties.matrix_view(x, name="kernel")
@@ -148,8 +148,8 @@ class _PowerIteration(base.Regularizer):
     """A `factor` and a number of power-method steps."""
 
     def __init__(self, factor=0.01, power_iterations=20):
-        self.factor = _validation.non_negative("factor", factor)
-        self.power_iterations = _validation.integer(
+        self.factor = validation.non_negative("factor", factor)
+        self.power_iterations = validation.integer(
             "power_iterations", power_iterations, minimum=1,
             maximum=structured_math.MAX_POWER_ITERATIONS)
 
@@ -261,7 +261,7 @@ class NuclearNorm(base.Regularizer):
     """
 
     def __init__(self, factor=0.01):
-        self.factor = _validation.non_negative("factor", factor)
+        self.factor = validation.non_negative("factor", factor)
 
     def penalty(self, x):
         matrix = penalties.matrix_view(x, name="kernel")
@@ -302,7 +302,7 @@ class L2SP(base.Regularizer):
     """
 
     def __init__(self, factor=0.01, reference=None):
-        self.factor = _validation.non_negative("factor", factor)
+        self.factor = validation.non_negative("factor", factor)
         self.reference = _reference_array(reference)
 
     def penalty(self, x):
@@ -356,7 +356,7 @@ class DeCov(base.Regularizer):
     """
 
     def __init__(self, factor=0.01):
-        self.factor = _validation.non_negative("factor", factor)
+        self.factor = validation.non_negative("factor", factor)
 
     def penalty(self, x):
         activity = _activity_matrix(x)
@@ -395,8 +395,8 @@ class KLSparsity(base.Regularizer):
     """
 
     def __init__(self, factor=0.01, target=0.05):
-        self.factor = _validation.non_negative("factor", factor)
-        self.target = _validation.open_unit("target", target)
+        self.factor = validation.non_negative("factor", factor)
+        self.target = validation.open_unit("target", target)
 
     def penalty(self, x):
         activity = _activity_matrix(x)
@@ -559,7 +559,7 @@ def attach_l2sp(model, factor=0.01, include=None, exclude=None):
     >>> float(model.losses[0])
     0.0
     """
-    factor = _validation.non_negative("factor", factor)
+    factor = validation.non_negative("factor", factor)
     attach.check_built(model)
     selected = attach.select(model, include, exclude)
     regularized = {id(variable): regularizer for _, variable, regularizer

@@ -18,3 +18,19 @@ def tfreg_py_test(name, srcs = None, deps = [], **kwargs):
             python_version = "PY3",
             **kwargs
         )
+
+def tfreg_py_tests(srcs, sizes = {}, tags = {}, extra_srcs = {}, **kwargs):
+    """One `tfreg_py_test` per file of `srcs` (a glob of *_test.py files).
+
+    A test is "medium" unless `sizes` names it; `tags` and `extra_srcs` map a
+    test's name to its tags and to further source files it imports.
+    """
+    for src in srcs:
+        name = src[:-len(".py")]
+        tfreg_py_test(
+            name = name,
+            srcs = [src] + extra_srcs.get(name, []),
+            size = sizes.get(name, "medium"),
+            tags = tags.get(name, []),
+            **kwargs
+        )

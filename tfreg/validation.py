@@ -1,4 +1,4 @@
-"""Argument checks shared by every tfreg constructor.
+"""Argument checks for tfreg constructors (public: use them in your own regularizers).
 
 Each check raises a `TypeError` or `ValueError` whose message names the
 argument and the value received, in the style of Keras:
