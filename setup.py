@@ -16,7 +16,9 @@ EXTRAS = {
     "gpu": ["tensorflow[and-cuda]~=2.21.0"],
     "compare": ["scikit-learn>=1.4", "matplotlib>=3.8"],
     "test": ["pytest>=8", "hypothesis>=6.100", "scipy>=1.11",
-             "scikit-learn>=1.4", "matplotlib>=3.8"],
+             "scikit-learn>=1.4", "matplotlib>=3.8",
+             # keras_hub backbones (Keras 3) in the optimizer tests.
+             "keras-hub==0.32.0"],
 }
 
 setuptools.setup(
