@@ -1,47 +1,64 @@
-"""tools/bench.py's bookkeeping: order, rounds, targets, tables (no timing)."""
+"""tools/bench.py: every case at tiny scale, the targets and the document it
+writes (BENCHMARKS.md). No timing assertions: only the bookkeeping."""
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 
 from tools import bench
 
 
-def _train_step_row(model, regularizer, jit, overhead_ratio, penalty_ratio):
-    return {
-        "model": model, "regularizer": regularizer, "jit": jit,
-        "params": 1000, "rounds": 40, "none_ms": 10.0, "keras_ms": 12.0,
-        "tfreg_ms": 11.0, "keras_overhead_ms": 2.0,
-        "tfreg_overhead_ms": 2.0 * overhead_ratio,
-        "overhead_ratio": overhead_ratio, "control_overhead_ms": -0.125,
-        "tfreg_vs_keras_step": 0.9, "keras_penalty_ms": 1.0,
-        "tfreg_penalty_ms": penalty_ratio, "penalty_ratio": penalty_ratio,
-        "page_faults": {"none": 0, "keras": 7, "tfreg": 0},
-    }
+def _targets_of(results):
+    return [bench.Target(**t) for t in results["targets"]]
 
 
-def _results(rows):
-    return {
-        "case_seconds": {"train_step": 12.0},
-        "train_step": rows,
-        "machine": {
-            "command": "python tools/bench.py --cases train_step",
-            "cpu": "test CPU", "cores": 2, "platform": "test", "python": "3",
-            "tensorflow": "2", "keras": "3", "legacy": False,
-            "cpu_allocator_use_bfc": "unset", "load_before": [0, 0, 0],
-            "load_after": [0, 0, 0], "seconds": 12.0, "max_rss_gb": 1.0,
-        },
-    }
+def _full_shaped(results):
+    """The tiny run's results with the rows a full run has (sizes, models,
+    depths), to measure the document's length at full scale."""
+    cases = results["cases"]
+    penalty = [dict(row, params=params) for params in
+               (4_000_000, 16_000_000, 64_000_000) for row in cases["penalty"]]
+    template = cases["train_step"][0]
+    train_step = [dict(template, model=model, regularizer=regularizer, jit=jit)
+                  for model in bench.MODELS for regularizer in ("L2", "L1L2")
+                  for jit in (False, True)]
+    first_step = [dict(row, depth=depth) for depth in (16, 32, 64, 128)
+                  for row in cases["first_step"]]
+    full = dict(results, cases=dict(cases, penalty=penalty,
+                                    train_step=train_step,
+                                    first_step=first_step))
+    settings = bench.Settings("full")
+    full["targets"] = []
+    for case in bench.CASES:
+        full["targets"] += [
+            dict(vars(target), case=case.name)
+            for target in case.targets(full["cases"][case.name], settings)]
+    return full
 
 
 class BenchTest(absltest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        names = [case.name for case in bench.CASES]
+        with contextlib.redirect_stdout(io.StringIO()):
+            cls.results = bench.run(bench.Settings("tiny"), names,
+                                    "python tools/bench.py --tiny")
+        cls.text = bench.document(cls.results)
+        cls.lines = cls.text.splitlines()
 
     def test_interleave_rotates_the_order_every_round(self):
         calls = []
         contenders = {name: (lambda name=name: calls.append(name))
                       for name in "abc"}
         times = bench.interleave(contenders, rounds=3, warmup=1, repeat=2)
-        self.assertEqual(
-            "".join(calls),
-            "abc" + "aabbcc" + "bbccaa" + "ccaabb")
+        self.assertEqual("".join(calls), "abc" + "aabbcc" + "bbccaa" + "ccaabb")
         self.assertEqual({name: len(t) for name, t in times.items()},
                          {"a": 3, "b": 3, "c": 3})
 
@@ -51,60 +68,157 @@ class BenchTest(absltest.TestCase):
                          1000)
         self.assertEqual(bench._rounds_within(instant, 5, 1, seconds=0.0), 5)
 
+    def test_settings_pick_by_scale_and_rounds_override(self):
+        self.assertEqual(bench.Settings("full").pick(1, 2, 3), 1)
+        self.assertEqual(bench.Settings("quick").pick(1), 1)
+        self.assertEqual(bench.Settings("tiny").pick(1, 2), 2)
+        self.assertEqual(bench.Settings("quick").rounds(7, 3), 3)
+        self.assertEqual(bench.Settings("tiny", 11).rounds(7, 3), 11)
+
+    def test_every_case_ran_and_has_its_table(self):
+        for case in bench.CASES:
+            rows = self.results["cases"][case.name]
+            self.assertNotEmpty(rows, case.name)
+            self.assertIn(f"### {case.title}", self.lines)
+            self.assertIn(case.table(rows), self.text)
+        headings = [line for line in self.lines if line.startswith("## ")]
+        self.assertEqual(headings[:3],
+                         ["## How to run", "## Machine", "## Targets"])
+        self.assertEqual(headings[-1], "## Results")
+
+    def test_penalty_table_has_one_row_per_contender(self):
+        rows = self.results["cases"]["penalty"]
+        names = {r["contender"] for r in rows} - {"read floor"}
+        table = bench.table_penalty(rows).splitlines()
+        self.assertLen([line for line in table if line.startswith("| 20K |")],
+                       len(names))
+        header = next(line for line in table if line.startswith("| params"))
+        self.assertIn("| graph value | graph value+grad | XLA value | "
+                      "XLA value+grad |", header)
+
+    def test_every_target_is_one_cell_with_its_verdict(self):
+        targets = _targets_of(self.results)
+        self.assertNotEmpty(targets)
+        self.assertEqual({t.case for t in targets},
+                         {case.name for case in bench.CASES})
+        met = sum(t.met for t in targets)
+        self.assertIn(f"{met} of {len(targets)} measurements meet their "
+                      "target.", self.text)
+        for target in targets:
+            self.assertIn(bench._verdict(target), self.text)
+            self.assertEqual(bench._verdict(target).startswith("**"),
+                             not target.met)
+
+    def test_each_unmet_goal_is_listed_with_its_limits_once(self):
+        targets = _targets_of(self.results)
+        unmet_goals = {t.goal for t in targets if not t.met}
+        if not unmet_goals:
+            self.assertNotIn("## What limits the unmet targets", self.lines)
+            return
+        section = self.text.split("## What limits the unmet targets")[1]
+        section = section.split("## Results")[0]
+        for goal in unmet_goals:
+            self.assertIn(f"- {goal}: ", section)
+            for limit in bench._limits_of(goal):
+                self.assertEqual(section.count(f"- **{limit.title}.** "), 1)
+
+    def test_a_full_run_document_stays_under_250_lines(self):
+        full = _full_shaped(self.results)
+        self.assertLen(full["cases"]["train_step"], 12)
+        self.assertLess(len(bench.document(full).splitlines()), 250)
+
     def test_train_step_targets_use_each_models_bound(self):
-        results = _results([
-            _train_step_row("mlp", "L2", True, 0.79, 0.81),
-            _train_step_row("deep128", "L1L2", False, 0.61, 0.59),
-        ])
-        met = {target["target"]: target["met"]
-               for target in bench.targets(results)}
-        self.assertEqual(met, {
-            "mlp jit=True tfreg L2 overhead <= 0.8x Keras' overhead": True,
-            "mlp jit=True tfreg L2 penalty alone (model's kernel shapes) "
-            "<= 0.8x Keras'": False,
-            "deep128 jit=False tfreg L1L2 overhead <= 0.6x Keras' "
-            "overhead": False,
-            "deep128 jit=False tfreg L1L2 penalty alone (model's kernel "
-            "shapes) <= 0.6x Keras'": True,
-        })
-
-    def test_markdown_shows_the_control_beside_the_overheads(self):
-        results = _results([_train_step_row("deep128", "L1L2", False,
-                                            0.5, 0.75)])
-        results["targets"] = bench.targets(results)
-        lines = bench.markdown(results).splitlines()
-        header = next(line for line in lines
-                      if line.startswith("| model |"))
-        row = next(line for line in lines if line.startswith("| deep128 |"))
-        columns = [cell.strip() for cell in header.strip("|").split("|")]
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        self.assertEqual(len(columns), len(cells))
-        by_column = dict(zip(columns, cells))
-        self.assertEqual(by_column["control overhead"], "-0.125")
-        self.assertEqual(by_column["overhead ratio"], "0.5")
-        self.assertEqual(by_column["page faults/step none/Keras/tfreg"],
-                         "0/7/0")
-
-    def test_first_step_reports_every_rounds_ratio_and_the_deepest_target(self):
-        def row(depth, contender, ratios):
-            return {"depth": depth, "jit": True, "contender": contender,
-                    "median_s": 2.0, "vs_none": sorted(ratios)[1],
-                    "rounds_s": [2.0] * 3, "rounds_vs_none": ratios}
-        results = _results([])
-        results["first_step"] = [
-            row(16, "none", [1.0, 1.0, 1.0]),
-            row(16, "tfreg StudentT", [1.7, 1.9, 1.8]),
-            row(128, "none", [1.0, 1.0, 1.0]),
-            row(128, "tfreg StudentT", [1.25, 1.6, 1.375]),
-        ]
-        targets = bench.targets(results)
+        row = self.results["cases"]["train_step"][0]
+        rows = [dict(row, model="mlp", regularizer="L2", jit=True,
+                     overhead_ratio=0.79),
+                dict(row, model="deep128", regularizer="L1L2", jit=False,
+                     overhead_ratio=0.61),
+                dict(row, model="cnn", regularizer="L2", jit=True,
+                     overhead_ratio=0.1)]
         self.assertEqual(
-            [(t["target"], t["measured"], t["met"]) for t in targets],
-            [("first step, depth 128, jit: tfreg StudentT <= 1.5x none",
+            [(t.goal, t.measured, t.met)
+             for t in bench.targets_train_step(rows, bench.Settings())],
+            [("train-step overhead, MLP, jit: tfreg L2 <= 0.8x Keras'", 0.79,
+              True),
+             ("train-step overhead, 128-layer stack, no jit: tfreg L1L2 <= "
+              "0.6x Keras'", 0.61, False)])
+
+    def test_first_step_target_is_set_at_the_deepest_stack(self):
+        def row(depth, contender, ratios):
+            return {"depth": depth, "contender": contender, "median_s": 2.0,
+                    "vs_none": sorted(ratios)[1], "rounds_s": [2.0] * 3,
+                    "rounds_vs_none": ratios}
+        rows = [row(16, "none", [1.0] * 3),
+                row(16, "tfreg StudentT", [1.7, 1.9, 1.8]),
+                row(128, "none", [1.0] * 3),
+                row(128, "tfreg StudentT", [1.25, 1.6, 1.375])]
+        self.assertEqual(
+            [(t.goal, t.measured, t.met)
+             for t in bench.targets_first_step(rows, bench.Settings())],
+            [("first jit step, 128-layer stack: <= 1.5x no regularizer",
               1.375, True)])
-        results["targets"] = targets
         self.assertIn("| 128 | tfreg StudentT | 2 | 1.38 | 1.25 1.60 1.38 |",
-                      bench.markdown(results).splitlines())
+                      bench.table_first_step(rows).splitlines())
+
+    def test_quick_run_time_is_a_target_only_for_a_whole_quick_run(self):
+        names = [case.name for case in bench.CASES]
+        meta = {"scale": "quick", "cases": names, "seconds": 200.0}
+        (target,) = bench.run_targets(meta)
+        self.assertEqual((target.measured, target.met, target.case),
+                         (200.0, False, "run"))
+        self.assertEqual(bench._limits_of(target.goal),
+                         bench.RUN_LIMITS[bench.QUICK_GOAL])
+        self.assertEmpty(bench.run_targets(dict(meta, cases=names[:1])))
+        self.assertEmpty(bench.run_targets(dict(meta, scale="full")))
+
+    def test_a_case_appended_to_cases_gets_its_table_targets_and_limits(self):
+        limit = bench.Limit("Test limit", "Why the widget is slow.")
+        case = bench.Case(
+            name="widget", title="Widget", about="times a widget.",
+            run=lambda settings: [{"widget": settings.pick(1, 2, 3),
+                                   "ratio": 1.5}],
+            table=lambda rows: bench.table(rows, (("widget", "widget"),
+                                                  ("ratio", "ratio"))),
+            targets=lambda rows, settings: [
+                bench.Target("widget ratio <= 1.2", "widget", "small",
+                             rows[0]["ratio"], rows[0]["ratio"] <= 1.2)],
+            limits={"widget ratio": (limit,)})
+        with mock.patch.object(bench, "CASES", [case]):
+            results = bench.run(bench.Settings("tiny"), ["widget"], "cmd")
+            text = bench.document(results)
+        self.assertEqual(results["cases"]["widget"], [{"widget": 3,
+                                                       "ratio": 1.5}])
+        self.assertIn("- `widget`: times a widget.", text)
+        self.assertIn("| widget ratio <= 1.2 | widget | **1.5 ✗** |", text)
+        self.assertIn("- widget ratio <= 1.2: widget small (Test limit).",
+                      text)
+        self.assertIn("- **Test limit.** Why the widget is slow.", text)
+        self.assertIn("### Widget\n\n| widget | ratio |\n|---|---|\n| 3 | 1.5 |",
+                      text)
+
+    def test_main_writes_the_document_of_its_json(self):
+        with tempfile.TemporaryDirectory() as directory:
+            document = os.path.join(directory, "BENCHMARKS.md")
+            results = os.path.join(directory, "bench.json")
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                bench.main(["--tiny", "--cases", "first_step", "--write",
+                            document, "--json", results])
+            with open(document) as f:
+                written = f.read()
+            with open(results) as f:
+                self.assertEqual(bench.document(json.load(f)), written)
+        self.assertIn(written, printed.getvalue())
+        self.assertIn("Generated by `python tools/bench.py --tiny --cases "
+                      "first_step --write ", written)
+        self.assertNotIn("### Train step", written)
+
+    def test_bad_arguments_are_rejected(self):
+        for argv in (["--rounds", "0"], ["--cases", "penalty,nope"],
+                     ["--quick", "--tiny"]):
+            with self.subTest(argv=argv), \
+                    contextlib.redirect_stderr(io.StringIO()), \
+                    self.assertRaises(SystemExit):
+                bench.main(argv)
 
 
 if __name__ == "__main__":
