@@ -37,13 +37,13 @@ def fit(regularizer, x, y, epochs):
 def main(epochs):
     x, y = sparse_problem()
     n = len(x)
-    candidates = {"L2": tfreg.L2(1e-3)}
-    priors = getattr(tfreg, "priors", None)
-    if priors is not None:
-        candidates["Laplace"] = priors.Laplace(scale=0.1, num_examples=n)
-        candidates["Horseshoe"] = priors.Horseshoe(scale=0.1, num_examples=n)
-        candidates["SpikeAndSlab"] = priors.SpikeAndSlab(
-            spike_scale=0.01, slab_scale=2.0, num_examples=n)
+    candidates = {
+        "L2": tfreg.L2(1e-3),
+        "Laplace": tfreg.priors.Laplace(scale=0.1, num_examples=n),
+        "Horseshoe": tfreg.priors.Horseshoe(scale=0.1, num_examples=n),
+        "SpikeAndSlab": tfreg.priors.SpikeAndSlab(
+            spike_scale=0.01, slab_scale=2.0, num_examples=n),
+    }
     for name, regularizer in candidates.items():
         w = fit(regularizer, x, y, epochs)
         print(f"{name:>12}: |w| of the 5 true features "

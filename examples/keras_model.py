@@ -23,9 +23,8 @@ def main(epochs):
         tf.keras.layers.Dense(16, activation="relu",
                               kernel_regularizer=tfreg.L2(1e-3),
                               activity_regularizer=tfreg.L1(1e-5)),
-        tf.keras.layers.Dense(2, kernel_regularizer=tfreg.GroupLasso(1e-3)
-                              if hasattr(tfreg, "GroupLasso")
-                              else tfreg.L1(1e-3)),
+        tf.keras.layers.Dense(2, kernel_regularizer=tfreg.GroupLasso(1e-3),
+                              bias_regularizer=tfreg.L2(1e-4)),
     ])
     model.compile(optimizer="adam", metrics=["accuracy"],
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(

@@ -285,7 +285,9 @@ def run_penalty(settings):
     num_tensors = settings.pick(full=50, tiny=4)
     # Quick runs leave the priors to their own case (time).
     with_priors = settings.pick(full=True, quick=False, tiny=True)
-    rounds = settings.rounds(full=7, quick=3)
+    # A call takes milliseconds at the quick size: rounds are cheap there,
+    # compiling the contenders is not.
+    rounds = settings.rounds(full=7, quick=11)
     rows = []
     for num_params in sizes:
         variables = _weights(num_params, num_tensors)
@@ -469,7 +471,7 @@ def run_priors(settings):
     num_params = settings.pick(full=16_000_000, quick=1_000_000, tiny=10_000)
     # Compiling 16 contenders x 50 tensors under XLA takes minutes.
     num_tensors = settings.pick(full=50, quick=10, tiny=2)
-    rounds = settings.rounds(full=7, quick=3)
+    rounds = settings.rounds(full=7, quick=11)
     variables = _weights(num_params, num_tensors=num_tensors, seed=1)
     params = sum(v.shape.num_elements() for v in variables)
     twins = tfp_twins()
