@@ -101,8 +101,16 @@ class GetSerializeDeserializeTest(parameterized.TestCase):
         self.assertIs(tfreg.get(instance), instance)
         function = lambda w: tf.reduce_sum(w)  # pylint: disable=unnecessary-lambda-assignment
         self.assertIs(tfreg.get(function), function)
-        with self.assertRaisesRegex(TypeError, "Received: identifier=3"):
-            tfreg.get(3)
+
+    @parameterized.named_parameters(
+        ("zero", 0), ("float", 1.5), ("bool", True), ("list", ["l2"]),
+        ("tensor", tf.constant(0.1)))
+    def test_get_uninterpretable_identifier_raises_as_keras(self, identifier):
+        message = "Could not interpret regularizer identifier: "
+        with self.assertRaisesRegex(ValueError, message):
+            tfreg.get(identifier)
+        with self.assertRaisesRegex(ValueError, message):
+            keras.regularizers.get(identifier)
 
     def test_get_instantiates_a_class_as_keras_3_does(self):
         regularizer = tfreg.get(tfreg.L2)

@@ -89,10 +89,12 @@ class RegularizersTest(battery.battery(CASES)):
         ("l1l2_l1", tfreg.L1L2, "l1"), ("l1l2_l2", tfreg.L1L2, "l2"),
         ("orthogonal", tfreg.Orthogonal, "factor"))
     def test_rejects_bad_strengths(self, cls, argument):
-        for value, error in ((-0.1, ValueError), (float("nan"), ValueError),
-                             (float("inf"), ValueError), (True, TypeError),
-                             ("0.1", TypeError), (None, TypeError),
-                             ([0.1], TypeError)):
+        rejected = [(-0.1, ValueError), (float("nan"), ValueError),
+                    (float("inf"), ValueError), (True, TypeError),
+                    ("0.1", TypeError), ([0.1], TypeError)]
+        if cls is tfreg.Orthogonal:  # Only L1, L2 and L1L2 take None.
+            rejected.append((None, TypeError))
+        for value, error in rejected:
             with self.subTest(value=value):
                 with self.assertRaisesRegex(
                         error,
@@ -122,11 +124,32 @@ class RegularizersTest(battery.battery(CASES)):
         self.assertIsInstance(tfreg.L1(np.float64(0.5)).get_config()["l1"],
                               float)
 
-    def test_orthogonal_rejects_unknown_mode(self):
-        with self.assertRaisesRegex(
-                ValueError, r"Invalid value for argument `mode`. Expected one "
-                r"of \('rows', 'columns'\). Received: mode='diag'"):
-            tfreg.Orthogonal(mode="diag")
+    @parameterized.named_parameters(
+        ("l1", "L1", {"l1": None}, {"l1": 0.01}),
+        ("l2", "L2", {"l2": None}, {"l2": 0.01}),
+        ("l1l2", "L1L2", {"l1": None, "l2": None}, {"l1": 0.0, "l2": 0.0}),
+        ("l1l2_l1", "L1L2", {"l1": None, "l2": 0.5}, {"l1": 0.0, "l2": 0.5}),
+        ("l1l2_l2", "L1L2", {"l1": 0.5, "l2": None}, {"l1": 0.5, "l2": 0.0}))
+    def test_none_strength_means_the_default_as_in_keras(self, name, kwargs,
+                                                         config):
+        regularizer = getattr(tfreg, name)(**kwargs)
+        self.assertEqual(regularizer.get_config(), config)
+        x = tf.constant([[1.0, -2.0], [3.0, 0.5]])
+        np.testing.assert_allclose(
+            regularizer(x), getattr(keras.regularizers, name)(**kwargs)(x),
+            rtol=1e-6)
+
+    def test_orthogonal_rejects_unknown_mode_in_keras_words(self):
+        expected = ("Invalid value for argument `mode`. Expected one of "
+                    '{"rows", "columns"}. Received: mode=bad')
+        with self.assertRaises(ValueError) as ours:
+            tfreg.Orthogonal(mode="bad")
+        self.assertEqual(str(ours.exception), expected)
+        with self.assertRaises(ValueError) as theirs:
+            keras.regularizers.OrthogonalRegularizer(mode="bad")
+        self.assertEqual(str(theirs.exception), expected)
+        with self.assertRaisesRegex(ValueError, "Received: mode=None$"):
+            tfreg.Orthogonal(mode=None)
 
     def test_orthogonal_rejects_unsupported_ranks(self):
         for shape in ((4,), (1, 1, 1, 1, 2, 3)):

@@ -5,6 +5,14 @@ from tfreg import base
 from tfreg import penalties
 from tfreg import serialization
 
+__all__ = ["L1", "L1L2", "L2", "Orthogonal"]
+
+
+def _strength(name, value, default):
+    """A strength argument; None means the default, as in both Keras
+    generations (`L1(l1=None)` is `L1(0.01)`)."""
+    return validation.non_negative(name, default if value is None else value)
+
 
 @serialization.register
 class L1(base.Regularizer):
@@ -15,7 +23,8 @@ class L1(base.Regularizer):
         penalty(x) = l1 * sum_i |x_i|
 
     Args:
-      l1: Non-negative finite float, the strength.
+      l1: Non-negative finite float (or `tfreg.Strength`), the strength;
+        None means 0.01.
 
     >>> import tensorflow as tf, tfreg
     >>> float(tfreg.L1(0.5)(tf.constant([1.0, -2.0])))
@@ -25,7 +34,7 @@ class L1(base.Regularizer):
     _traced_once_per_shape = True
 
     def __init__(self, l1=0.01):
-        self.l1 = validation.non_negative("l1", l1)
+        self.l1 = _strength("l1", l1, 0.01)
 
     def penalty(self, x):
         return penalties.l1(x, self.l1)
@@ -40,7 +49,8 @@ class L2(base.Regularizer):
         penalty(x) = l2 * sum_i x_i^2
 
     Args:
-      l2: Non-negative finite float, the strength.
+      l2: Non-negative finite float (or `tfreg.Strength`), the strength;
+        None means 0.01.
 
     >>> import tensorflow as tf, tfreg
     >>> float(tfreg.L2(0.5)(tf.constant([1.0, -2.0])))
@@ -50,7 +60,7 @@ class L2(base.Regularizer):
     _traced_once_per_shape = True
 
     def __init__(self, l2=0.01):
-        self.l2 = validation.non_negative("l2", l2)
+        self.l2 = _strength("l2", l2, 0.01)
 
     def penalty(self, x):
         return penalties.l2(x, self.l2)
@@ -67,8 +77,10 @@ class L1L2(base.Regularizer):
     The defaults are 0 as in Keras; the string 'l1_l2' means L1L2(0.01, 0.01).
 
     Args:
-      l1: Non-negative finite float, the L1 strength.
-      l2: Non-negative finite float, the L2 strength.
+      l1: Non-negative finite float (or `tfreg.Strength`), the L1 strength;
+        None means 0.
+      l2: Non-negative finite float (or `tfreg.Strength`), the L2 strength;
+        None means 0.
 
     >>> import tensorflow as tf, tfreg
     >>> float(tfreg.L1L2(l1=0.5, l2=0.5)(tf.constant([1.0, -2.0])))
@@ -78,8 +90,8 @@ class L1L2(base.Regularizer):
     _traced_once_per_shape = True
 
     def __init__(self, l1=0.0, l2=0.0):
-        self.l1 = validation.non_negative("l1", l1)
-        self.l2 = validation.non_negative("l2", l2)
+        self.l1 = _strength("l1", l1, 0.0)
+        self.l2 = _strength("l2", l2, 0.0)
 
     def penalty(self, x):
         return penalties.l1_l2(x, self.l1, self.l2)

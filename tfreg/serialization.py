@@ -12,6 +12,9 @@ import re
 from tfreg import _keras
 from tfreg import base
 
+__all__ = ["add_preset", "deserialize", "get", "register",
+           "registered_names", "serialize"]
+
 _REGISTRY = {}
 # Names that mean a preset instance rather than the class's defaults.
 _PRESETS = {}
@@ -126,7 +129,8 @@ def get(identifier):
 
     None gives None; a string or dict is deserialized; a class is
     instantiated with its defaults (as Keras 3 does); a regularizer or any
-    other callable is returned as it is.
+    other callable is returned as it is. Anything else raises Keras'
+    ValueError, "Could not interpret regularizer identifier: ...".
     """
     if identifier is None:
         return None
@@ -136,6 +140,6 @@ def get(identifier):
         return identifier()
     if callable(identifier):
         return identifier
-    raise TypeError(
-        "Could not interpret regularizer identifier. Expected None, a str, "
-        f"a dict or a callable. Received: identifier={identifier!r}")
+    raise ValueError(
+        f"Could not interpret regularizer identifier: {identifier!r}. "
+        "Expected None, a str, a dict or a callable.")

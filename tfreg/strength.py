@@ -8,16 +8,16 @@ no retrace. Every tfreg strength argument accepts one.
 """
 
 import contextlib
-import math
-import numbers
 import re
 import threading
 
-import numpy as np
 import tensorflow as tf
 
+from tfreg import validation
+
+__all__ = ["Strength", "compute_dtype", "from_json", "to_json"]
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SCOPE = threading.local()
 
 
@@ -34,34 +34,6 @@ def compute_dtype(dtype):
         yield
     finally:
         _SCOPE.dtype = previous
-
-
-def finite_float(value):
-    """`value` as a float, or None when no float holds it (10**400)."""
-    try:
-        return float(value)
-    except OverflowError:
-        return None
-
-
-def non_negative_float(name, value):
-    """`value` as a float; TypeError/ValueError unless a finite float >= 0.
-
-    Finite means finite in float32, the dtype in which a Strength is held
-    and every penalty but float64's is computed.
-    """
-    message = (f"Invalid value for argument `{name}`. Expected a finite float "
-               f">= 0. Received: {name}={value!r}")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(message)
-    number = finite_float(value)  # None beyond float64's range
-    if number is not None and not 0 <= number < math.inf:
-        raise ValueError(message)
-    if number is None or number > FLOAT32_MAX:
-        raise ValueError(f"{message}, which overflows float32 (at most "
-                         f"{FLOAT32_MAX:.8g}), the dtype penalties are "
-                         "computed in.")
-    return number
 
 
 class Strength(tf.__internal__.tracking.Trackable):
@@ -95,14 +67,13 @@ class Strength(tf.__internal__.tracking.Trackable):
 
     def __init__(self, value=0.0, name="strength"):
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ValueError(
-                "Invalid value for argument `name`. Expected an identifier of "
-                "at most 64 characters (letters, digits, '_', '.', '-'). "
-                f"Received: name={name!r}")
+            raise ValueError(validation.message(
+                "name", name, "an identifier of at most 64 characters "
+                "(letters, digits, '_', '.', '-')"))
         self.name = name
-        self.variable = tf.Variable(non_negative_float("value", value),
-                                    trainable=False, dtype=tf.float32,
-                                    name=name)
+        self.variable = tf.Variable(
+            validation.non_negative_float("value", value), trainable=False,
+            dtype=tf.float32, name=name)
 
     @property
     def value(self):
@@ -111,7 +82,7 @@ class Strength(tf.__internal__.tracking.Trackable):
 
     def assign(self, value):
         """Sets the strength; compiled steps see it on their next run."""
-        self.variable.assign(non_negative_float("value", value))
+        self.variable.assign(validation.non_negative_float("value", value))
 
     def get_config(self):
         return {"value": self.value, "name": self.name}

@@ -1,29 +1,91 @@
 """Argument checks for tfreg constructors (public: use them in your own regularizers).
 
-Each check raises a `TypeError` or `ValueError` whose message names the
-argument and the value received, in the style of Keras:
-"Invalid value for argument `mode`. Expected one of ('rows', 'columns').
-Received: mode='diag'".
+Each check raises a `TypeError` (wrong type) or `ValueError` (wrong value)
+whose message `message` builds, in the words of Keras:
+"Invalid value for argument `mode`. Expected one of {"rows", "columns"}.
+Received: mode=diag".
 """
 
 import math
 import numbers
 
-from tfreg import strength as strength_lib
+import numpy as np
+
+__all__ = [
+    "axis",
+    "choice",
+    "integer",
+    "message",
+    "non_negative",
+    "non_negative_float",
+    "open_unit",
+    "positive",
+    "real",
+]
+
+# Strengths are held in float32 and every penalty but float64's is computed
+# in it, so a strength must be finite there.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _describe(name, value, expected):
+def message(name, value, expected, shown=None, note=""):
+    """The text of every tfreg argument error.
+
+        Invalid value for argument `name`. Expected <expected>.
+        Received: name=<shown><note>
+
+    Args:
+      name: The argument's name.
+      value: The value received.
+      expected: What the argument must be, e.g. "a finite float > 0".
+      shown: The value as text, when `repr(value)` would not do (an
+        abbreviated array); default `repr(value)`.
+      note: Text after the received value, e.g. ", which overflows float32".
+
+    >>> from tfreg import validation
+    >>> validation.message("scale", -1.0, "a finite float > 0")
+    'Invalid value for argument `scale`. Expected a finite float > 0. Received: scale=-1.0'
+    """
+    shown = repr(value) if shown is None else shown
     return (f"Invalid value for argument `{name}`. Expected {expected}. "
-                    f"Received: {name}={value!r}")
+            f"Received: {name}={shown}{note}")
+
+
+def _finite_float(value):
+    """`value` as a float, or None when no float holds it (10**400)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
 
 
 def real(name, value, expected="a finite float"):
     """Returns `value` as a Python float; rejects bools, non-numbers, NaN, inf."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(_describe(name, value, expected))
-    number = strength_lib.finite_float(value)
+    if not _is_number(value):
+        raise TypeError(message(name, value, expected))
+    number = _finite_float(value)
     if number is None or not math.isfinite(number):
-        raise ValueError(_describe(name, value, expected))
+        raise ValueError(message(name, value, expected))
+    return number
+
+
+def non_negative_float(name, value):
+    """A plain strength: a float >= 0 that is finite in float32."""
+    expected = "a finite float >= 0"
+    if not _is_number(value):
+        raise TypeError(message(name, value, expected))
+    number = _finite_float(value)  # None beyond float64's range
+    if number is not None and not 0 <= number < math.inf:
+        raise ValueError(message(name, value, expected))
+    if number is None or number > _FLOAT32_MAX:
+        raise ValueError(message(
+            name, value, expected,
+            note=f", which overflows float32 (at most {_FLOAT32_MAX:.8g}), "
+                 "the dtype penalties are computed in."))
     return number
 
 
@@ -33,10 +95,12 @@ def non_negative(name, value):
     A `Strength` is returned as it is, so that the regularizer reads its
     current value on every call.
     """
-    value = strength_lib.from_json(value)
-    if isinstance(value, strength_lib.Strength):
+    # strength imports this module for its own checks.
+    from tfreg import strength  # pylint: disable=g-import-not-at-top
+    value = strength.from_json(value)
+    if isinstance(value, strength.Strength):
         return value
-    return strength_lib.non_negative_float(name, value)
+    return non_negative_float(name, value)
 
 
 def positive(name, value):
@@ -44,7 +108,7 @@ def positive(name, value):
     expected = "a finite float > 0"
     number = real(name, value, expected)
     if number <= 0:
-        raise ValueError(_describe(name, value, expected))
+        raise ValueError(message(name, value, expected))
     return number
 
 
@@ -53,30 +117,40 @@ def open_unit(name, value):
     expected = "a float in the open interval (0, 1)"
     number = real(name, value, expected)
     if not 0 < number < 1:
-        raise ValueError(_describe(name, value, expected))
+        raise ValueError(message(name, value, expected))
     return number
 
 
 def integer(name, value, minimum, maximum):
     """An int (not a bool) in [minimum, maximum]; the error names the bound."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(_describe(name, value, f"an int >= {minimum}"))
+        raise TypeError(message(name, value, f"an int >= {minimum}"))
     if value < minimum:
-        raise ValueError(_describe(name, value, f"an int >= {minimum}"))
+        raise ValueError(message(name, value, f"an int >= {minimum}"))
     if value > maximum:
-        raise ValueError(_describe(name, value, f"an int <= {maximum}"))
+        raise ValueError(message(name, value, f"an int <= {maximum}"))
     return int(value)
 
 
 def axis(name, value):
     """An axis: an int (not a bool); negative values count from the end."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(_describe(name, value, "an int"))
+        raise TypeError(message(name, value, "an int"))
     return int(value)
 
 
 def choice(name, value, options):
-    """One of `options` (strings)."""
+    """One of `options` (strings), with Keras' message word for word.
+
+    >>> from tfreg import validation
+    >>> validation.choice("mode", "diag", ("rows", "columns"))
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid value for argument `mode`. Expected one of {"rows", "columns"}. Received: mode=diag
+    """
     if not isinstance(value, str) or value not in options:
-        raise ValueError(_describe(name, value, f"one of {tuple(options)}"))
+        listed = ", ".join(f'"{option}"' for option in options)
+        # Keras shows a string as it is (mode=diag), anything else by repr.
+        shown = value if isinstance(value, str) else repr(value)
+        raise ValueError(message(name, value, f"one of {{{listed}}}", shown))
     return value
