@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import tfreg
 from tfreg import _keras
+from tfreg import walk
 from tests import battery
 
 keras = _keras.keras
@@ -100,10 +101,8 @@ def _bidirectional():
 
 def _penalties(model):
     """{path: penalty} of every regularized weight of `model`."""
-    paths = tfreg.attach.weight_paths(model)
-    return {paths[id(variable)]: float(regularizer(variable))
-            for _, variable, regularizer
-            in tfreg.attach.regularized_weights(model)}
+    return {weight.path: float(weight.regularizer(weight.variable))
+            for weight in walk.regularized_weights(model)}
 
 
 def _total(model):
@@ -135,7 +134,7 @@ class ApplyTest(parameterized.TestCase):
         ("exclude_regex", None, "second"),
         ("predicate", lambda layer, variable: (
             layer.name in ("first", "third")
-            and tfreg.attach.weight_name(variable) == "kernel"), None),
+            and walk.weight_name(variable) == "kernel"), None),
         ("exclude_predicate", None,
          lambda layer, variable: layer.name == "second"))
     def test_include_and_exclude(self, include, exclude):

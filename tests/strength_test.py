@@ -65,6 +65,19 @@ def _model(kernel_regularizer, activity_regularizer=None):
     return keras.Model(inputs, keras.layers.Dense(1)(hidden))
 
 
+class _ScaledDense(keras.layers.Layer):
+    """x @ kernel * scale; `scale` is an extra weight with no config argument."""
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], 1), initializer="ones")
+        self.scale = self.add_weight(name="scale", shape=(1,),
+                                     initializer="ones")
+
+    def call(self, inputs):
+        return tf.matmul(inputs, self.kernel) * self.scale
+
+
 class StrengthTest(parameterized.TestCase):
 
     def test_assign_changes_a_compiled_penalty_without_retrace(self):
@@ -282,6 +295,27 @@ class StrengthTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, r"No Strength named \['kl'\]"):
             model.fit(x, y, epochs=1, verbose=0, callbacks=[
                 tfreg.StrengthScheduler({"kl": lambda epoch: 1.0})])
+
+    def test_scheduler_finds_a_strength_applied_to_an_extra_weight(self):
+        # A weight made by `add_weight` has no `*_regularizer` argument:
+        # its regularizer is reachable only through the weight itself.
+        model = keras.Sequential([keras.Input((3,)),
+                                  _ScaledDense(name="scaled")])
+        strength = tfreg.Strength(0.5, name="s")
+        self.assertEqual(tfreg.apply(model, tfreg.L2(strength),
+                                     include="scale$"),
+                         {"scaled/scale": False})
+        self.assertEqual(list(tfreg.strengths(model)), ["s"])
+        self.assertIs(tfreg.strengths(model)["s"][0], strength.variable)
+        model.compile("sgd", "mse")
+        x, y = _data()
+        history = model.fit(x, y, epochs=2, verbose=0, callbacks=[
+            tfreg.StrengthScheduler({"s": lambda epoch: 0.25 * (epoch + 1)})])
+        self.assertEqual(history.history["strength/s"], [0.25, 0.5])
+        scale = model.get_layer("scaled").scale
+        np.testing.assert_allclose(
+            float(tf.add_n(model.losses)),
+            0.5 * float(tf.reduce_sum(tf.square(scale))), rtol=1e-6)
 
     def test_saved_model_restores_the_current_value(self):
         strength = tfreg.Strength(0.0, name="l2")

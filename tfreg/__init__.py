@@ -8,12 +8,21 @@ tf_keras when TF_USE_LEGACY_KERAS=1) and is registered for serialization as
 from tfreg import validation
 from tfreg import priors
 from tfreg.attach import apply
+from tfreg.attach import attach_l2sp
 from tfreg.attach import remove
 from tfreg.base import Regularizer
 from tfreg.export import export_saved_model
 from tfreg.distribute import regularization_loss
 from tfreg.monitor import PenaltyLogger
 from tfreg.monitor import summary
+from tfreg.pruning import ChannelGroup
+from tfreg.pruning import ChannelGroups
+from tfreg.pruning import CoupledGroupLasso
+from tfreg.pruning import apply_groups
+from tfreg.pruning import channel_groups
+from tfreg.pruning import model_cost
+from tfreg.pruning import shrink
+from tfreg.pruning import shrink_summary
 from tfreg.regularizers import L1
 from tfreg.regularizers import L1L2
 from tfreg.regularizers import L2
@@ -34,11 +43,18 @@ from tfreg.structured import SRIP
 from tfreg.structured import SoftOrthogonal
 from tfreg.structured import SparseGroupLasso
 from tfreg.structured import SpectralNorm
-from tfreg.structured import attach_l2sp
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChannelGroup",
+    "ChannelGroups",
+    "CoupledGroupLasso",
+    "apply_groups",
+    "channel_groups",
+    "model_cost",
+    "shrink",
+    "shrink_summary",
     "DeCov",
     "GroupLasso",
     "KLSparsity",

@@ -2,6 +2,10 @@
 
 import tensorflow as tf
 
+from tfreg import _losses
+
+__all__ = ["regularization_loss", "scale_for_replicas"]
+
 
 def regularization_loss(model):
     """`sum(model.losses)`, scaled so that replicas add up to one device.
@@ -39,13 +43,7 @@ def regularization_loss(model):
       A scalar tensor: float64 if any loss is float64, float32 otherwise
       (mixed-precision losses are summed in float32).
     """
-    losses = [tf.convert_to_tensor(loss) for loss in model.losses]
-    dtype = (tf.float64 if any(loss.dtype == tf.float64 for loss in losses)
-             else tf.float32)
-    total = tf.zeros((), dtype)
-    for loss in losses:
-        total += tf.reduce_sum(tf.cast(loss, dtype))
-    return scale_for_replicas(total)
+    return scale_for_replicas(_losses.total(model.losses))
 
 
 def scale_for_replicas(value):

@@ -13,6 +13,11 @@ import re
 import tensorflow as tf
 
 from tfreg import _keras
+from tfreg import _losses
+from tfreg import walk
+
+__all__ = ["INPUTS_SIGNATURE", "SERVING_SIGNATURE", "WEIGHT_SIGNATURE",
+           "export_saved_model"]
 
 SERVING_SIGNATURE = "serving_default"
 WEIGHT_SIGNATURE = "regularization_loss"
@@ -67,89 +72,17 @@ def _named(specs):
             for spec, name in zip(specs, names)]
 
 
-def _total(losses):
-    """Sums like `tf.add_n(model.losses)`, in float64 if any loss is."""
-    if not losses:
-        return tf.zeros((), tf.float32)
-    losses = [tf.convert_to_tensor(loss) for loss in losses]
-    dtype = (tf.float64 if any(loss.dtype == tf.float64 for loss in losses)
-             else tf.float32)
-    return tf.add_n([tf.cast(loss, dtype) for loss in losses])
-
-
-def _flat_layers(model):
-    return list(model._flatten_layers())  # pylint: disable=protected-access
-
-
-# How each Keras generation keeps its losses. Keras 3 stores a weight's
-# regularizer on the variable and collects call losses in a StatelessScope;
-# tf_keras keeps weight penalties as zero-argument callables per layer and
-# call losses in per-layer lists that its own SavedModel saver also snapshots
-# and restores around tracing.
-
-
-def _weight_losses(model):
-    """The input-independent losses, in the order `model.losses` has them."""
-    if not _keras.LEGACY:
-        return [variable.regularizer(variable)
-                for variable in model.trainable_weights
-                if variable.regularizer is not None]
-    losses = []
-    for layer in _flat_layers(model):
-        for callable_loss in layer._callable_losses:  # pylint: disable=protected-access
-            loss = callable_loss()
-            if loss is not None:
-                losses.append(loss)
-    return losses
-
-
-def _call(model, inputs):
-    """`model(inputs, training=False)` and the losses the call adds."""
-    if not _keras.LEGACY:
-        # Collected in the scope instead of the layers, so that no graph
-        # tensor outlives the trace.
-        with _keras.keras.StatelessScope(collect_losses=True) as scope:
-            outputs = model(inputs, training=False)
-        return outputs, list(scope.losses)
-    outputs = model(inputs, training=False)
-    return outputs, [loss for layer in _flat_layers(model)
-                     for loss in layer._eager_losses]  # pylint: disable=protected-access
-
-
-def _ordered_total(model, call_losses, weight_losses):
-    """The losses in the order `model.losses` lists them after the call."""
-    if not _keras.LEGACY:
-        return call_losses + weight_losses
-    return model.losses
-
-
-class _LegacyLossesRestored:
-    """Puts tf_keras' per-layer call losses back after tracing.
-
-    Tracing a call inside `tf.function` replaces them with graph tensors that
-    must not outlive the trace; Keras 3 needs nothing (StatelessScope).
-    """
-
-    def __init__(self, model):
-        self._layers = _flat_layers(model) if _keras.LEGACY else []
-
-    def __enter__(self):
-        # pylint: disable=protected-access
-        self._saved = [(layer._eager_losses, list(layer._losses))
-                       for layer in self._layers]
-
-    def __exit__(self, *exc_info):
-        # pylint: disable=protected-access
-        for layer, (eager_losses, losses) in zip(self._layers, self._saved):
-            layer._eager_losses = eager_losses
-            layer._losses[:] = losses
+def _optimizer_losses(model):
+    """The penalties that the model's optimizer applies in its update."""
+    return [weight.regularizer(weight.variable)
+            for weight in walk.regularized_weights(model)
+            if weight.via == walk.OPTIMIZER]
 
 
 def _other_variables(functions, model_variables):
     """Variables the traced `functions` read that are not the model's."""
-    own = {id(variable) for variable in model_variables}
-    # A Keras 3 variable wraps the tf.Variable that the graphs capture.
-    own |= {id(getattr(variable, "_value", None)) for variable in model_variables}
+    own = {id(variable)
+           for variable in walk.backing_variables(model_variables)}
     found = {}
     for function in functions:
         for variable in function.graph.variables:
@@ -179,11 +112,14 @@ def export_saved_model(model, path, input_signature=None, options=None):
       the sum of the weight penalties (kernel, bias and any other weight
       regularizer) on the current variables: `sum(model.losses)` for a model
       that has not been called. Under tf_keras this includes zero-argument
-      callables given to `add_loss`, which `model.losses` counts too.
+      callables given to `add_loss`, which `model.losses` counts too. The
+      penalties that the model's optimizer applies in its update (see
+      `tfreg.walk`) are added to it.
     - `regularization_loss_on_inputs`: the model's inputs ->
       `{"regularization_loss", "weight_regularization_loss",
       "activity_regularization_loss"}`, the total being `sum(model.losses)`
-      after `model(inputs, training=False)`: weight penalties plus activity
+      (plus the optimizer's penalties) after `model(inputs,
+      training=False)`: weight penalties plus activity
       penalties (divided by the batch size, as Keras does) and any loss the
       layers add in `call`.
 
@@ -215,19 +151,22 @@ def export_saved_model(model, path, input_signature=None, options=None):
         return tf.nest.pack_sequence_as(structure, list(flat_inputs))
 
     def serve(*flat_inputs):
-        outputs, _ = _call(model, pack(flat_inputs))
+        outputs, _ = walk.call_losses(model, pack(flat_inputs))
         return _outputs_dict(outputs)
 
     def weight_loss():
-        return {"regularization_loss": _total(_weight_losses(model))}
+        return {"regularization_loss": _losses.total(
+            walk.weight_losses(model) + _optimizer_losses(model))}
 
     def loss_on_inputs(*flat_inputs):
-        _, activity = _call(model, pack(flat_inputs))
-        weights = _weight_losses(model)
-        total = _ordered_total(model, activity, weights)
-        return {"regularization_loss": _total(total),
-                "weight_regularization_loss": _total(weights),
-                "activity_regularization_loss": _total(activity)}
+        _, activity = walk.call_losses(model, pack(flat_inputs))
+        in_model = walk.weight_losses(model)
+        optimizer = _optimizer_losses(model)
+        weights = in_model + optimizer
+        total = walk.losses_in_order(model, activity, in_model) + optimizer
+        return {"regularization_loss": _losses.total(total),
+                "weight_regularization_loss": _losses.total(weights),
+                "activity_regularization_loss": _losses.total(activity)}
 
     module = tf.Module()
     module.model_variables = list(model.variables)
@@ -237,7 +176,7 @@ def export_saved_model(model, path, input_signature=None, options=None):
         weight_loss, input_signature=[], autograph=False)
     module.regularization_loss_on_inputs = tf.function(
         loss_on_inputs, input_signature=flat_specs, autograph=False)
-    with _LegacyLossesRestored(model):
+    with walk.keeping_call_losses(model):
         signatures = {
             SERVING_SIGNATURE: module.serve.get_concrete_function(),
             WEIGHT_SIGNATURE:

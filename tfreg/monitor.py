@@ -4,7 +4,9 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from tfreg import _keras
-from tfreg import attach
+from tfreg import walk
+
+__all__ = ["PenaltyLogger", "TOTAL_KEY", "format_table", "penalties", "summary"]
 
 TOTAL_KEY = "total"
 # TensorBoard's scalar plugin reads float32 scalars tagged with this metadata;
@@ -19,20 +21,22 @@ def penalties(model):
 
     Each row has "path" (the weight's path in the model, as `tfreg.apply`
     names it: unique even where layers share a name), "layer", "weight",
-    "regularizer" (its repr), "penalty" (a float) and "share" (of the sum of
-    all rows; 0 when that sum is 0). Activity regularizers depend on inputs
-    and are not listed.
+    "regularizer" (its repr), "penalty" (a float), "share" (of the sum of
+    all rows; 0 when that sum is 0) and "via" ("loss" for a penalty in
+    `model.losses`, "optimizer" for one the model's optimizer applies; see
+    `tfreg.walk`). A shared layer or weight has one row. Activity
+    regularizers depend on inputs and are not listed.
     """
-    paths = attach.weight_paths(model)
     rows = []
-    for layer, variable, regularizer in attach.regularized_weights(model):
-        weight = attach.weight_name(variable)
+    for weight in walk.regularized_weights(model):
         rows.append({
-            "path": paths.get(id(variable), f"{layer.name}/{weight}"),
-            "layer": layer.name,
-            "weight": weight,
-            "regularizer": repr(regularizer),
-            "penalty": float(tf.reduce_sum(regularizer(variable))),
+            "path": weight.path,
+            "layer": weight.layer.name,
+            "weight": walk.weight_name(weight.variable),
+            "regularizer": repr(weight.regularizer),
+            "penalty": float(tf.reduce_sum(
+                weight.regularizer(weight.variable))),
+            "via": weight.via,
         })
     total = sum(row["penalty"] for row in rows)
     for row in rows:
@@ -128,8 +132,12 @@ class PenaltyLogger(_keras.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         rows = penalties(self.model)
-        values = {f"{self.prefix}/{row['path']}": row["penalty"]
-                  for row in rows}
+        values = {}
+        for row in rows:
+            # A weight penalized both in the loss and by the optimizer gets
+            # the sum of both.
+            key = f"{self.prefix}/{row['path']}"
+            values[key] = values.get(key, 0.0) + row["penalty"]
         values[f"{self.prefix}/{TOTAL_KEY}"] = sum(
             row["penalty"] for row in rows)
         if logs is not None:

@@ -1,27 +1,22 @@
 """Finding a model's `Strength`s and changing them on a schedule."""
 
 from tfreg import _keras
-from tfreg import attach
 from tfreg import base
-from tfreg import strength as strength_lib
+from tfreg import walk
+
+__all__ = ["StrengthScheduler", "strengths"]
 
 
-def regularizers(model):
-    """Every tfreg regularizer attached to `model`, each once, in layer order.
-
-    Looks at each layer's `*_regularizer` attributes and, in Keras 3, at each
-    variable's `regularizer`.
-    """
+def _strength_values(model):
+    """{name: {id: Strength}} of the `Strength`s in `model`'s tfreg
+    regularizers (`walk.regularizers`: on weights, in the optimizer, held
+    as layer arguments)."""
     found = {}
-    for layer in attach.flatten_layers(model):
-        candidates = [value for key, value in vars(layer).items()
-                      if key.endswith("_regularizer")]
-        candidates += [getattr(v, "regularizer", None)
-                       for v in getattr(layer, "weights", [])]
-        for candidate in candidates:
-            if isinstance(candidate, base.Regularizer):
-                found.setdefault(id(candidate), candidate)
-    return list(found.values())
+    for regularizer in walk.regularizers(model):
+        if isinstance(regularizer, base.Regularizer):
+            for value in regularizer.strength_arguments().values():
+                found.setdefault(value.name, {})[id(value)] = value
+    return found
 
 
 def strengths(model):
@@ -30,13 +25,9 @@ def strengths(model):
     A checkpoint of the model already holds them (regularizers track their
     strengths); this map is for reading or assigning them by name.
     """
-    found = {}
-    for regularizer in regularizers(model):
-        for value in regularizer.strength_arguments().values():
-            variables = found.setdefault(value.name, [])
-            if not any(v is value.variable for v in variables):
-                variables.append(value.variable)
-    return found
+    return {name: list({id(value.variable): value.variable
+                        for value in values.values()}.values())
+            for name, values in _strength_values(model).items()}
 
 
 class StrengthScheduler(_keras.keras.callbacks.Callback):
@@ -79,12 +70,7 @@ class StrengthScheduler(_keras.keras.callbacks.Callback):
         self._strengths = {}
 
     def on_train_begin(self, logs=None):
-        found = {}
-        for regularizer in regularizers(self.model):
-            for key in regularizer.config_keys():
-                value = getattr(regularizer, key)
-                if isinstance(value, strength_lib.Strength):
-                    found.setdefault(value.name, {})[id(value)] = value
+        found = _strength_values(self.model)
         missing = sorted(set(self.schedules) - set(found))
         if missing:
             raise ValueError(

@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfreg import validation
-from tfreg import attach
 from tfreg import base
 from tfreg import penalties
 from tfreg import serialization
@@ -526,50 +525,3 @@ def _reference_array(reference):
             f"only. Received: reference={_abbreviated(array)}")
     array.setflags(write=False)
     return array
-
-
-def attach_l2sp(model, factor=0.01, include=None, exclude=None):
-    """Attaches L2-SP to the kernels of a built model, toward current values.
-
-    Each selected weight (by default every kernel, as `tfreg.apply` selects
-    them, nested models included) gets its own
-    `L2SP(factor, reference=<its current value>)`, attached as `tfreg.apply`
-    attaches regularizers: it counts in `model.losses` at once, is saved with
-    the model, and a model already trained or evaluated traces its steps
-    again.
-
-    Args:
-      model: A built Keras model (the active generation).
-      factor: Non-negative finite float (or `tfreg.Strength`), the strength.
-      include: Which weights, as in `tfreg.apply` (default: kernels).
-      exclude: Which of those to leave alone, as in `tfreg.apply`.
-
-    Returns:
-      The dict `tfreg.apply` returns: "layer/weight" -> saved with the model.
-
-    Raises:
-      ValueError: when the model is not built or a selected weight already
-        has a regularizer (regularizers are not stacked).
-
-    >>> import tensorflow as tf, tfreg
-    >>> model = tf.keras.Sequential([tf.keras.Input((3,)),
-    ...                              tf.keras.layers.Dense(2, name="dense")])
-    >>> tfreg.attach_l2sp(model, 0.1)
-    {'dense/kernel': True}
-    >>> float(model.losses[0])
-    0.0
-    """
-    factor = validation.non_negative("factor", factor)
-    attach.check_built(model)
-    selected = attach.select(model, include, exclude)
-    regularized = {id(variable): regularizer for _, variable, regularizer
-                   in attach.regularized_weights(model)}
-    for layer, variable in selected:
-        if id(variable) in regularized:
-            raise ValueError(
-                f"Weight {attach.weight_path(layer, variable, model)!r} "
-                f"already has a regularizer ({regularized[id(variable)]!r}); "
-                "attach_l2sp does not stack regularizers.")
-    return attach.attach_each(
-        model, selected,
-        lambda layer, variable: L2SP(factor, reference=variable.numpy()))
