@@ -4,6 +4,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from tfreg import _keras
+from tfreg import _table
 from tfreg import walk
 
 __all__ = ["PenaltyLogger", "TOTAL_KEY", "format_table", "penalties", "summary"]
@@ -56,13 +57,7 @@ def format_table(rows):
     total = sum(row["penalty"] for row in rows)
     lines.append(("total", "", "", f"{total:.6g}",
                   "100.0%" if total else "0.0%"))
-    widths = [max(len(str(cell)) for cell in column)
-              for column in zip(header, *lines)]
-    def render(cells):
-        return "  ".join(str(cell).ljust(width)
-                         for cell, width in zip(cells, widths)).rstrip()
-    return "\n".join([render(header), render(["-" * w for w in widths])]
-                     + [render(line) for line in lines])
+    return _table.render(header, lines)
 
 
 def summary(model, print_fn=print):
