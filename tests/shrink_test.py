@@ -1,0 +1,484 @@
+"""Coupled channel groups, their group lasso and `tfreg.shrink`."""
+
+import os
+import tempfile
+import warnings
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+import tfreg
+from tfreg._keras import keras
+
+L = keras.layers
+
+
+def _units(groups):
+    return [group.units for group in groups]
+
+
+def _slices(group):
+    """{(layer, weight, axis, role): indices} of a group (axis >= 0)."""
+    return {(piece.layer.name, _short(piece.variable), piece.axis,
+             piece.role): piece.indices for piece in group.slices}
+
+
+def _short(variable):
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+def _randomize(model, seed=0):
+    """Random weights (positive variances) so no unit is zero by chance."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        values = []
+        for variable in layer.weights:
+            value = rng.normal(size=variable.shape)
+            if "variance" in _short(variable):
+                value = np.abs(value) + 0.5
+            values.append(value.astype("float32"))
+        layer.set_weights(values)
+
+
+def _zero(model, layer, axis, indices):
+    """Sets entries `indices` along `axis` of `layer`'s kernel to zero."""
+    kernel = model.get_layer(layer).weights[0]
+    value = kernel.numpy()
+    index = [slice(None)] * value.ndim
+    index[axis] = list(indices)
+    value[tuple(index)] = 0
+    kernel.assign(value)
+
+
+def dense_chain():
+    return keras.Sequential([
+        keras.Input((3,)), L.Dense(4, activation="relu", name="a"),
+        L.Dense(5, activation="tanh", name="b"), L.Dense(2, name="out")])
+
+
+def conv_bn_chain():
+    x = keras.Input((6, 6, 2))
+    h = L.Conv2D(3, 3, padding="same", use_bias=False, name="conv")(x)
+    h = L.BatchNormalization(name="bn")(h)
+    h = L.ReLU(name="relu")(h)
+    h = L.Conv2D(2, 3, name="head")(h)
+    return keras.Model(x, L.GlobalAveragePooling2D()(h))
+
+
+def residual_block():
+    x = keras.Input((6, 6, 1))
+    stem = L.Conv2D(3, 3, padding="same", name="stem")(x)
+    h = L.Conv2D(4, 1, activation="relu", name="c1")(stem)
+    h = L.Conv2D(3, 3, padding="same", name="c2")(h)
+    h = L.Add(name="add")([stem, h])
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    return keras.Model(x, L.Dense(2, name="out")(h))
+
+
+def concatenation():
+    x = keras.Input((4,))
+    a = L.Dense(2, name="a")(x)
+    b = L.Dense(3, name="b")(x)
+    h = L.Concatenate(name="cat")([a, b])
+    return keras.Model(x, L.Dense(2, name="out")(h))
+
+
+def flatten_after_conv():
+    return keras.Sequential([
+        keras.Input((4, 4, 1)), L.Conv2D(3, 3, name="conv"),
+        L.Flatten(name="flat"), L.Dense(2, name="out")])
+
+
+def separable():
+    x = keras.Input((5, 5, 2))
+    h = L.Conv2D(3, 1, name="expand")(x)
+    h = L.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(h)
+    h = L.Conv2D(2, 1, name="project")(h)
+    return keras.Model(x, L.GlobalMaxPooling2D()(h))
+
+
+def residual_cnn():
+    """Conv-BN-ReLU stem, a residual block, a depthwise branch, a
+    concatenation, flatten and two Dense layers (sigmoid: f(0) != 0)."""
+    x = keras.Input((8, 8, 1))
+    h = L.Conv2D(4, 3, padding="same", name="stem")(x)
+    h = L.BatchNormalization(name="bn")(h)
+    h = L.ReLU()(h)
+    r = L.Conv2D(5, 3, padding="same", activation="relu", name="c1")(h)
+    r = L.Conv2D(4, 3, padding="same", name="c2")(r)
+    h = L.Add()([h, r])
+    d = L.DepthwiseConv2D(3, padding="same", name="dw")(h)
+    p = L.Conv2D(3, 1, name="pw")(d)
+    h = L.Concatenate()([p, h])
+    h = L.Flatten()(L.MaxPooling2D(4)(h))
+    h = L.Dense(5, activation="sigmoid", name="fc")(h)
+    return keras.Model(x, L.Dense(2, name="out")(h))
+
+
+class ChannelGroupsTest(parameterized.TestCase):
+
+    def test_dense_chain(self):
+        groups = tfreg.channel_groups(dense_chain())
+        self.assertEqual(_units(groups), [(("a", i),) for i in range(4)]
+                         + [(("b", i),) for i in range(5)])
+        self.assertEqual(_slices(groups[1]), {
+            ("a", "kernel", 1, "kernel"): (1,),
+            ("a", "bias", 0, "other"): (1,),
+            ("b", "kernel", 0, "consumer"): (1,)})
+        # 3 kernel + 1 bias + 5 consumer entries.
+        self.assertEqual(groups[1].size, 9)
+        self.assertEqual(groups.unsupported, [])
+
+    def test_conv_bn_chain(self):
+        groups = tfreg.channel_groups(conv_bn_chain())
+        self.assertEqual(_units(groups), [(("conv", i),) for i in range(3)])
+        self.assertEqual(_slices(groups[2]), {
+            ("conv", "kernel", 3, "kernel"): (2,),
+            ("bn", "gamma", 0, "other"): (2,),
+            ("bn", "beta", 0, "other"): (2,),
+            ("bn", "moving_mean", 0, "other"): (2,),
+            ("bn", "moving_variance", 0, "other"): (2,),
+            ("head", "kernel", 2, "consumer"): (2,)})
+        # 3*3*2 kernel + gamma + beta + 3*3*2 consumer (statistics are not
+        # trainable).
+        self.assertEqual(groups[2].size, 38)
+
+    def test_residual_block_couples_the_add(self):
+        groups = tfreg.channel_groups(residual_block())
+        self.assertEqual(_units(groups), [(("stem", i), ("c2", i))
+                                          for i in range(3)]
+                         + [(("c1", i),) for i in range(4)])
+        self.assertEqual(_slices(groups[0]), {
+            ("stem", "kernel", 3, "kernel"): (0,),
+            ("stem", "bias", 0, "other"): (0,),
+            ("c1", "kernel", 2, "consumer"): (0,),
+            ("c2", "kernel", 3, "kernel"): (0,),
+            ("c2", "bias", 0, "other"): (0,),
+            ("out", "kernel", 0, "consumer"): (0,)})
+
+    def test_concatenation_maps_by_offset(self):
+        groups = tfreg.channel_groups(concatenation())
+        consumers = [_slices(group)[("out", "kernel", 0, "consumer")]
+                     for group in groups]
+        self.assertEqual(_units(groups), [(("a", 0),), (("a", 1),),
+                                          (("b", 0),), (("b", 1),),
+                                          (("b", 2),)])
+        self.assertEqual(consumers, [(0,), (1,), (2,), (3,), (4,)])
+
+    def test_flatten_maps_a_channel_to_strided_rows(self):
+        groups = tfreg.channel_groups(flatten_after_conv())
+        # 2x2 positions of 3 channels: channel c is row c, c+3, c+6, c+9.
+        self.assertEqual(
+            [_slices(group)[("out", "kernel", 0, "consumer")]
+             for group in groups],
+            [(0, 3, 6, 9), (1, 4, 7, 10), (2, 5, 8, 11)])
+
+    def test_depthwise_passes_channels_through(self):
+        groups = tfreg.channel_groups(separable())
+        self.assertEqual(_units(groups), [(("expand", i),) for i in range(3)])
+        # depth multiplier 2: input channel 1 makes outputs 2 and 3.
+        self.assertEqual(_slices(groups[1]), {
+            ("expand", "kernel", 3, "kernel"): (1,),
+            ("expand", "bias", 0, "other"): (1,),
+            ("dw", _short(groups[1].slices[2].variable), 2, "kernel"): (1,),
+            ("dw", "bias", 0, "other"): (2, 3),
+            ("project", "kernel", 2, "consumer"): (2, 3)})
+
+    def test_unsupported_layers_end_the_coupling_and_are_listed(self):
+        x = keras.Input((4,))
+        a = L.Dense(3, name="a")(x)
+        h = L.LayerNormalization(name="norm")(a)
+        h = L.Dense(2, name="b")(h)
+        c = L.Dense(2, activation="softmax", name="c")(h)
+        model = keras.Model(x, L.Dense(1, name="out")(c))
+        groups = tfreg.channel_groups(model)
+        # a feeds the normalization, c mixes its units through softmax.
+        self.assertEqual(_units(groups), [(("b", 0),), (("b", 1),)])
+        self.assertEqual(
+            [(entry.layer, entry.class_name, entry.reason)
+             for entry in groups.unsupported],
+            [("norm", "LayerNormalization", "normalizes across channels")])
+
+    def test_attention_is_listed_as_not_prunable(self):
+        x = keras.Input((3, 4))
+        h = L.Dense(4, name="proj")(x)
+        h = L.MultiHeadAttention(2, 2, name="mha")(h, h)
+        model = keras.Model(x, L.Dense(1, name="out")(h))
+        groups = tfreg.channel_groups(model)
+        self.assertEqual(len(groups), 0)
+        self.assertEqual([(entry.layer, entry.reason)
+                          for entry in groups.unsupported],
+                         [("mha", "attention heads are not prunable")])
+
+    def test_bad_model(self):
+        with self.assertRaisesRegex(TypeError, "Invalid value for argument "
+                                    "`model`. Expected a Keras functional"):
+            tfreg.channel_groups("model")
+
+        class Sub(keras.Model):
+            def call(self, x):
+                return x
+
+        with self.assertRaisesRegex(ValueError, "Sequential model built"):
+            tfreg.channel_groups(Sub())
+
+
+class ShrinkTest(parameterized.TestCase):
+
+    def _check_same(self, model, small, shape, atol=2e-5):
+        x = np.random.default_rng(1).normal(size=(16,) + shape)
+        x = x.astype("float32")
+        np.testing.assert_allclose(small(x, training=False),
+                                   model(x, training=False), atol=atol,
+                                   rtol=1e-5)
+
+    def test_sequential_dense(self):
+        model = dense_chain()
+        _randomize(model)
+        _zero(model, "a", 1, [0, 2])      # kernel zero: relu(bias) folded
+        _zero(model, "out", 0, [1, 4])    # rows zero: b units 1, 4 unread
+        small = tfreg.shrink(model)
+        self.assertIsInstance(small, keras.Sequential)
+        self.assertEqual([layer.units for layer in small.layers], [2, 3, 2])
+        self._check_same(model, small, (3,))
+
+    def test_residual_cnn_with_constant_folding(self):
+        model = residual_cnn()
+        _randomize(model)
+        # stem/c2 channel 1 (a residual group) unread downstream.
+        _zero(model, "c1", 2, [1])
+        _zero(model, "pw", 2, [1])
+        fc = model.get_layer("fc").kernel
+        value = fc.numpy()
+        value[[4 + 7 * i for i in range(4)]] = 0  # flat rows of channel 1
+        fc.assign(value)
+        # fc unit 3 and c1 unit 0: kernel zero, constant output folded.
+        _zero(model, "fc", 1, [3])
+        _zero(model, "c1", 3, [0])
+        c1 = model.get_layer("c1")
+        c1.bias.assign(-np.abs(c1.bias.numpy()))  # relu(bias) = 0 (c2: same)
+        small = tfreg.shrink(model)
+        self.assertEqual(small.get_layer("stem").filters, 3)
+        self.assertEqual(small.get_layer("c2").filters, 3)
+        self.assertEqual(small.get_layer("c1").filters, 4)
+        self.assertEqual(small.get_layer("fc").units, 4)
+        self.assertEqual(small.get_layer("bn").gamma.shape, (3,))
+        self.assertEqual(small.get_layer("fc").kernel.shape, (4 * 6, 4))
+        self._check_same(model, small, (8, 8, 1))
+
+    def test_folding_is_needed(self):
+        # sigmoid(bias) of a dead unit is not 0: dropping it without the
+        # fold changes the output.
+        model = keras.Sequential([
+            keras.Input((3,)), L.Dense(3, activation="sigmoid", name="a"),
+            L.Dense(2, name="out")])
+        _randomize(model)
+        _zero(model, "a", 1, [1])
+        small = tfreg.shrink(model)
+        self.assertEqual(small.layers[0].units, 2)
+        self._check_same(model, small, (3,))
+        expected = model.get_layer("out").bias.numpy() + (
+            1 / (1 + np.exp(-model.get_layer("a").bias.numpy()[1]))
+            * model.get_layer("out").kernel.numpy()[1])
+        np.testing.assert_allclose(small.get_layer("out").bias.numpy(),
+                                   expected, rtol=1e-5, atol=1e-7)
+
+    def test_fold_into_valid_conv_and_a_consumer_without_bias(self):
+        x = keras.Input((6, 6, 1))
+        h = L.Conv2D(3, 3, activation="sigmoid", name="a")(x)
+        h = L.Conv2D(2, 3, use_bias=False, name="b")(h)
+        model = keras.Model(x, L.Flatten()(h))
+        _randomize(model)
+        _zero(model, "a", 3, [0])
+        small = tfreg.shrink(model)
+        self.assertTrue(small.get_layer("b").use_bias)
+        self._check_same(model, small, (6, 6, 1))
+
+    def test_constant_into_same_padding_is_kept_with_a_warning(self):
+        x = keras.Input((6, 6, 1))
+        h = L.Conv2D(3, 3, activation="sigmoid", name="a")(x)
+        h = L.Conv2D(2, 3, padding="same", name="b")(h)
+        model = keras.Model(x, L.Flatten()(h))
+        _randomize(model)
+        _zero(model, "a", 3, [0])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            small = tfreg.shrink(model)
+        self.assertEqual(small.get_layer("a").filters, 3)
+        self.assertTrue(any("padding (not foldable)" in str(w.message)
+                            for w in caught))
+        self._check_same(model, small, (6, 6, 1))
+
+    def test_fully_zero_layer_keeps_one_unit(self):
+        model = dense_chain()
+        _randomize(model)
+        _zero(model, "b", 1, range(5))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            small = tfreg.shrink(model)
+        # b's output is constant, so nothing reads a either: each keeps one
+        # unit, b's folded into out's bias.
+        self.assertEqual([layer.units for layer in small.layers], [1, 1, 2])
+        for name in ("a", "b"):
+            self.assertTrue(any(f"`{name}` would have no units left"
+                                in str(w.message) for w in caught))
+        self._check_same(model, small, (3,))
+
+    def test_tolerance(self):
+        model = dense_chain()
+        _randomize(model)
+        kernel = model.get_layer("a").kernel
+        kernel.assign(kernel.numpy() * [1, 1e-4, 1, 1])
+        self.assertEqual(tfreg.shrink(model).layers[0].units, 4)
+        self.assertEqual(tfreg.shrink(model, tolerance=1e-3).layers[0].units,
+                         3)
+
+    def test_bad_arguments(self):
+        model = dense_chain()
+        for bad, error in ((-1.0, ValueError), ("0", TypeError),
+                           (float("nan"), ValueError)):
+            with self.assertRaisesRegex(error, "Invalid value for argument "
+                                        "`tolerance`. Expected a finite "
+                                        "float >= 0"):
+                tfreg.shrink(model, tolerance=bad)
+        other = tfreg.channel_groups(dense_chain())
+        with self.assertRaisesRegex(ValueError, "argument `groups`"):
+            tfreg.shrink(model, groups=other)
+
+    def test_save_export_and_train_the_shrunk_model(self):
+        model = residual_cnn()
+        _randomize(model)
+        _zero(model, "c1", 3, [0, 2])
+        small = tfreg.shrink(model)
+        directory = tempfile.mkdtemp()
+        path = os.path.join(directory, "small.keras")
+        small.save(path)
+        loaded = keras.models.load_model(path)
+        self._check_same(small, loaded, (8, 8, 1), atol=1e-6)
+        exported = os.path.join(directory, "saved")
+        tfreg.export_saved_model(small, exported)
+        served = tf.saved_model.load(exported).signatures["serving_default"]
+        x = np.ones((2, 8, 8, 1), "float32")
+        np.testing.assert_allclose(list(served(tf.constant(x)).values())[0],
+                                   small(x), atol=1e-5)
+        small.compile(optimizer="sgd", loss="mse")
+        y = np.zeros((2, 2), "float32")
+        before = small.evaluate(x, y, verbose=0)
+        small.fit(x, y, epochs=3, verbose=0)
+        self.assertLess(small.evaluate(x, y, verbose=0), before)
+
+    def test_cost_and_summary(self):
+        model = dense_chain()
+        _randomize(model)
+        _zero(model, "a", 1, [0, 2])
+        small = tfreg.shrink(model)
+        cost = tfreg.model_cost(model)
+        # params 16 + 25 + 12; FLOPs 2 x (12 + 20 + 10).
+        self.assertEqual((cost["params"], cost["flops"]), (53, 84))
+        lines = []
+        rows = tfreg.shrink_summary(model, small, print_fn=lines.append)
+        self.assertEqual(rows[-1], {
+            "layer": "total", "params_before": 53, "params_after": 8 + 15 + 12,
+            "flops_before": 84, "flops_after": 2 * (6 + 10 + 10)})
+        self.assertEqual([row["layer"] for row in rows], ["a", "b", "total"])
+        self.assertIn("1.51x fewer parameters, 1.62x fewer FLOPs", lines[0])
+
+
+class CoupledGroupLassoTest(parameterized.TestCase):
+
+    def _reference(self, groups, factor):
+        total = 0.0
+        for group in groups:
+            entries = np.concatenate([
+                np.take(piece.variable.numpy(), piece.indices,
+                        axis=piece.axis).ravel()
+                for piece in group.trainable_slices()])
+            total += factor * np.sqrt(entries.size) * np.linalg.norm(entries)
+        return total
+
+    def test_value_and_gradient(self):
+        model = residual_cnn()
+        _randomize(model)
+        groups = tfreg.channel_groups(model)
+        penalty = tfreg.CoupledGroupLasso(groups, 0.01)
+        np.testing.assert_allclose(float(penalty()),
+                                   self._reference(groups, 0.01), rtol=1e-5)
+        with tf.GradientTape() as tape:
+            value = penalty()
+        expected = tape.gradient(value, list(penalty.variables))
+        for got, want in zip(penalty.gradients(), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+    def test_proximal_update_is_a_block_soft_threshold(self):
+        model = dense_chain()
+        _randomize(model)
+        groups = tfreg.channel_groups(model)
+        # Groups of a alone do not overlap within themselves: one group per
+        # unit, disjoint slices.
+        first = [group for group in groups if group.units[0][0] == "a"]
+        penalty = tfreg.CoupledGroupLasso(first, 0.5)
+        norms = [np.linalg.norm(np.concatenate([
+            np.take(p.variable.numpy(), p.indices, axis=p.axis).ravel()
+            for p in group.trainable_slices()])) for group in first]
+        sizes = [group.size for group in first]
+        step = 0.9 * min(n / (0.5 * np.sqrt(s)) for n, s in zip(norms, sizes))
+        new = dict(zip([id(v) for v in penalty.variables],
+                       penalty.proximal_update(step)))
+        kernel = model.get_layer("a").kernel
+        scale = [1 - step * 0.5 * np.sqrt(s) / n for n, s in zip(norms, sizes)]
+        np.testing.assert_allclose(new[id(kernel)], kernel.numpy() * scale,
+                                   rtol=1e-5)
+        # A step large enough zeroes every group exactly.
+        for value in penalty.proximal_update(1e3):
+            self.assertEqual(np.count_nonzero(value), 0)
+
+    def test_manual_proximal_loop_zeroes_groups_then_shrink(self):
+        model = dense_chain()
+        _randomize(model)
+        groups = tfreg.channel_groups(model)
+        penalty = tfreg.CoupledGroupLasso(groups, 0.05)
+        for _ in range(20):
+            for variable, value in zip(penalty.variables,
+                                       penalty.proximal_update(0.5)):
+                variable.assign(value)
+        dead = [group for group in groups if group.max_abs() == 0.0]
+        self.assertNotEmpty(dead)
+        small = tfreg.shrink(model)
+        self.assertLess(small.count_params(), model.count_params())
+        x = np.random.default_rng(2).normal(size=(8, 3)).astype("float32")
+        np.testing.assert_allclose(small(x), model(x), atol=1e-6)
+
+    def test_apply_groups_counts_in_the_loss_and_training(self):
+        model = dense_chain()
+        groups = tfreg.channel_groups(model)
+        penalty = tfreg.apply_groups(model, groups, tfreg.GroupLasso(0.1))
+        self.assertLen(model.losses, 1)
+        np.testing.assert_allclose(float(model.losses[0]), float(penalty()),
+                                   rtol=1e-6)
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        x = np.random.default_rng(3).normal(size=(32, 3)).astype("float32")
+        before = float(penalty())
+        model.fit(x, np.zeros((32, 2), "float32"), epochs=5, verbose=0)
+        self.assertLess(float(penalty()), before)
+
+    def test_bad_arguments(self):
+        model = dense_chain()
+        groups = tfreg.channel_groups(model)
+        with self.assertRaisesRegex(TypeError, "argument `regularizer`. "
+                                    "Expected a tfreg.GroupLasso"):
+            tfreg.apply_groups(model, groups, tfreg.L2(0.1))
+        with self.assertRaisesRegex(ValueError, "argument `groups`"):
+            tfreg.apply_groups(dense_chain(), groups, tfreg.GroupLasso(0.1))
+        with self.assertRaisesRegex(ValueError, "argument `via`"):
+            tfreg.apply_groups(model, groups, tfreg.GroupLasso(0.1),
+                               via="both")
+        with self.assertRaisesRegex(ValueError, "argument `groups`"):
+            tfreg.CoupledGroupLasso([], 0.1)
+        with self.assertRaisesRegex(ValueError, "argument `factor`"):
+            tfreg.CoupledGroupLasso(groups, -1.0)
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -1,0 +1,85 @@
+"""Parameters and FLOPs of a model, and a before/after table for `shrink`."""
+
+import math
+
+from tfreg import _keras
+from tfreg.pruning import graph as graph_lib
+from tfreg.pruning import groups as groups_lib
+
+__all__ = ["model_cost", "shrink_summary"]
+
+keras = _keras.keras
+
+
+def _call_flops(call):
+    """2 x multiply-adds of a Dense, convolution or depthwise call."""
+    layer = call.layer
+    out_shape = call.outputs[0].shape
+    positions = math.prod(d for d in out_shape[1:-1])
+    if isinstance(layer, groups_lib._DEPTHWISE):  # pylint: disable=protected-access
+        kernel = groups_lib._depthwise_kernel(layer)  # pylint: disable=protected-access
+        return 2 * positions * math.prod(kernel.shape)
+    if isinstance(layer, groups_lib._PRODUCERS):  # pylint: disable=protected-access
+        return 2 * positions * math.prod(layer.kernel.shape)
+    return 0
+
+
+def model_cost(model):
+    """{"params": ..., "flops": ..., "layers": {name: (params, flops)}}.
+
+    FLOPs: 2 x multiply-adds of one example through the Dense, convolution
+    and depthwise layers (every call of a shared layer); others count 0.
+    Needs static shapes apart from the batch.
+    """
+    per_layer = {}
+    for call in graph_lib.graph(model).calls:
+        if isinstance(call.layer, keras.layers.InputLayer):
+            continue
+        params, flops = per_layer.get(call.layer.name, (
+            call.layer.count_params(), 0))
+        per_layer[call.layer.name] = (params, flops + _call_flops(call))
+    return {"params": model.count_params(),
+            "flops": sum(flops for _, flops in per_layer.values()),
+            "layers": per_layer}
+
+
+def shrink_summary(original, shrunk, print_fn=print):
+    """Prints and returns params and FLOPs per layer before and after.
+
+    Rows (dicts with layer, params_before, params_after, flops_before,
+    flops_after) for the layers whose params or FLOPs changed, then a
+    "total" row. Pass `print_fn=None` to only get the rows.
+    """
+    before, after = model_cost(original), model_cost(shrunk)
+    rows = []
+    for name, (params, flops) in before["layers"].items():
+        new_params, new_flops = after["layers"].get(name, (0, 0))
+        if (params, flops) != (new_params, new_flops):
+            rows.append({"layer": name, "params_before": params,
+                         "params_after": new_params, "flops_before": flops,
+                         "flops_after": new_flops})
+    rows.append({"layer": "total", "params_before": before["params"],
+                 "params_after": after["params"],
+                 "flops_before": before["flops"],
+                 "flops_after": after["flops"]})
+    if print_fn is not None:
+        print_fn(_table(rows))
+    return rows
+
+
+def _table(rows):
+    header = ("layer", "params", "", "FLOPs", "")
+    lines = [header, ("", "before", "after", "before", "after")]
+    for row in rows:
+        lines.append((row["layer"], f"{row['params_before']:,}",
+                      f"{row['params_after']:,}", f"{row['flops_before']:,}",
+                      f"{row['flops_after']:,}"))
+    total = rows[-1]
+    ratio = total["params_before"] / max(total["params_after"], 1)
+    flops = total["flops_before"] / max(total["flops_after"], 1)
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    text = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                      for i, (cell, width) in enumerate(zip(line, widths)))
+            .rstrip() for line in lines]
+    text.append(f"{ratio:.2f}x fewer parameters, {flops:.2f}x fewer FLOPs")
+    return "\n".join(text)
