@@ -63,17 +63,15 @@ def _matcher(selector, argument):
         try:
             pattern = re.compile(selector)
         except re.error as error:
-            raise ValueError(
-                f"Invalid value for argument `{argument}`. Expected a regular "
-                f"expression or a predicate (layer, variable) -> bool. "
-                f"Received: {argument}={selector!r} ({error})") from None
+            raise ValueError(validation.message(
+                argument, selector, "a regular expression or a predicate "
+                "(layer, variable) -> bool", note=f" ({error})")) from None
         return lambda layer, variable, path: bool(pattern.search(path))
     if callable(selector):
         return lambda layer, variable, path: bool(selector(layer, variable))
-    raise TypeError(
-        f"Invalid value for argument `{argument}`. Expected None, a regular "
-        f"expression (str) or a predicate (layer, variable) -> bool. "
-        f"Received: {argument}={selector!r}")
+    raise TypeError(validation.message(
+        argument, selector, "None, a regular expression (str) or a predicate "
+        "(layer, variable) -> bool"))
 
 
 def _select(model, include=None, exclude=None, default_include=None):

@@ -2,6 +2,7 @@
 
 from tfreg import _keras
 from tfreg import base
+from tfreg import validation
 from tfreg import walk
 
 __all__ = ["StrengthScheduler", "strengths"]
@@ -58,13 +59,10 @@ class StrengthScheduler(_keras.keras.callbacks.Callback):
         super().__init__()
         if not isinstance(schedules, dict) or not all(
                 isinstance(k, str) and callable(v) for k, v in schedules.items()):
-            raise TypeError(
-                "Invalid value for argument `schedules`. Expected a dict from "
-                f"Strength names to callables. Received: schedules={schedules!r}")
-        if per not in ("epoch", "step"):
-            raise ValueError(
-                "Invalid value for argument `per`. Expected one of ('epoch', "
-                f"'step'). Received: per={per!r}")
+            raise TypeError(validation.message(
+                "schedules", schedules,
+                "a dict from Strength names to callables"))
+        validation.choice("per", per, ("epoch", "step"))
         self.schedules = schedules
         self.per = per
         self._strengths = {}
