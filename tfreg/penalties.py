@@ -216,6 +216,14 @@ def log1p_by_log(s):
     return tf.math.log(f) + _one_plus_rounding(s, f)
 
 
+def log1p(s):
+    """log1p(s) of s >= 0, elementwise: `log1p_by_log` under XLA, where it
+    is about twice as fast; graph mode keeps the one op."""
+    if under_xla():
+        return log1p_by_log(s)
+    return tf.math.log1p(s)
+
+
 def log1p_sum(s):
     """sum(log1p(s)) over a tensor of s >= 0, in the form XLA runs fastest.
 

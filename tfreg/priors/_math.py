@@ -1,0 +1,386 @@
+"""The priors' closed-form math: log densities and their fast sums.
+
+Pure, elementwise tensor functions of float32 or float64 `x` (no Keras, no
+validation). The parameters are Python floats, and every constant they make
+must be a normal number of x's dtype (the prior classes check that).
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tfreg import penalties
+from tfreg.priors import _dtypes
+
+_HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
+
+# Constants of TFP's Horseshoe density approximation (tfd.Horseshoe._log_prob,
+# a log-space version of Carvalho, Polson & Scott 2010, Theorem 1 bounds).
+_HORSESHOE_G = 0.5614594835668851  # exp(-euler_gamma)
+_HORSESHOE_B = 1.0420764938351215  # sqrt(2 (1 - g) / (g (2 - g)))
+_HORSESHOE_H_INF = 1.0801359952503342  # (1-g)(g^2-6g+12) / (3g (2-g)^2 b)
+_HORSESHOE_Q_POWER = 1.0919284281983377
+_HORSESHOE_Z = math.log1p(-_HORSESHOE_G) - math.log(_HORSESHOE_G)
+# Beyond u = (w / scale)^2 / 2 = 1e17 the approximation's -log p(w) equals
+# log(u / g) + log(2 pi^3) / 2 + log(g scale) to within 0.3 / u < 3e-18, below
+# float64's resolution; there it is computed from log|w|, which stays finite
+# where u itself overflows (|w / scale| > 2.6e19 in float32).
+_HORSESHOE_TAIL_U = 1e17
+
+# Below this, log(softplus(r)) equals r to float64 precision's relative
+# accuracy of the approximation softplus(r) ~ exp(r) (error exp(r) / 2).
+_LOG_SOFTPLUS_LINEAR_BELOW = -30.0
+
+# exp(t) stays finite (and 1 + exp(t) exact enough) in float32 for t below this.
+_EXP_IS_SAFE_BELOW = 30.0
+
+# Constants of the penalties, computed from the parameters as Python floats
+# with neither overflow exceptions (`**`, `math.lgamma`) nor a division by an
+# underflowed 0: a constant out of range comes out as inf or 0, which the
+# priors' checks below reject.
+
+
+def inverse_square(scale):
+    """1 / scale^2: inf or 0 out of float64's range (`scale**2` raises)."""
+    inverse = 1.0 / scale
+    return inverse * inverse
+
+
+def student_t_inverse_width(df, scale):
+    """k = 1 / (sqrt(df) scale), so that ((x - loc) / scale)^2 / df is
+    (k (x - loc))^2."""
+    return 1.0 / math.sqrt(df) / scale
+
+
+# From a = df / 2 = 32 on, Stirling's series gives lgamma(a) - lgamma(a + 1/2)
+# to within 2e-17; there each lgamma has grown to 80 and its rounding starts
+# to show in the difference (7e-13 at a = 1000, all of it from a = 1e15 on).
+_STIRLING_FROM = 32.0
+
+
+def _stirling_remainder(x):
+    """lgamma(x) - ((x - 1/2) log x - x + log(2 pi) / 2) by Stirling's series
+    to x^-7: the first term left out, 1 / (1188 x^9), is 2.4e-17 at x = 32."""
+    inverse = 1.0 / x
+    square = inverse * inverse
+    return inverse * (1.0 / 12.0 - square * (1.0 / 360.0 - square * (
+        1.0 / 1260.0 - square / 1680.0)))
+
+
+def student_t_log_normalizer(df, scale):
+    """lgamma(df / 2) - lgamma((df + 1) / 2) + log(df pi) / 2 + log(scale).
+
+    For every positive finite df: the lgamma difference, which cancels to
+    about -log(df / 2) / 2 while each lgamma grows like df log(df), is taken
+    from Stirling's series where the lgammas would lose it, and the limit
+    log(2 pi) / 2 + log(scale) (a Normal's) is reached without overflow.
+    """
+    a = 0.5 * df
+    if a >= _STIRLING_FROM:
+        # lgamma(a) - lgamma(a + 1/2) + log(a) / 2 from the series; its
+        # 1/2 - a log1p(1 / (2 a)) is ~1 / (8 a), without cancellation.
+        log_gamma_ratio = ((0.5 - a * math.log1p(0.5 / a))
+                           + _stirling_remainder(a)
+                           - _stirling_remainder(a + 0.5))
+        return log_gamma_ratio + _HALF_LOG_TWO_PI + math.log(scale)
+    # lgamma(a) = lgamma(a + 1) - log(a): a = df / 2 may round to 0.
+    log_gamma_a = math.lgamma(a + 1.0) - (math.log(df) - math.log(2.0))
+    return (log_gamma_a - math.lgamma(a + 0.5)
+            + 0.5 * (math.log(df) + math.log(math.pi)) + math.log(scale))
+
+
+def normal_log_normalizer(scale):
+    """log(scale) + log(2 pi) / 2."""
+    return math.log(scale) + _HALF_LOG_TWO_PI
+
+
+def laplace_log_normalizer(scale):
+    """log(2 scale)."""
+    return math.log(2.0) + math.log(scale)
+
+
+def cauchy_log_normalizer(scale):
+    """log(pi scale)."""
+    return math.log(math.pi) + math.log(scale)
+
+
+def normal_log_prob(x, loc, scale):
+    """log N(x; loc, scale) = -((x - loc) / scale)^2 / 2 - log(scale) - log(2 pi) / 2."""
+    z = (x - loc) * (1.0 / scale)
+    return -0.5 * tf.square(z) - normal_log_normalizer(scale)
+
+
+def laplace_log_prob(x, loc, scale):
+    """log Laplace(x; loc, scale) = -|x - loc| / scale - log(2 scale)."""
+    return -tf.abs(x - loc) * (1.0 / scale) - laplace_log_normalizer(scale)
+
+
+def student_t_log_prob(x, df, loc, scale):
+    """log StudentT(x; df, loc, scale), with the lgamma terms as Python floats."""
+    z = (x - loc) * student_t_inverse_width(df, scale)
+    return (-0.5 * (df + 1.0) * tf.math.log1p(tf.square(z))
+            - student_t_log_normalizer(df, scale))
+
+
+def cauchy_log_prob(x, loc, scale):
+    """log Cauchy(x; loc, scale) = -log1p(((x - loc) / scale)^2) - log(pi scale)."""
+    z = (x - loc) * (1.0 / scale)
+    return -tf.math.log1p(tf.square(z)) - cauchy_log_normalizer(scale)
+
+
+def _horseshoe_log_normalizer(scale):
+    return 0.5 * math.log(2.0 * math.pi**3) + math.log(_HORSESHOE_G * scale)
+
+
+def _check_horseshoe_scale(scale, dtype):
+    """Its constants sqrt(2) / scale and sqrt(1/2) / scale must be normal."""
+    if not (_dtypes.is_normal(math.sqrt(2.0) / scale, dtype)
+            and _dtypes.is_normal(math.sqrt(0.5) / scale, dtype)):
+        tiny, largest = _dtypes.normal_range(dtype)
+        other = "" if dtype == tf.float64 else " or float64 weights"
+        raise ValueError(
+            f"Horseshoe needs 1 / scale to be a normal {dtype.name} number. "
+            f"Received: scale={scale!r} (use scale in "
+            f"[{math.sqrt(2.0) / largest:.2g}, {math.sqrt(0.5) / tiny:.2g}]"
+            f"{other}).")
+
+
+def horseshoe_log_prob(x, scale):
+    """TFP's approximation of the Horseshoe(scale) log density, in closed form.
+
+    The exact density is infinite at 0. With u = (x / scale)^2 / 2 floored at
+    the smallest normal number of x's dtype, the value equals
+    `tfd.Horseshoe(scale).log_prob(x)` wherever TFP's is finite, and stays
+    finite (with zero gradient) at and very near 0 where TFP's is +inf. For
+    u > 1e17 it is -log(u / g) - c, finite where u overflows (TFP: NaN).
+
+    Raises:
+      ValueError: when 1 / scale is not a normal number of x's dtype.
+    """
+    _check_horseshoe_scale(scale, x.dtype)
+    # Split at the far tail so that neither branch, not even the one
+    # `tf.where` discards (whose gradient would still be NaN), sees an
+    # overflowing u or log(0).
+    tail = tf.abs(x) > math.sqrt(2.0 * _HORSESHOE_TAIL_U) * scale
+    core_x = tf.where(tail, tf.zeros_like(x), x)
+    tail_x = tf.where(tail, x, tf.ones_like(x))
+    tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
+    u = tf.maximum(tf.square(core_x * (1.0 / scale)) * 0.5, tiny)
+    g, b = _HORSESHOE_G, _HORSESHOE_B
+    q = (20.0 / 47.0) * tf.pow(u, _HORSESHOE_Q_POWER)
+    h = 1.0 / (1.0 + tf.pow(u, 1.5)) + _HORSESHOE_H_INF * q / (1.0 + q)
+    core = (-tf.math.softplus(_HORSESHOE_Z - u / (1.0 - g))
+            + tf.math.log(tf.math.log1p(g / u - (1.0 - g) / tf.square(h + b * u))))
+    log_u = 2.0 * (tf.math.log(tf.abs(tail_x)) - math.log(scale)) - math.log(2.0)
+    far = math.log(g) - log_u
+    return tf.where(tail, far, core) - _horseshoe_log_normalizer(scale)
+
+
+def spike_and_slab_log_prob(x, spike_scale, slab_scale, slab_probability):
+    """log of p N(x; 0, slab_scale) + (1 - p) N(x; 0, spike_scale).
+
+    Computed as logaddexp(a, b) = a + softplus(b - a) of the two weighted log
+    densities, which neither underflows nor overflows and has the exact
+    gradient everywhere.
+    """
+    slab = math.log(slab_probability) + normal_log_prob(x, 0.0, slab_scale)
+    spike = math.log1p(-slab_probability) + normal_log_prob(x, 0.0, spike_scale)
+    return slab + tf.math.softplus(spike - slab)
+
+
+def log_softplus(r):
+    """log(softplus(r)), exact gradient, finite for every finite r."""
+    linear = r < _LOG_SOFTPLUS_LINEAR_BELOW
+    safe = tf.where(linear, tf.zeros_like(r), r)
+    return tf.where(linear, r, tf.math.log(tf.math.softplus(safe)))
+
+
+def _sum_with_derivative(x, terms, factor, offset):
+    """factor * sum + offset, its gradient upstream * factor * derivative.
+
+    `terms(x)` gives the sum over x and a function of no arguments that
+    gives its elementwise derivative from the same intermediates, so the
+    backward pass is one multiply instead of autodiff's chain of full-size
+    ops through every intermediate again. `factor` and `offset` (Python
+    floats or scalar tensors) are applied inside the custom gradient:
+    outside it each scalar op would trace its own gradient's ops for every
+    regularized weight (Student-t: 13 of 41 graph ops per weight).
+    """
+    def forward(x):
+        total, derivative = terms(x)
+        return (factor * total + offset,
+                lambda upstream: (upstream * factor) * derivative())
+    return penalties.differentiated_as(
+        x, lambda x: factor * terms(x)[0] + offset, forward)
+
+
+def _num_elements(x):
+    count = x.shape.num_elements()
+    if count is None:
+        return tf.cast(tf.size(x), x.dtype)
+    return float(count)
+
+
+def constant_sum(x, factor, constant):
+    """factor * constant summed over x's elements (a log normalizer)."""
+    return _num_elements(x) * (factor * constant)
+
+
+def centered(x, loc):
+    return x - loc if loc else x
+
+
+def log1p_square_sum(x, loc, inverse_width, factor=1.0, offset=0.0):
+    """factor * sum(log1p(z^2)) + offset, z = (x - loc) * inverse_width.
+
+    The gradient is factor 2 k z / (1 + z^2) (k = inverse_width). The
+    Student-t (k = 1 / (sqrt(df) scale)) and Cauchy (k = 1 / scale) negative
+    log densities. Scaling before squaring needs k, not k^2, in x's dtype
+    (scale=1e-20 in float32: 1 / scale^2 overflows), for the same ops.
+    """
+    twice = 2.0 * inverse_width
+
+    def terms(x):
+        z = centered(x, loc) * inverse_width
+        square = tf.square(z)
+        return (penalties.log1p_sum(square),
+                lambda: (twice * z) / (1.0 + square))
+    return _sum_with_derivative(x, terms, factor, offset)
+
+
+def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
+    """-factor sum(horseshoe_log_prob(x, scale)), its derivative written out.
+
+    With u = (x / scale)^2 / 2 (floored at the dtype's smallest normal
+    number, where the derivative is 0), B = (1 - g) / (h + b u)^2 and
+    L = log1p(g / u - B):
+
+        d(-log p)/dx = -(x / scale^2) [sigmoid(z - u / (1 - g)) / (1 - g)
+                       + (2 B u (h' + b) / (h + b u) - g / u)
+                         / (L (u + g - B u))]
+        h'(u) = -1.5 sqrt(u) / (1 + u^1.5)^2 + h_inf p q / (u (1 + q)^2)
+
+    (p = 1.0919284281983377), in a form that stays finite at the floor.
+    For u > 1e17 the term is log(u / g) with derivative 2 / x.
+
+    Raises:
+      ValueError: when 1 / scale is not a normal number of x's dtype.
+    """
+    _check_horseshoe_scale(scale, x.dtype)
+    g, b, h_inf = _HORSESHOE_G, _HORSESHOE_B, _HORSESHOE_H_INF
+    tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
+    log_tail_u = math.log(_HORSESHOE_TAIL_U)
+
+    # Eigen's pow, softplus and sigmoid are slow on CPU; u^p = exp(p log u),
+    # and since the logit below is at most z < 0, exp(logit) cannot overflow
+    # and gives softplus = log1p(e) and sigmoid = e / (1 + e) from one exp.
+    # u is clipped to [tiny, 1e17]; log u = 2 log|w| is not, so the far tail
+    # stays finite where u itself overflows.
+    def terms(x):
+        w = x * (math.sqrt(0.5) / scale)
+        raw_u = tf.square(w)
+        u = tf.clip_by_value(raw_u, tiny, _HORSESHOE_TAIL_U)
+        log_u = 2.0 * tf.math.log(tf.maximum(tf.abs(w), math.sqrt(tiny)))
+        q = (20.0 / 47.0) * tf.exp(
+            _HORSESHOE_Q_POWER * tf.minimum(log_u, log_tail_u))
+        root_u = tf.sqrt(u)
+        one_plus_u_1_5 = 1.0 + u * root_u
+        one_plus_q = 1.0 + q
+        hb = 1.0 / one_plus_u_1_5 + h_inf * q / one_plus_q + b * u
+        big_b = (1.0 - g) / tf.square(hb)
+        log_term = penalties.log1p(g / u - big_b)
+        e = tf.exp(_HORSESHOE_Z - u / (1.0 - g))
+
+        def derivative():
+            h_prime = (-1.5 * root_u / tf.square(one_plus_u_1_5)
+                       + (h_inf * _HORSESHOE_Q_POWER) * q
+                       / (u * tf.square(one_plus_q)))
+            d_log_p = (e / ((1.0 - g) * (1.0 + e))
+                       + (2.0 * big_b * u * (h_prime + b) / hb - g / u)
+                       / (log_term * (u + g - big_b * u)))
+            core = tf.where(raw_u >= tiny,
+                            (-math.sqrt(2.0) / scale) * w * d_log_p,
+                            tf.zeros_like(x))
+            return tf.where(raw_u > _HORSESHOE_TAIL_U, 2.0 / x, core)
+
+        # log(log_term) = log(log_term u) - log u, and log_term u -> g as
+        # u -> inf: with u clipped and log u not, this is the far tail too.
+        values = penalties.log1p(e) - tf.math.log(log_term * u) + log_u
+        return tf.reduce_sum(values), derivative
+    return _sum_with_derivative(
+        x, terms, factor,
+        constant_sum(x, factor, _horseshoe_log_normalizer(scale)))
+
+
+def spike_and_slab_inverse_width(spike_scale, slab_scale):
+    """k = sqrt(D / 2), D = 1 / spike_scale^2 - 1 / slab_scale^2, without
+    forming either square."""
+    ratio = spike_scale / slab_scale
+    return math.sqrt(0.5 * (1.0 - ratio) * (1.0 + ratio)) / spike_scale
+
+
+def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
+                                         slab_probability, factor=1.0):
+    """-factor sum(spike_and_slab_log_prob(x, ...)), derivative written out.
+
+    With D = 1 / spike_scale^2 - 1 / slab_scale^2 and
+    t(x) = log((1 - p) slab_scale / (p spike_scale)) - D x^2 / 2 (the log
+    odds of the spike against the slab at x):
+
+        -log p(x) = x^2 / (2 slab_scale^2) - softplus(t(x)) + c
+        d(-log p)/dx = x (1 / slab_scale^2 + D sigmoid(t(x)))
+    """
+    slab_precision = inverse_square(slab_scale)
+    log_odds = (math.log1p(-slab_probability) - math.log(slab_probability)
+                + math.log(slab_scale) - math.log(spike_scale))
+    constant = normal_log_normalizer(slab_scale) - math.log(slab_probability)
+
+    # D x^2 / 2 = (k x)^2 with k = sqrt(D / 2), which fits float32 even when
+    # D does not (a spike_scale below 1e-19).
+    k = spike_and_slab_inverse_width(spike_scale, slab_scale)
+    d = 2.0 * k * k
+
+    def terms(x):
+        kx = x * k
+        t = log_odds - tf.square(kx)
+        if log_odds > _EXP_IS_SAFE_BELOW:
+            softplus = tf.math.softplus(t)
+
+            def sigmoid():
+                return tf.sigmoid(t)
+        else:
+            # t <= log_odds, so exp(t) is finite: one exp gives softplus and
+            # sigmoid (Eigen's own are slow on CPU). Not log1p_sum: XLA would
+            # compute the exp anew in each of its two reductions (measured
+            # 1.2x slower).
+            e = tf.exp(t)
+            softplus = penalties.log1p(e)
+
+            def sigmoid():
+                return e / (1.0 + e)
+
+        def derivative():
+            if d < np.finfo(x.dtype.as_numpy_dtype).max:
+                return x * (slab_precision + d * sigmoid())
+            # D x = 2 k (k x); where that overflows, sigmoid(t) is 0.
+            return slab_precision * x + tf.math.multiply_no_nan(
+                (2.0 * k) * kx, sigmoid())
+
+        slab = (0.5 * slab_precision) * tf.square(x)
+        return tf.reduce_sum(slab - softplus), derivative
+    return _sum_with_derivative(x, terms, factor,
+                                constant_sum(x, factor, constant))
+
+
+def normal_kl(loc, log_scale, prior_loc, prior_scale):
+    """Elementwise KL(N(loc, exp(log_scale)) || N(prior_loc, prior_scale)).
+
+    Written as TFP's `kl_divergence` of two Normals:
+    ((loc - prior_loc) / prior_scale)^2 / 2 + expm1(2 d) / 2 - d,
+    with d = log_scale - log(prior_scale).
+    """
+    d = log_scale - math.log(prior_scale)
+    return (0.5 * tf.square((loc - prior_loc) * (1.0 / prior_scale))
+            + 0.5 * tf.math.expm1(2.0 * d) - d)
+
