@@ -282,9 +282,9 @@ def closed_form_priors():
 def run_penalty(settings):
     sizes = settings.pick(full=(4_000_000, 16_000_000, 64_000_000),
                           quick=(4_000_000,), tiny=(20_000,))
-    num_tensors = settings.pick(full=50, tiny=4)
+    num_tensors = settings.pick(full=50, tiny=2)
     # Quick runs leave the priors to their own case (time).
-    with_priors = settings.pick(full=True, quick=False, tiny=True)
+    with_priors = settings.pick(full=True, quick=False)
     # A call takes milliseconds at the quick size: rounds are cheap there,
     # compiling the contenders is not.
     rounds = settings.rounds(full=7, quick=11)
@@ -476,7 +476,8 @@ def run_priors(settings):
     params = sum(v.shape.num_elements() for v in variables)
     twins = tfp_twins()
     rows = []
-    for jit in (False, True):
+    # At tiny scale graph mode only: XLA compiles of 15 contenders take long.
+    for jit in settings.pick(full=(False, True), tiny=(False,)):
         contenders = {"tfreg L2": _penalty_fn(variables, tfreg.L2(0.01), True,
                                               jit)}
         for name, prior in closed_form_priors().items():
@@ -1011,11 +1012,13 @@ def document(results):
 
 
 def _git_commit():
+    # Under `bazel run` this file is in the runfiles tree, outside the clone.
+    clone = os.environ.get("BUILD_WORKSPACE_DIRECTORY",
+                           os.path.dirname(os.path.abspath(__file__)))
     try:
         return subprocess.run(
             ["git", "describe", "--always", "--dirty"], capture_output=True,
-            text=True, check=True,
-            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+            text=True, check=True, cwd=clone).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -1104,14 +1107,18 @@ def main(argv=None):
     if unknown:
         parser.error(f"Unknown case(s) {unknown}. Expected a subset of "
                      f"{names}.")
+    # `bazel run` starts in the runfiles tree: paths are the caller's.
+    caller = os.environ.get("BUILD_WORKING_DIRECTORY", "")
+    write, json_path = (os.path.join(caller, path) if path else None
+                        for path in (args.write, args.json))
     settings = Settings("quick" if args.quick else "tiny" if args.tiny
                         else "full", args.rounds)
     command = "python tools/bench.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
-    results = run(settings, cases, command.strip(), args.json)
+    results = run(settings, cases, command.strip(), json_path)
     text = document(results)
-    if args.write:
-        with open(args.write, "w") as f:
+    if write:
+        with open(write, "w") as f:
             f.write(text)
     print(text)
 
