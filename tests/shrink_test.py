@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfreg
+from tfreg import optimizers
 from tfreg._keras import keras
 
 L = keras.layers
@@ -462,6 +463,29 @@ class CoupledGroupLassoTest(parameterized.TestCase):
         before = float(penalty())
         model.fit(x, np.zeros((32, 2), "float32"), epochs=5, verbose=0)
         self.assertLess(float(penalty()), before)
+
+    def test_proximal_optimizer_zeroes_groups_and_shrink_keeps_outputs(self):
+        model = residual_cnn()
+        groups = tfreg.channel_groups(model)
+        penalty = tfreg.apply_groups(model, groups, tfreg.GroupLasso(0.15),
+                                     via="optimizer")
+        self.assertEmpty(model.losses)
+        model.compile(
+            optimizer=optimizers.Regularized(
+                keras.optimizers.SGD(0.05), penalties=[penalty], model=model),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        rng = np.random.default_rng(4)
+        x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+        y = (x.mean(axis=(1, 2, 3)) > 0).astype("int32")
+        model.fit(x, y, batch_size=16, epochs=4, verbose=0)
+        zero = [group for group in groups if group.max_abs() == 0.0]
+        # Whole groups, all their slices across layers, exactly 0.
+        self.assertNotEmpty(zero)
+        self.assertLess(len(zero), len(groups))
+        small = tfreg.shrink(model)
+        self.assertLess(small.count_params(), model.count_params())
+        np.testing.assert_allclose(small(x, training=False),
+                                   model(x, training=False), atol=2e-5)
 
     def test_bad_arguments(self):
         model = dense_chain()

@@ -3,6 +3,7 @@
 import math
 
 from tfreg import _keras
+from tfreg import _table as _table_lib
 from tfreg.pruning import graph as graph_lib
 from tfreg.pruning import groups as groups_lib
 
@@ -68,18 +69,13 @@ def shrink_summary(original, shrunk, print_fn=print):
 
 
 def _table(rows):
-    header = ("layer", "params", "", "FLOPs", "")
-    lines = [header, ("", "before", "after", "before", "after")]
-    for row in rows:
-        lines.append((row["layer"], f"{row['params_before']:,}",
-                      f"{row['params_after']:,}", f"{row['flops_before']:,}",
-                      f"{row['flops_after']:,}"))
+    header = ("layer", "params before", "params after", "FLOPs before",
+              "FLOPs after")
+    text = _table_lib.render(header, [
+        (row["layer"], row["params_before"], row["params_after"],
+         row["flops_before"], row["flops_after"]) for row in rows])
     total = rows[-1]
-    ratio = total["params_before"] / max(total["params_after"], 1)
+    params = total["params_before"] / max(total["params_after"], 1)
     flops = total["flops_before"] / max(total["flops_after"], 1)
-    widths = [max(len(line[i]) for line in lines) for i in range(5)]
-    text = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                      for i, (cell, width) in enumerate(zip(line, widths)))
-            .rstrip() for line in lines]
-    text.append(f"{ratio:.2f}x fewer parameters, {flops:.2f}x fewer FLOPs")
-    return "\n".join(text)
+    return (f"{text}\n{params:.2f}x fewer parameters, "
+            f"{flops:.2f}x fewer FLOPs")

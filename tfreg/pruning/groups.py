@@ -138,9 +138,10 @@ class ChannelGroup:
         return sum(_slice_size(piece) for piece in self.trainable_slices())
 
     def max_abs(self, role=None):
-        """Largest |entry| over the slices (of one `role` if given)."""
+        """Largest |entry| over the trainable slices (of one `role` if
+        given)."""
         values = [np.abs(_slice_value(piece)).max(initial=0.0)
-                  for piece in self.slices
+                  for piece in self.trainable_slices()
                   if role is None or piece.role == role]
         return float(max(values, default=0.0))
 
