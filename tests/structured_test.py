@@ -385,8 +385,8 @@ class StructuredTest(battery.battery(CASES)):
             with self.subTest(rank=len(shape)):
                 with self.assertRaisesRegex(ValueError, _escaped(
                         "Invalid value for argument `reference`. Expected a "
-                        "shape that numpy can hold. Received: reference of "
-                        f"shape {str(shape)[:200]}")):
+                        "shape that numpy can hold. Received: reference=<a "
+                        f"config of shape {str(shape)[:200]}")):
                     tfreg.L2SP(reference={"dtype": "float32", "shape": shape,
                                           "data": data})
 

@@ -6,6 +6,7 @@ tf_keras when TF_USE_LEGACY_KERAS=1) and is registered for serialization as
 """
 
 from tfreg import validation
+from tfreg._version import __version__
 from tfreg import priors
 from tfreg.attach import apply
 from tfreg.attach import attach_l2sp
@@ -43,8 +44,6 @@ from tfreg.structured import SRIP
 from tfreg.structured import SoftOrthogonal
 from tfreg.structured import SparseGroupLasso
 from tfreg.structured import SpectralNorm
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ChannelGroup",

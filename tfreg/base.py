@@ -11,6 +11,8 @@ from tfreg import _keras
 from tfreg import penalties
 from tfreg import strength
 
+__all__ = ["Regularizer", "accumulation_dtype"]
+
 
 def accumulation_dtype(dtype):
     """float64 stays float64; every narrower float is accumulated in float32."""

@@ -12,6 +12,20 @@ import tensorflow as tf
 # No public API tells whether a gradient tape is recording.
 from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
 
+__all__ = [
+    "differentiated_as",
+    "l1",
+    "l1_l2",
+    "l2",
+    "log1p",
+    "log1p_by_log",
+    "log1p_sum",
+    "matrix_view",
+    "mean_abs_cosine",
+    "operand",
+    "under_xla",
+]
+
 # Floor on a squared norm before its inverse square root (as tf.math.l2_normalize):
 # a zero row normalizes to zero instead of NaN.
 _NORMALIZE_EPSILON = 1e-12

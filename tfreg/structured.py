@@ -21,8 +21,20 @@ from tfreg import penalties
 from tfreg import serialization
 from tfreg import structured_math
 
+__all__ = [
+    "DeCov",
+    "GroupLasso",
+    "KLSparsity",
+    "L2SP",
+    "NuclearNorm",
+    "SRIP",
+    "SoftOrthogonal",
+    "SparseGroupLasso",
+    "SpectralNorm",
+]
+
 # Bound on the raw bytes of an L2SP reference read from a config (256 MiB).
-MAX_REFERENCE_BYTES = 1 << 28
+_MAX_REFERENCE_BYTES = 1 << 28
 _REFERENCE_DTYPES = ("float32", "float64")
 _REFERENCE_KEYS = ("dtype", "shape", "data")
 
@@ -315,7 +327,7 @@ class L2SP(base.Regularizer):
 
     def get_config(self):
         config = super().get_config()
-        config["reference"] = encode_reference(self.reference)
+        config["reference"] = _encode_reference(self.reference)
         return config
 
     def __repr__(self):
@@ -410,10 +422,9 @@ def _check_axis(x, axis):
             "Expected a weight tensor of rank >= 1 with a fully defined "
             f"(static) shape. Received: x.shape={x.shape}")
     if not -rank <= axis < rank:
-        raise ValueError(
-            f"Invalid value for argument `axis`. Expected an int in "
-            f"[{-rank}, {rank}) for a tensor of rank {rank}. Received: "
-            f"axis={axis} with x.shape={x.shape}")
+        raise ValueError(validation.message(
+            "axis", axis, f"an int in [{-rank}, {rank}) for a tensor of rank "
+            f"{rank}", note=f" with x.shape={x.shape}"))
 
 
 def _activity_matrix(x):
@@ -427,7 +438,7 @@ def _activity_matrix(x):
     return structured_math.samples_by_features(x)
 
 
-def encode_reference(array):
+def _encode_reference(array):
     """The JSON form of an L2SP reference: dtype, shape, base64 of the bytes.
 
     The bytes are little-endian, C order, so the encoding is the same on
@@ -439,12 +450,10 @@ def encode_reference(array):
             "data": base64.b64encode(little.tobytes()).decode("ascii")}
 
 
-def decode_reference(config):
-    """Inverse of `encode_reference`; validates every field and the size."""
+def _decode_reference(config):
+    """Inverse of `_encode_reference`; validates every field and the size."""
     def fail(expected):
-        raise ValueError(
-            f"Invalid value for argument `reference`. Expected {expected}. "
-            f"Received: reference={_abbreviated(config)}")
+        raise ValueError(_invalid_reference(config, expected))
 
     if set(config) != set(_REFERENCE_KEYS):
         fail(f"a dict with exactly the keys {list(_REFERENCE_KEYS)}")
@@ -457,8 +466,8 @@ def decode_reference(config):
         fail("a shape given as a list of non-negative ints")
     itemsize = np.dtype(dtype).itemsize
     size = math.prod(shape) * itemsize
-    if size > MAX_REFERENCE_BYTES:
-        fail(f"at most {MAX_REFERENCE_BYTES} bytes of data")
+    if size > _MAX_REFERENCE_BYTES:
+        fail(f"at most {_MAX_REFERENCE_BYTES} bytes of data")
     if not isinstance(data, str) or len(data) != 4 * math.ceil(size / 3):
         fail(f"base64 data of {size} bytes for shape {list(shape)} and "
              f"dtype {dtype}")
@@ -473,10 +482,10 @@ def decode_reference(config):
         # Zero-size shapes pass the size check whatever their other sizes.
         return array.astype(np.dtype(dtype), copy=True).reshape(shape)
     except (ValueError, OverflowError):
-        raise ValueError(
-            "Invalid value for argument `reference`. Expected a shape that "
-            "numpy can hold. Received: reference of shape "
-            f"{_abbreviated(list(shape))} ({len(shape)} dimensions)") from None
+        raise ValueError(_invalid_reference(
+            config, "a shape that numpy can hold",
+            f"<a config of shape {_abbreviated(list(shape))} "
+            f"({len(shape)} dimensions)>")) from None
 
 
 def _abbreviated(value):
@@ -484,44 +493,42 @@ def _abbreviated(value):
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+def _invalid_reference(reference, expected, shown=None):
+    """The message for a bad L2SP reference, shown abbreviated."""
+    return validation.message(
+        "reference", reference, expected,
+        _abbreviated(reference) if shown is None else shown)
+
+
 def _reference_array(reference):
     """The L2SP reference as a read-only float32 or float64 numpy array."""
+    array_like = ("an array-like of floats (numpy array, tensor, variable or "
+                  "nested list)")
     if isinstance(reference, dict):
-        array = decode_reference(reference)
+        array = _decode_reference(reference)
     else:
         if reference is None or isinstance(reference, (str, bytes, bool)):
-            raise TypeError(
-                "Invalid value for argument `reference`. Expected an "
-                "array-like of floats (numpy array, tensor, variable or "
-                f"nested list). Received: reference={_abbreviated(reference)}")
+            raise TypeError(_invalid_reference(reference, array_like))
         if isinstance(reference, (tf.Tensor, tf.Variable)) or hasattr(
                 reference, "numpy"):
             reference = np.asarray(reference.numpy())
         try:
             array = np.asarray(reference)
         except (ValueError, TypeError, OverflowError):
-            raise ValueError(
-                "Invalid value for argument `reference`. Expected an "
-                "array-like of floats of a rectangular shape that numpy can "
-                f"hold. Received: reference={_abbreviated(reference)}"
-            ) from None
+            raise ValueError(_invalid_reference(
+                reference, "an array-like of floats of a rectangular shape "
+                "that numpy can hold")) from None
         if array.dtype.kind not in "fiu" and array.dtype.name != "bfloat16":
-            raise TypeError(
-                "Invalid value for argument `reference`. Expected an "
-                "array-like of floats (numpy array, tensor, variable or "
-                f"nested list). Received: reference={_abbreviated(reference)}")
+            raise TypeError(_invalid_reference(reference, array_like))
         dtype = np.float64 if array.dtype == np.float64 else np.float32
         if array.dtype.kind in "iu" and array.dtype.itemsize > 2:
             dtype = np.float64
         array = array.astype(dtype)
-    if array.nbytes > MAX_REFERENCE_BYTES:
-        raise ValueError(
-            "Invalid value for argument `reference`. Expected at most "
-            f"{MAX_REFERENCE_BYTES} bytes. Received: reference of shape "
-            f"{array.shape} and dtype {array.dtype}")
+    if array.nbytes > _MAX_REFERENCE_BYTES:
+        raise ValueError(_invalid_reference(
+            array, f"at most {_MAX_REFERENCE_BYTES} bytes",
+            f"<an array of shape {array.shape} and dtype {array.dtype}>"))
     if not np.all(np.isfinite(array)):
-        raise ValueError(
-            "Invalid value for argument `reference`. Expected finite values "
-            f"only. Received: reference={_abbreviated(array)}")
+        raise ValueError(_invalid_reference(array, "finite values only"))
     array.setflags(write=False)
     return array

@@ -16,6 +16,24 @@ import tensorflow as tf
 
 from tfreg import penalties
 
+__all__ = [
+    "KL_EPSILON",
+    "MAX_POWER_ITERATIONS",
+    "decov",
+    "gram_minus_identity",
+    "group_lasso",
+    "group_norms",
+    "kl_sparsity",
+    "nuclear_norm",
+    "samples_by_features",
+    "soft_orthogonality",
+    "spectral_norm",
+    "squared_distance",
+    "srip",
+    "start_vector",
+    "top_singular_vectors",
+]
+
 # Activity means are clipped into [KL_EPSILON, 1 - KL_EPSILON] before logs.
 KL_EPSILON = 1e-6
 # Seed of the fixed start vector of the power iterations.
