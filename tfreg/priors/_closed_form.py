@@ -105,7 +105,7 @@ class Laplace(_LocationScalePrior):
 
 
 @serialization.register
-class StudentT(_base.Prior):
+class StudentT(_LocationScalePrior):
     """Student's t prior: heavy tails, so large weights are barely penalized.
 
     Mathematical details:
@@ -132,17 +132,12 @@ class StudentT(_base.Prior):
     def __init__(self, df=3.0, scale=1.0, loc=0.0, num_examples=1,
                  weight=1.0):
         self.df = validation.positive("df", df)
-        self.scale = validation.positive("scale", scale)
-        self.loc = validation.real("loc", loc)
-        self._set_scaling(num_examples, weight)
+        super().__init__(scale, loc, num_examples, weight)
 
     def _constants(self):
         k = _math.student_t_inverse_width(self.df, self.scale)
         return (("scale", "1 / (sqrt(df) scale)", k),
                 ("scale", "2 / (sqrt(df) scale)", 2.0 * k))
-
-    def _locations(self):
-        return (("loc", self.loc),)
 
     def _requirements(self, dtype):
         # Where ((w - loc) / scale)^2 / df falls below the smallest normal
