@@ -412,6 +412,18 @@ class CoupledGroupLassoTest(parameterized.TestCase):
         for got, want in zip(penalty.gradients(), expected):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
 
+    def test_an_all_zero_group_has_gradient_zero(self):
+        model = dense_chain()
+        _randomize(model)
+        _zero(model, "a", 1, [0])
+        model.get_layer("a").bias.assign([0.0, 1.0, 1.0, 1.0])
+        _zero(model, "b", 0, [0])
+        penalty = tfreg.CoupledGroupLasso(tfreg.channel_groups(model), 0.1)
+        with tf.GradientTape() as tape:
+            value = penalty()
+        for gradient in tape.gradient(value, list(penalty.variables)):
+            self.assertTrue(np.all(np.isfinite(gradient)))
+
     def test_proximal_update_is_a_block_soft_threshold(self):
         model = dense_chain()
         _randomize(model)

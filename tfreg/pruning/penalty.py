@@ -93,7 +93,12 @@ class CoupledGroupLasso:
                 squares += tf.math.unsorted_segment_sum(
                     tf.reduce_sum(square, axis=others), axis_ids,
                     self._count + 1)
-        return tf.sqrt(squares[:self._count])
+        squares = squares[:self._count]
+        # sqrt has an infinite derivative at 0: an all-zero group gets
+        # gradient 0 (not NaN) through the inner where.
+        positive = squares > 0
+        return tf.where(positive, tf.sqrt(tf.where(positive, squares, 1.0)),
+                        0.0)
 
     def _values(self):
         return [tf.convert_to_tensor(variable) for variable in self.variables]
