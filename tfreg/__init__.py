@@ -8,6 +8,7 @@ tf_keras when TF_USE_LEGACY_KERAS=1) and is registered for serialization as
 from tfreg import validation
 from tfreg._version import __version__
 from tfreg import priors
+from tfreg import optimizers
 from tfreg.attach import apply
 from tfreg.attach import attach_l2sp
 from tfreg.attach import remove
@@ -74,6 +75,7 @@ __all__ = [
     "deserialize",
     "export_saved_model",
     "get",
+    "optimizers",
     "priors",
     "regularization_loss",
     "register",

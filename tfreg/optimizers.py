@@ -1,0 +1,597 @@
+"""Regularization applied by the optimizer: proximal steps and decoupled decay.
+
+`Regularized` wraps any Keras optimizer of the active generation and applies
+weight penalties in the update instead of through the loss:
+
+- mode="proximal": after the wrapped optimizer's step,
+  w <- prox_{eta R}(w) (`tfreg.proximal`), eta the learning rate of that
+  step. Soft thresholding lands weights (L1, priors.Laplace) and whole
+  groups (GroupLasso, SparseGroupLasso) on exactly 0; NuclearNorm
+  thresholds singular values. A penalty without a closed-form prox is
+  applied as in decoupled mode.
+- mode="decoupled": w <- w - eta grad R(w) from the weights before the
+  wrapped step, as Keras' AdamW applies its decay (not preconditioned):
+  `L2(wd / 2)` with Adam is AdamW(weight_decay=wd). Closed-form gradients
+  (no penalty value, no log for the priors) where `tfreg.proximal` has
+  one, else autodiff of the penalty.
+
+Which penalties: the weight regularizers on the model (kernel_regularizer=
+..., `tfreg.apply`), which leave the loss (no double counting), plus an
+optional `regularizer` selected by path (nothing attached to the layers:
+for pretrained models whose configs should stay as they are), plus
+coupled `penalties` spanning several variables. Activity regularizers stay
+in the loss. The handled penalties stay visible: `tfreg_penalties()` lists
+them and `tfreg.summary`, `PenaltyLogger` and `History` show their values.
+
+Finding the model's regularizers: Keras 3 keeps a weight's regularizer on
+the variable, so the optimizer takes them when it is built (`fit` builds it
+before tracing the step; loading a compiled model too). tf_keras keeps them
+in the layers, out of the optimizer's reach: pass `model=` (the same code
+works in both generations) or call `tfreg.optimizers.bind(model)`, also
+after loading a model saved with this optimizer.
+"""
+
+import copy
+import re
+import warnings
+import weakref
+
+import tensorflow as tf
+
+from tfreg import _keras
+from tfreg import proximal
+from tfreg import serialization
+from tfreg import validation
+from tfreg import walk
+
+__all__ = ["MODES", "Regularized", "bind"]
+
+keras = _keras.keras
+MODES = ("proximal", "decoupled")
+_KERNEL_NAMES = ("embeddings",)
+# The "layer" of a Keras 3 weight whose regularizer was taken off the variable
+# itself (`walk.set_regularizer` needs no layer there).
+_ON_VARIABLE = "variable"
+
+
+class _State:
+    """What the optimizer regularizes; a plain object, so that checkpoints
+    do not track the model's layers through the optimizer."""
+
+    def __init__(self):
+        self.model = None
+        self.var_list = None
+        # True while the step itself builds the optimizer (Keras 3).
+        self.applying = False
+        # (layer or None, variable, regularizer, path) per weight.
+        self.entries = []
+        # [(regularizer, "elementwise" | "stacked" | "autodiff", entries)]
+        self.plan = []
+
+
+def _variable_path(variable):
+    """The variable's own path: Keras 3's `path`, tf_keras' name sans ':0'."""
+    path = getattr(variable, "path", None) if not _keras.LEGACY else None
+    return path or variable.name.split(":")[0]
+
+
+def _is_kernel(path):
+    name = path.split("/")[-1]
+    return name.endswith("kernel") or name in _KERNEL_NAMES
+
+
+def _pattern(name, value):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(validation.message(
+            name, value, "None or a regular expression (str) searched in "
+            "the variable's path"))
+    try:
+        return re.compile(value)
+    except re.error as error:
+        raise ValueError(validation.message(
+            name, value, "a valid regular expression", note=f" ({error})")
+                         ) from None
+
+
+def _check_penalty_object(index, penalty):
+    """The coupled-penalty protocol (see docs/optimizers.md)."""
+    variables = getattr(penalty, "variables", None)
+    if not (isinstance(variables, (tuple, list)) and variables
+            and callable(getattr(penalty, "proximal_update", None))
+            and callable(getattr(penalty, "gradients", None))):
+        raise TypeError(validation.message(
+            f"penalties[{index}]", penalty,
+            "an object with a non-empty tuple `variables` and methods "
+            "`proximal_update(step)` and `gradients()`"))
+    return penalty
+
+
+def _hashable(value):
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    return ("id", id(value))
+
+
+def _parameters(regularizer):
+    """A key equal for regularizers of one class and equal arguments."""
+    keys = getattr(regularizer, "config_keys", None)
+    names = keys() if callable(keys) else sorted(regularizer.get_config())
+    return (type(regularizer),) + tuple(
+        _hashable(getattr(regularizer, name, None)) for name in names)
+
+
+def _read(variable):
+    return tf.convert_to_tensor(_tf_variable(variable))
+
+
+def _tf_variable(variable):
+    """The tf.Variable behind a Keras 3 variable (what tf.distribute updates)."""
+    if not _keras.LEGACY and isinstance(variable, keras.Variable):
+        return variable.value
+    return variable
+
+
+def _assign(variable, value):
+    return variable.assign(tf.cast(value, variable.dtype))
+
+
+def _assign_all(variables, values):
+    """Assigns each value, through the strategy in a replica context."""
+    variables = [_tf_variable(variable) for variable in variables]
+    if (not tf.distribute.has_strategy()
+            or tf.distribute.in_cross_replica_context()):
+        for variable, value in zip(variables, values):
+            _assign(variable, value)
+        return
+
+    def update(distribution, variables, values):
+        for variable, value in zip(variables, values):
+            distribution.extended.update(variable, _assign, args=(value,),
+                                         group=False)
+
+    tf.__internal__.distribute.interim.maybe_merge_call(
+        update, tf.distribute.get_strategy(), variables, values)
+
+
+def _drop_compiled_functions(model):
+    """Makes the next fit or evaluate trace its step anew."""
+    for attribute in ("train_function", "test_function"):
+        if getattr(model, attribute, None) is not None:
+            setattr(model, attribute, None)
+
+
+def _plan(entries, mode):
+    """Groups the entries so that each group is updated by a few ops.
+
+    Each group is (regularizer, update, layout, entries): update "prox"
+    (after the wrapped step) or "gradient" (decoupled, before it: every
+    penalty in decoupled mode, and those without a closed-form prox in
+    proximal mode); layout "flat" for elementwise penalties of equal
+    arguments and dtype, applied once to their variables flattened and
+    concatenated, "stacked" for structured ones of equal arguments, shape
+    and dtype, and "autodiff" (one by one, the penalty's own gradient) for
+    the rest.
+    """
+    groups = {}
+    for entry in entries:
+        _, variable, regularizer, _ = entry
+        update = ("prox" if mode == "proximal" and proximal.has_prox(
+            regularizer) else "gradient")
+        dtype = tf.as_dtype(variable.dtype)
+        if update == "gradient" and not proximal.has_gradient(regularizer):
+            key = ("autodiff", id(variable))
+            layout = "autodiff"
+        elif proximal.is_elementwise(regularizer):
+            key = (update, "flat", _parameters(regularizer), dtype)
+            layout = "flat"
+        else:
+            key = (update, "stacked", _parameters(regularizer),
+                   tuple(variable.shape), dtype)
+            layout = "stacked"
+        group = groups.setdefault(key, (regularizer, update, layout, []))
+        group[3].append(entry)
+    return list(groups.values())
+
+
+def _update(regularizer, update, x, step, batch_dims=0):
+    """x after one closed-form update."""
+    if update == "prox":
+        return proximal.prox(regularizer, x, step, batch_dims)
+    return x - tf.cast(step, x.dtype) * proximal.gradient(
+        regularizer, x, batch_dims)
+
+
+def _autodiff_update(regularizer, x, step):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = regularizer(x)
+    gradient = tape.gradient(value, x)
+    return x - tf.cast(step, x.dtype) * tf.cast(gradient, x.dtype)
+
+
+def _group_values(regularizer, update, layout, variables, step):
+    """The new values of a group's variables."""
+    values = [_read(variable) for variable in variables]
+    if layout == "autodiff":
+        return [_autodiff_update(regularizer, values[0], step)]
+    if len(values) == 1:
+        return [_update(regularizer, update, values[0], step)]
+    if layout == "stacked":
+        stacked = _update(regularizer, update, tf.stack(values), step,
+                          batch_dims=1)
+        return tf.unstack(stacked, num=len(values))
+    sizes = [value.shape.num_elements() for value in values]
+    flat = tf.concat([tf.reshape(value, [-1]) for value in values], axis=0)
+    parts = tf.split(_update(regularizer, update, flat, step), sizes)
+    return [tf.reshape(part, value.shape)
+            for part, value in zip(parts, values)]
+
+
+# Keras 3's optimizer base, or tf_keras' (the one its LossScaleOptimizer wraps).
+_Base = keras.optimizers.Optimizer
+
+
+@keras.saving.register_keras_serializable(package="tfreg")
+class Regularized(_Base):
+    """Wraps a Keras optimizer and applies weight penalties in its update.
+
+    Mathematical details (eta: the wrapped optimizer's learning rate of the
+    step, schedules included; a `tfreg.Strength` is read on every step):
+
+        proximal:   w <- prox_{eta R}(step(w)),
+                    prox_{eta R}(v) = argmin_w R(w) + ||w - v||^2 / (2 eta)
+        decoupled:  w <- step(w) - eta grad R(w)
+
+    with step() the wrapped optimizer's update from the loss's gradient,
+    which no longer includes R. Closed forms: `tfreg.proximal`. Under
+    mixed_float16 Keras wraps this optimizer in a LossScaleOptimizer, which
+    hands it unscaled gradients and skips the whole update (penalties
+    included) on a non-finite one.
+
+    Args:
+      optimizer: The Keras optimizer (of the active generation) that takes
+        the loss's gradient step; clipping and schedules stay on it.
+      mode: "proximal" or "decoupled".
+      regularizer: Optional regularizer applied through the optimizer to
+        the trainable weights that `include`/`exclude` select and that have
+        no regularizer of their own on the model. Nothing is attached to
+        the layers; it is saved in this optimizer's config.
+      include: None (kernels and embeddings: a last path component ending
+        in "kernel", or "embeddings") or a regular expression searched in
+        the variable's path (Keras 3 `variable.path`, tf_keras the
+        variable's name without ":0").
+      exclude: None or a regular expression; matching weights are skipped.
+      penalties: Optional list of coupled penalties spanning several
+        variables (see docs/optimizers.md); not part of the config.
+      model: Optional model whose weight regularizers move into the
+        optimizer (`bind`); needed under tf_keras.
+      name: Optional name.
+    """
+
+    def __init__(self, optimizer, mode="proximal", regularizer=None,
+                 include=None, exclude=None, penalties=None, model=None,
+                 name=None):
+        if isinstance(optimizer, Regularized) or not isinstance(
+                optimizer, _Base):
+            raise TypeError(validation.message(
+                "optimizer", optimizer, "an optimizer of the active Keras "
+                f"generation ({_Base.__module__}.{_Base.__name__}), not "
+                "itself Regularized"))
+        mode = validation.choice("mode", mode, MODES)
+        regularizer = serialization.get(regularizer)
+        if regularizer is not None and not callable(regularizer):
+            raise TypeError(validation.message(
+                "regularizer", regularizer, "None or a Keras regularizer"))
+        _pattern("include", include)
+        _pattern("exclude", exclude)
+        if penalties is not None and not isinstance(penalties, (list, tuple)):
+            raise TypeError(validation.message(
+                "penalties", penalties, "None or a list of coupled penalties"))
+        penalties = [_check_penalty_object(index, penalty)
+                     for index, penalty in enumerate(penalties or ())]
+        if _keras.LEGACY:
+            super().__init__(name=name or "Regularized")
+        else:
+            super().__init__(learning_rate=0.0, name=name)
+        self.optimizer = optimizer
+        self.mode = mode
+        self.regularizer = regularizer
+        self.include = include
+        self.exclude = exclude
+        self._penalties = tuple(penalties)
+        self._state = _State()
+        if model is not None:
+            self.bind(model)
+
+    # The wrapped optimizer's step counter and learning rate are this one's.
+
+    @property
+    def iterations(self):
+        return self.optimizer.iterations
+
+    @iterations.setter
+    def iterations(self, variable):
+        self.optimizer.iterations = variable
+
+    @property
+    def learning_rate(self):
+        return self.optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.optimizer.learning_rate = learning_rate
+
+    @property
+    def variables(self):
+        if _keras.LEGACY:
+            return self.optimizer.variables
+        return self._variables + self.optimizer.variables
+
+    @property
+    def penalties(self):
+        """The coupled penalties (a tuple)."""
+        return self._penalties
+
+    def _step_size(self):
+        """The learning rate of the step about to run, as float32."""
+        inner = self.optimizer
+        schedule = getattr(inner, "_learning_rate", None)
+        if _keras.LEGACY and isinstance(
+                schedule, keras.optimizers.schedules.LearningRateSchedule):
+            # tf_keras updates `learning_rate` only inside apply_gradients.
+            return tf.cast(schedule(inner.iterations), tf.float32)
+        return tf.cast(inner.learning_rate, tf.float32)
+
+    def bind(self, model):
+        """Moves `model`'s weight regularizers into this optimizer, now.
+
+        Each regularized trainable weight's penalty leaves `model.losses`
+        and is applied in the update; the layers' configs are left alone,
+        so saved models keep them. Weights the optimizer does not update
+        (non-trainable ones under tf_keras) keep theirs in the loss, with a
+        warning. A model already trained traces its steps again. Returns
+        this optimizer.
+        """
+        if not isinstance(model, keras.Model):
+            raise TypeError(validation.message(
+                "model", model, "a Keras model of the active generation"))
+        self._state.model = weakref.ref(model)
+        state = self._state
+        trainable = {id(variable) for variable in model.trainable_variables}
+        taken = {id(entry[1]) for entry in state.entries}
+        left = []
+        for weight in walk.regularized_weights(model):
+            if weight.via != walk.LOSS or id(weight.variable) in taken:
+                continue
+            if id(weight.variable) not in trainable:
+                left.append(weight.path)
+                continue
+            walk.set_regularizer(weight.layer, weight.variable, None)
+            state.entries.append((weight.layer, weight.variable,
+                                  weight.regularizer, weight.path))
+            taken.add(id(weight.variable))
+        if left:
+            warnings.warn(
+                f"The regularizers of {sorted(left)} stay in the loss: the "
+                "optimizer does not update those weights (not trainable).",
+                stacklevel=2)
+        _drop_compiled_functions(model)
+        if state.var_list is not None:
+            self._select()
+        return self
+
+    def tfreg_penalties(self):
+        """(variable, regularizer) of every weight penalty applied here."""
+        return [(variable, regularizer)
+                for _, variable, regularizer, _ in self._state.entries]
+
+    def release(self):
+        """Puts the model's regularizers back in the loss; returns their
+        paths. Use it before compiling the model with another optimizer."""
+        released = []
+        kept = []
+        for entry in self._state.entries:
+            layer, variable, regularizer, path = entry
+            if layer is None:
+                kept.append(entry)
+                continue
+            walk.set_regularizer(layer, variable, regularizer)
+            released.append(path)
+        self._state.entries = kept
+        self._state.plan = _plan(kept, self.mode)
+        model = self._model()
+        if model is not None:
+            _drop_compiled_functions(model)
+        return released
+
+    def _model(self):
+        return self._state.model() if self._state.model else None
+
+    def build(self, var_list):
+        if self._state.var_list is not None:
+            return
+        var_list = list(var_list)
+        self.optimizer.build(var_list)
+        if _keras.LEGACY:
+            self._build_index_dict(var_list)
+            self._built = True
+        else:
+            super().build(var_list)
+        self._state.var_list = var_list
+        if self._state.model is None and not _keras.LEGACY:
+            self._take_from_variables()
+        self._select()
+
+    def _take_from_variables(self):
+        """Keras 3, unbound: takes the regularizers off the variables.
+
+        Right when built before the step is traced (loading a compiled
+        model, `fit` under a distribution strategy, an explicit `build`);
+        built by the step itself, the loss already holds them.
+        """
+        state = self._state
+        taken = {id(entry[1]) for entry in state.entries}
+        found = []
+        for variable in state.var_list:
+            regularizer = variable.regularizer
+            if regularizer is not None and id(variable) not in taken:
+                found.append((_ON_VARIABLE, variable, regularizer,
+                              _variable_path(variable)))
+        if found and state.applying:
+            raise ValueError(self._unbound_message(
+                "the step's loss already holds the regularizers of "
+                f"{[entry[3] for entry in found]}"))
+        for entry in found:
+            entry[1].regularizer = None
+        state.entries += found
+
+    def _select(self):
+        """Adds `regularizer`'s weights and plans the update."""
+        state = self._state
+        taken = {id(entry[1]) for entry in state.entries}
+        if self.regularizer is not None:
+            include = _pattern("include", self.include)
+            exclude = _pattern("exclude", self.exclude)
+            for variable in state.var_list:
+                path = _variable_path(variable)
+                selected = (include.search(path) if include
+                            else _is_kernel(path))
+                if (selected and not (exclude and exclude.search(path))
+                        and id(variable) not in taken):
+                    state.entries.append((None, variable, self.regularizer,
+                                          path))
+                    taken.add(id(variable))
+        state.plan = _plan(state.entries, self.mode)
+
+    @staticmethod
+    def _unbound_message(reason):
+        return (
+            f"The optimizer was not given the model ({reason}): pass "
+            "`model=` to tfreg.optimizers.Regularized, or call "
+            "`tfreg.optimizers.bind(model)` after compiling (and, under "
+            "tf_keras, after loading a model saved with this optimizer), "
+            "before training. Received: model=None")
+
+    def _check_bound(self):
+        if _keras.LEGACY and self._state.model is None:
+            raise ValueError(self._unbound_message(
+                "under tf_keras the layers hold the regularizers, out of an "
+                "optimizer's reach"))
+
+    def _regularize(self, step, update):
+        """Applies the planned updates of kind `update` ("gradient" before
+        the wrapped step, "prox" after it) with step size `step`."""
+        variables, values = [], []
+        for regularizer, kind, layout, entries in self._state.plan:
+            if kind == update:
+                group = [entry[1] for entry in entries]
+                variables += group
+                values += _group_values(regularizer, kind, layout, group,
+                                        step)
+        coupled = "prox" if self.mode == "proximal" else "gradient"
+        for penalty in self._penalties if update == coupled else ():
+            group = list(penalty.variables)
+            if update == "prox":
+                new = list(penalty.proximal_update(step))
+            else:
+                new = [_read(variable) - tf.cast(step, gradient.dtype)
+                       * gradient for variable, gradient
+                       in zip(group, penalty.gradients())]
+            if len(new) != len(group):
+                raise ValueError(
+                    f"Expected {len(group)} values from the coupled penalty "
+                    f"{penalty!r}, one per variable. Received: {len(new)}")
+            variables += group
+            values += new
+        if variables:
+            _assign_all(variables, values)
+
+    def _step(self, apply_wrapped):
+        """The whole update: decoupled penalties, the wrapped optimizer's
+        step (`apply_wrapped()`), then the proximal ones."""
+        step = self._step_size()
+        self._regularize(step, "gradient")
+        result = apply_wrapped()
+        self._regularize(step, "prox")
+        return result
+
+    if _keras.LEGACY:
+        def apply_gradients(self, grads_and_vars, name=None,
+                            skip_gradients_aggregation=False, **kwargs):
+            grads_and_vars = list(grads_and_vars)
+            with tf.init_scope():
+                self.build([variable for _, variable in grads_and_vars])
+            self._check_bound()
+            return self._step(lambda: self.optimizer.apply_gradients(
+                grads_and_vars, name=name,
+                skip_gradients_aggregation=skip_gradients_aggregation,
+                **kwargs))
+    else:
+        def apply(self, grads, trainable_variables=None):
+            if self._state.var_list is None:
+                if trainable_variables is None:
+                    raise ValueError(
+                        "Expected `trainable_variables` on the first call of "
+                        "`apply` (to build the optimizer). Received: "
+                        "trainable_variables=None")
+                self._state.applying = True
+                try:
+                    self.build(trainable_variables)
+                finally:
+                    self._state.applying = False
+            self._step(lambda: self.optimizer.apply(grads, trainable_variables))
+
+    def finalize_variable_values(self, var_list):
+        self.optimizer.finalize_variable_values(var_list)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "optimizer": keras.optimizers.serialize(self.optimizer),
+            "mode": self.mode,
+            "regularizer": (None if self.regularizer is None else
+                            serialization.serialize(self.regularizer)),
+            "include": self.include,
+            "exclude": self.exclude,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Keras' deserialize edits the config it reads.
+        config = copy.deepcopy(config)
+        inner = config.pop("optimizer", None)
+        if isinstance(inner, dict):
+            if _keras.LEGACY:
+                inner = keras.optimizers.deserialize(
+                    inner, custom_objects=custom_objects,
+                    use_legacy_optimizer=False)
+            else:
+                inner = keras.optimizers.deserialize(
+                    inner, custom_objects=custom_objects)
+        return cls(inner, **config)
+
+
+def _find(model):
+    """The `Regularized` optimizer of `model` (inside a loss-scale one)."""
+    optimizer = getattr(model, "optimizer", None)
+    while not isinstance(optimizer, Regularized) and hasattr(
+            optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    if not isinstance(optimizer, Regularized):
+        raise ValueError(validation.message(
+            "model", getattr(model, "name", model),
+            "a model compiled with a tfreg.optimizers.Regularized optimizer",
+            note=f" (its optimizer is {getattr(model, 'optimizer', None)!r})"))
+    return optimizer
+
+
+def bind(model):
+    """Binds `model`'s `Regularized` optimizer to it (`Regularized.bind`).
+
+    Needed under tf_keras when the optimizer was created without `model=`,
+    e.g. by loading a saved model; harmless under Keras 3. Returns the
+    optimizer.
+    """
+    return _find(model).bind(model)
