@@ -113,12 +113,11 @@ class FuzzTest(absltest.TestCase):
         tfreg.Strength(0.1).assign(0.2)
         # `priors.Prior` imports TFP, a fixed dependency (never a module a
         # config names), on first construction, even before it validates.
-        if hasattr(tfreg.priors, "Prior"):
-            import tensorflow_probability  # pylint: disable=g-import-not-at-top,unused-import
-            try:
-                tfreg.priors.Prior.from_config({})
-            except (TypeError, ValueError):
-                pass
+        import tensorflow_probability  # pylint: disable=g-import-not-at-top,unused-import
+        try:
+            tfreg.priors.Prior.from_config({})
+        except (TypeError, ValueError):
+            pass
 
     def _check(self, make):
         modules = set(sys.modules)
