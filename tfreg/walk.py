@@ -66,8 +66,11 @@ RegularizedWeight = collections.namedtuple(
     "RegularizedWeight", ["layer", "variable", "regularizer", "path", "via"])
 RegularizedWeight.__doc__ = """A regularized weight of a model.
 
-`via` is `LOSS` ("loss": the penalty is in `model.losses`) or `OPTIMIZER`
-("optimizer": the model's optimizer applies it in its update).
+`layer` is the layer that holds the penalty (pass it to `set_regularizer`):
+the weight's owner, except under tf_keras where a penalty in another layer's
+callable losses is held there. `path` is the weight's path. `via` is `LOSS`
+("loss": the penalty is in `model.losses`) or `OPTIMIZER` ("optimizer": the
+model's optimizer applies it in its update).
 """
 
 
@@ -266,18 +269,20 @@ def regularized_weights(model):
     tree = Tree(model)
     owners = {id(variable): (layer, path)
               for layer, variable, path in tree.weights()}
+    # A loss-side penalty is listed with the layer that holds it (what
+    # `set_regularizer` needs), an optimizer-side one with the weight's owner.
+    candidates = [(layer, variable, regularizer, LOSS)
+                  for layer, variable, regularizer in _loss_side(model, tree)]
+    candidates += [(None, variable, regularizer, OPTIMIZER)
+                   for variable, regularizer in optimizer_penalties(model)]
     found = []
     seen = set()
-    candidates = [(variable, regularizer, LOSS) for _, variable, regularizer
-                  in _loss_side(model, tree)]
-    candidates += [(variable, regularizer, OPTIMIZER)
-                   for variable, regularizer in optimizer_penalties(model)]
-    for variable, regularizer, via in candidates:
+    for layer, variable, regularizer, via in candidates:
         if id(variable) in owners and (id(variable), via) not in seen:
             seen.add((id(variable), via))
-            layer, path = owners[id(variable)]
-            found.append(RegularizedWeight(layer, variable, regularizer,
-                                           path, via))
+            owner, path = owners[id(variable)]
+            found.append(RegularizedWeight(layer or owner, variable,
+                                           regularizer, path, via))
     return found
 
 
