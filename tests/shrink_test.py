@@ -327,6 +327,41 @@ class ShrinkTest(parameterized.TestCase):
                                 in str(w.message) for w in caught))
         self._check_same(model, small, (3,))
 
+    def test_nested_model_ends_the_coupling_and_is_copied(self):
+        inner = keras.Sequential([keras.Input((4,)),
+                                  L.Dense(3, name="inner_dense")],
+                                 name="inner")
+        x = keras.Input((3,))
+        h = L.Dense(4, name="a")(x)
+        h = inner(h)
+        h = L.Dense(5, activation="relu", name="b")(h)
+        model = keras.Model(x, L.Dense(2, name="out")(h))
+        _randomize(model)
+        inner.set_weights([np.ones((4, 3), "float32"),
+                           np.ones(3, "float32")])
+        groups = tfreg.channel_groups(model)
+        self.assertEqual(_units(groups), [(("b", i),) for i in range(5)])
+        self.assertEqual([(entry.layer, entry.class_name)
+                          for entry in groups.unsupported],
+                         [("inner", "Sequential")])
+        _zero(model, "b", 1, [0, 3])
+        small = tfreg.shrink(model)
+        self.assertEqual(small.get_layer("b").units, 3)
+        self._check_same(model, small, (3,))
+
+    def test_shared_layer(self):
+        shared = L.Dense(3, activation="relu", name="shared")
+        x = keras.Input((4,))
+        h = L.Add()([shared(x), shared(L.Activation("tanh")(x))])
+        model = keras.Model(x, L.Dense(2, name="out")(h))
+        _randomize(model)
+        groups = tfreg.channel_groups(model)
+        self.assertEqual(_units(groups), [(("shared", i),) for i in range(3)])
+        _zero(model, "out", 0, [2])
+        small = tfreg.shrink(model)
+        self.assertEqual(small.get_layer("shared").units, 2)
+        self._check_same(model, small, (4,))
+
     def test_tolerance(self):
         model = dense_chain()
         _randomize(model)
@@ -470,6 +505,15 @@ class CoupledGroupLassoTest(parameterized.TestCase):
         self.assertLen(model.losses, 1)
         np.testing.assert_allclose(float(model.losses[0]), float(penalty()),
                                    rtol=1e-6)
+        rows = tfreg.summary(model, print_fn=None)
+        self.assertLen(rows, 1)
+        np.testing.assert_allclose(rows[0]["penalty"], float(penalty()),
+                                   rtol=1e-6)
+        exported = os.path.join(tempfile.mkdtemp(), "saved")
+        tfreg.export_saved_model(model, exported)
+        loss = tf.saved_model.load(exported).signatures["regularization_loss"]
+        np.testing.assert_allclose(
+            float(loss()["regularization_loss"]), float(penalty()), rtol=1e-6)
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
         x = np.random.default_rng(3).normal(size=(32, 3)).astype("float32")
         before = float(penalty())
