@@ -83,6 +83,7 @@ class _Checks:
       jit_compile: the fit's `jit_compile`.
       export: whether to run the export test.
       save_formats: the formats saved and loaded.
+      input_signature: for `export_saved_model` (None: the model's inputs).
     """
 
     build = None
@@ -244,7 +245,7 @@ class _Checks:
         np.testing.assert_allclose(served, expected, rtol=RTOL)
         # The Strength is a variable of the export: the penalty follows it.
         [variable] = [v for v in loaded.regularizer_variables
-                      if np.isclose(float(v), FACTOR)]
+                      if v.shape.rank == 0 and np.isclose(float(v), FACTOR)]
         variable.assign(3 * FACTOR)
         np.testing.assert_allclose(float(penalty()["regularization_loss"]),
                                    3 * expected, rtol=RTOL)
