@@ -1,6 +1,20 @@
 """Installs tfreg. Dependencies are declared here once."""
 
+import os
+
 import setuptools
+
+
+def _version():
+    """tfreg/_version.py's __version__, read without importing tfreg (and
+    with it TensorFlow)."""
+    namespace = {}
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tfreg",
+                        "_version.py")
+    with open(path, encoding="utf-8") as source:
+        exec(source.read(), namespace)  # pylint: disable=exec-used
+    return namespace["__version__"]
+
 
 REQUIRED = [
     # The `tensorflow` wheel runs on CPU, and on GPU with `tfreg[gpu]`.
@@ -23,15 +37,18 @@ EXTRAS = {
 
 setuptools.setup(
     name="tfreg",
-    version="0.1.0",
+    version=_version(),
     description="Regularizers for tf.keras: Keras parity, structured penalties "
                 "and Bayesian priors, XLA-ready.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["tfreg", "tfreg.*"]),
+    # The `tfreg` command's launcher: outside the package, so that --help
+    # answers without importing TensorFlow.
+    py_modules=["_tfreg_cli"],
     python_requires=">=3.10",
     install_requires=REQUIRED,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["tfreg = tfreg.__main__:main"]},
+    entry_points={"console_scripts": ["tfreg = _tfreg_cli:main"]},
     license="Apache-2.0",
 )

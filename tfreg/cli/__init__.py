@@ -1,8 +1,9 @@
-"""The `tfreg` command line: an application built on the library.
+"""The `tfreg` command's application, built on the library.
 
-`tfreg.cli.main` parses the arguments; `tfreg.cli.compare` runs
-`tfreg compare` with `data` (reading the user's data), `sweep` (the
-candidates), `training` and `report`. The library never imports this package.
+`compare` runs `tfreg compare` with `data` (the user's data), `sweep` (the
+candidates), `training` and `report`. The arguments are parsed before
+TensorFlow loads, by the `_tfreg_cli` launcher beside this package; the
+library never imports this package.
 """
 
 

@@ -1,10 +1,12 @@
-"""`tfreg compare`: which regularizer, and how strong, for a dataset.
+"""`tfreg compare`: which regularizer, how strong, and is it worth it.
 
-Trains the same small MLP once per (regularizer, strength) with
-`jit_compile=True`, and reports validation loss and metric, the fraction of
-near-zero weights, the penalty's share of the loss and the step time. Writes a
-Markdown report, plots, a JSON of every number and the best model as a
-SavedModel (reloaded and checked) to the output directory.
+Trains a model (the default MLP, or the user's saved functional model) once
+per candidate (regularizer and strength) and seed with `jit_compile=True`,
+and reports per candidate the mean and spread over seeds of the validation
+loss and metric, the share of near-zero weights, the penalty and the step
+time, with a verdict per dataset. Writes a Markdown report, plots, a JSON of
+every number and the best model as a SavedModel (reloaded and checked) to
+the output directory.
 """
 
 import json
@@ -24,21 +26,34 @@ from tfreg.cli import training
 keras = _keras.keras
 
 
-def run(data=None, target=None, task="auto", regularizers=None, epochs=8,
-        seed=0, out="compare-report", stdout=None, stderr=None, argv=None):
+def _check_int(option, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            value < minimum:
+        raise UsageError(f"{option} must be an int >= {minimum}; got "
+                         f"{value!r}")
+
+
+def run(data=None, target=None, task="auto", model=None, regularizers=None,
+        strengths="default", seeds=3, epochs=40, train_rows=None, seed=0,
+        out="compare-report", stdout=None, stderr=None, argv=None):
     """Runs the comparison; returns the summary dict written to results.json.
 
-    Raises `UsageError` for bad input (files, columns, names, options).
+    `seeds` runs per candidate use seeds `seed`, `seed + 1`, ...; the
+    train/validation split uses `seed`. Raises `UsageError` for bad input
+    (files, columns, names, options).
     """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     wall_start = time.perf_counter()
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise UsageError(f"--epochs must be an int >= 1; got {epochs!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UsageError(f"--seed must be an int >= 0; got {seed!r}")
+    _check_int("--epochs", epochs, 1)
+    _check_int("--seeds", seeds, 1)
+    _check_int("--seed", seed, 0)
     families = sweep.parse_regularizers(regularizers)
-    datasets = data_lib.load_datasets(data, target, task, seed)
+    datasets = data_lib.load_datasets(data, target, task, seed, train_rows)
+    if model is not None and not os.path.isfile(model):
+        raise UsageError(f"no such file: --model {model}")
+    architectures = [training.saved_model(model, dataset) if model
+                     else training.mlp(dataset) for dataset in datasets]
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as error:
@@ -47,85 +62,107 @@ def run(data=None, target=None, task="auto", regularizers=None, epochs=8,
     # Seeds make runs repeatable: XLA:CPU executables are deterministic.
     # `tf.config.experimental.enable_op_determinism()` is deliberately not
     # called: Keras 3 then silently trains with jit_compile=False.
-    keras.utils.set_random_seed(seed)
-
+    run_seeds = list(range(seed, seed + seeds))
     plan, notes = [], []
-    for dataset in datasets:
-        runs, skipped = sweep.candidates(families, len(dataset.x_train))
-        by_family = {}
-        for candidate in runs:
-            by_family.setdefault(candidate.family, []).append(candidate)
-        plan += [(dataset, family, group)
-                 for family, group in by_family.items()]
+    for dataset, architecture in zip(datasets, architectures):
+        runs, skipped = sweep.candidates(families, len(dataset.x_train),
+                                         strengths)
+        plan += [(dataset, architecture, candidate) for candidate in runs]
         notes += [note for note in skipped if note not in notes]
     for note in notes:
         stderr.write(f"note: {note}\n")
-    for dataset in datasets:
-        stderr.write(f"data: {dataset.describe()}\n")
+    for dataset, architecture in zip(datasets, architectures):
+        stderr.write(f"data: {dataset.describe()}; model: "
+                     f"{architecture.description}\n")
 
-    tracker = training.Tracker(sum(len(group) for _, _, group in plan), epochs,
-                      len(plan), stream=stderr)
-    results, kernels, best, best_models = [], {}, {}, {}
-    for dataset, family, group in plan:
-        trained, model = training.train(dataset, family, group, epochs, seed, tracker)
-        for tower, (candidate, (result, values)) in enumerate(
-                zip(group, trained)):
-            results.append(result)
-            kernels[(dataset.name, family, candidate.setting)] = values
-            current = best.get(dataset.name)
-            if current is None or result["val_loss"] < current["val_loss"]:
-                best[dataset.name] = result
-                best_models[dataset.name] = training.standalone(
-                    dataset, model, tower, candidate, seed)
+    tracker = training.Tracker(
+        sum(training.steps_per_epoch(dataset) * epochs * seeds
+            for dataset, _, _ in plan), len(plan) * seeds, stream=stderr)
+    results, kernels, trained, shared = [], {}, {}, {}
+    for dataset, architecture, candidate in plan:
+        # The strengths of a shared family train on one compiled model.
+        family = (dataset.name, candidate.family)
+        compiled = shared.get(family)
+        if compiled is None:
+            compiled = training.compile_candidate(dataset, candidate,
+                                                  architecture, run_seeds[0])
+            if candidate.strength is not None:
+                shared[family] = compiled
+        results += training.train_candidate(
+            dataset, candidate, architecture, run_seeds, epochs, tracker,
+            compiled)
+        key = (dataset.name, candidate.family, candidate.setting)
+        kernels[key] = training.kernels(compiled.model)
+        # What the export of this candidate needs: its model, its last
+        # seed's weights and its strength.
+        trained[key] = (compiled.model, compiled.model.get_weights(),
+                        candidate)
 
-    rows = report.table_rows(results, best)
-    stdout.write(report.format_text_table(rows) + "\n")
+    rows = report.aggregate(results)
+    verdicts = report.verdicts(rows)
+    best = {name: verdict["best_row"] for name, verdict in verdicts.items()}
+    verdict_lines = report.verdict_lines(verdicts)
+    for (dataset, text), line in zip(report.tables(rows, best).items(),
+                                     verdict_lines):
+        stdout.write(f"\n{dataset}\n{text}\n{line}\n\n")
     exports = {}
     for dataset in datasets:
+        row = best[dataset.name]
         path = os.path.join(os.path.abspath(out), f"model-{dataset.name}")
+        model, weights, candidate = trained[(dataset.name, row["regularizer"],
+                                             row["setting"])]
+        model.set_weights(weights)
+        if candidate.strength is not None:
+            candidate.strength.assign(candidate.value)
         exports[dataset.name] = export = training.export_and_check(
-            best_models[dataset.name], dataset, path)
+            model, dataset, path)
         status = ("predictions match" if export["predictions_match"]
                   else "PREDICTIONS DIFFER")
-        if "regularization_loss_matches" in export:
-            status += (", regularization_loss matches"
-                       if export["regularization_loss_matches"]
-                       else ", REGULARIZATION LOSS DIFFERS")
-        stdout.write(f"best {dataset.name}: {best[dataset.name]['regularizer']}"
-                     f" {best[dataset.name]['setting']} -> {path} "
+        status += (", regularization_loss matches"
+                   if export["regularization_loss_matches"]
+                   else ", REGULARIZATION LOSS DIFFERS")
+        stdout.write(f"best {dataset.name}: {report.label(row)} -> {path} "
                      f"(reloaded: {status})\n")
-    plots = report.plot(results, kernels, out)
+    plots = report.plot(results, rows, kernels, out)
     if not plots:
         notes.append("no plots: matplotlib is not installed")
     summary = {
         "command": " ".join(["tfreg compare", *(argv or [])]),
         "keras": "tf_keras" if _keras.LEGACY else f"Keras {keras.__version__}",
         "tensorflow": tf.__version__,
-        "seed": seed, "epochs": epochs, "batch_size": training.BATCH_SIZE,
-        "hidden_units": list(training.HIDDEN_UNITS), "learning_rate": training.LEARNING_RATE,
-        "zero_threshold": training.ZERO_THRESHOLD,
+        "regime": {
+            "model": "; ".join(dict.fromkeys(
+                architecture.description for architecture in architectures)),
+            "seeds": run_seeds, "epochs": epochs, "strengths": strengths,
+            "batch_size": training.BATCH_SIZE,
+            "learning_rate": training.LEARNING_RATE,
+            "zero_threshold": training.ZERO_THRESHOLD},
         "datasets": [{"name": d.name, "task": d.task, "source": d.source,
-                      "train_rows": len(d.x_train), "val_rows": len(d.x_val),
-                      "features": int(d.x_train.shape[1]),
+                      "train_rows": len(d.x_train),
+                      "total_train_rows": d.total_train_rows,
+                      "val_rows": len(d.x_val),
+                      "feature_shape": list(d.x_train.shape[1:]),
                       "classes": d.num_classes} for d in datasets],
         "datasets_described": [d.describe() for d in datasets],
         "notes": notes,
+        "candidates": rows,
         "results": results,
-        "best": {name: {key: result[key] for key in (
-            "regularizer", "setting", "val_loss", "val_metric")}
-            for name, result in best.items()},
+        "verdicts": {name: {key: value for key, value in verdict.items()
+                            if not key.endswith("_row")}
+                     for name, verdict in verdicts.items()},
+        "verdict_lines": verdict_lines,
         "exports": exports,
         "plots": plots,
-        "wall_seconds": time.perf_counter() - wall_start,
     }
-    report.write_report(out, summary, report.format_markdown_table(rows), plots)
+    summary["wall_seconds"] = time.perf_counter() - wall_start
+    report.write_markdown(out, summary, rows, best, plots)
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     stdout.write(f"report: {os.path.join(out, 'report.md')} "
                  f"({summary['wall_seconds']:.0f} s)\n")
     failed = [name for name, export in exports.items()
               if not (export["predictions_match"]
-                      and export.get("regularization_loss_matches", True))]
+                      and export["regularization_loss_matches"])]
     if failed:
         raise RuntimeError(
             f"the reloaded SavedModel of {failed} does not match the model")

@@ -14,13 +14,20 @@ VALIDATION_FRACTION = 0.2
 # An integer target with at most this many distinct values is a class label.
 MAX_AUTO_CLASSES = 50
 MIN_ROWS = 10
-BUILTIN_DATASETS = {"digits": "classification", "diabetes": "regression"}
+# name -> (task, training rows used by default). digits trains on a subset of
+# its 1,437 training rows, so that an unregularized wide network overfits.
+BUILTIN_DATASETS = {"digits": ("classification", 300),
+                    "diabetes": ("regression", None)}
 TASKS = ("auto", "classification", "regression")
 
 
 @dataclasses.dataclass
 class Dataset:
-    """Standardized features, a train/validation split and the task."""
+    """Standardized features, a train/validation split and the task.
+
+    `x_*` keep the file's feature shape (rows, ...); `total_train_rows` is
+    the size of the training split before `--train-rows` took a subset.
+    """
     name: str
     task: str
     x_train: np.ndarray
@@ -30,6 +37,7 @@ class Dataset:
     num_classes: int = 0
     target_scale: float = 1.0
     source: str = ""
+    total_train_rows: int = 0
 
     @property
     def metric_name(self):
@@ -38,9 +46,15 @@ class Dataset:
     def describe(self):
         kind = (f"classification, {self.num_classes} classes"
                 if self.task == "classification" else "regression")
-        return (f"{self.name} ({kind}; {len(self.x_train)} train / "
-                f"{len(self.x_val)} validation rows, "
-                f"{self.x_train.shape[1]} features)")
+        rows = f"{len(self.x_train)} train"
+        if self.total_train_rows > len(self.x_train):
+            rows += f" (a subset of {self.total_train_rows})"
+        shape = self.x_train.shape[1:]
+        features = (f"{shape[0]} features" if len(shape) == 1
+                    else f"features of shape {tuple(shape)}")
+        return (f"{self.name} ({kind}; {rows} / {len(self.x_val)} validation "
+                f"rows, {features})")
+
 
 def _numeric_column(values, column, rows):
     out = np.empty(len(values), np.float64)
@@ -127,7 +141,9 @@ def read_npz(path):
     if len(x) != len(y):
         raise UsageError(
             f"{path}: x has {len(x)} rows but y has {len(y)}")
-    x = x.reshape(len(x), -1).astype(np.float64)
+    x = x.astype(np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
     if not np.isfinite(x).all():
         raise UsageError(f"{path}: x has NaN or infinite values")
     if y.dtype.kind != "U":
@@ -170,17 +186,24 @@ def infer_task(y, task):
             else "regression")
 
 
-def prepare(name, x, y, task, seed, source=""):
-    """Splits, standardizes and labels (x, y) as a `Dataset`."""
+def prepare(name, x, y, task, seed, source="", train_rows=None):
+    """Splits, standardizes and labels (x, y) as a `Dataset`.
+
+    The split depends on `seed` only; `train_rows` keeps the first rows of
+    the (shuffled) training split.
+    """
     if len(x) < MIN_ROWS:
         raise UsageError(
             f"{name} has {len(x)} rows; at least {MIN_ROWS} are needed")
-    if x.shape[1] == 0:
+    if x.ndim < 2 or 0 in x.shape[1:]:
         raise UsageError(f"{name} has no feature columns")
     task = infer_task(y, task)
     order = np.random.default_rng(seed).permutation(len(x))
     num_val = max(1, int(round(len(x) * VALIDATION_FRACTION)))
     val, train = order[:num_val], order[num_val:]
+    total_train_rows = len(train)
+    if train_rows is not None:
+        train = train[:train_rows]
     mean, std = x[train].mean(0), x[train].std(0)
     std[std == 0] = 1.0
     x = ((x - mean) / std).astype(np.float32)
@@ -196,24 +219,35 @@ def prepare(name, x, y, task, seed, source=""):
         target_scale = float(y_std) if y_std > 0 else 1.0
         y = ((y - y_mean) / target_scale).astype(np.float32)
     return Dataset(name, task, x[train], y[train], x[val], y[val],
-                   num_classes, target_scale, source)
+                   num_classes, target_scale, source, total_train_rows)
 
 
-def load_datasets(data, target, task, seed):
-    """The datasets to compare on, from the command-line options."""
+def load_datasets(data, target, task, seed, train_rows=None):
+    """The datasets to compare on, from the command-line options.
+
+    `train_rows` None means each built-in dataset's default subset and every
+    row of a file.
+    """
     if task not in TASKS:
         raise UsageError(f"unknown --task {task!r}; expected one of {TASKS}")
+    if train_rows is not None and (isinstance(train_rows, bool) or
+                                   not isinstance(train_rows, int) or
+                                   train_rows < 2):
+        raise UsageError(
+            f"--train-rows must be an int >= 2; got {train_rows!r}")
     if data is None or data in BUILTIN_DATASETS:
         if target:
             raise UsageError("--target is only for --data FILE.csv")
         names = [data] if data else [
-            name for name, kind in BUILTIN_DATASETS.items()
+            name for name, (kind, _) in BUILTIN_DATASETS.items()
             if task in ("auto", kind)]
         datasets = []
         for name in names:
             x, y = load_builtin(name)
+            rows = train_rows or BUILTIN_DATASETS[name][1]
             datasets.append(prepare(name, x, y, task, seed,
-                                    source=f"scikit-learn load_{name}()"))
+                                    source=f"scikit-learn load_{name}()",
+                                    train_rows=rows))
         return datasets
     if not os.path.isfile(data):
         raise UsageError(f"no such file: {data}")
@@ -230,4 +264,5 @@ def load_datasets(data, target, task, seed):
             f"unsupported file type {extension or '(none)'!r} for {data}; "
             "expected .csv or .npz")
     name = os.path.splitext(os.path.basename(data))[0]
-    return [prepare(name, x, y, task, seed, source=data)]
+    return [prepare(name, x, y, task, seed, source=data,
+                    train_rows=train_rows)]

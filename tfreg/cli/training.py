@@ -1,5 +1,13 @@
-"""Training the candidates (XLA), with progress, step timing and export."""
+"""Training the candidates: a compiled model per candidate, one run per seed.
 
+Each candidate (a regularizer at one strength) trains on a model compiled
+with `jit_compile=True`, shared by the strengths of a family whose strength
+is a `tfreg.Strength`; every run starts that model from its seed's initial
+weights and the optimizer's initial state, so runs reuse the compiled step
+and the seeds differ only in initialization and batch order.
+"""
+
+import dataclasses
 import datetime
 import sys
 import time
@@ -9,56 +17,54 @@ import tensorflow as tf
 
 import tfreg
 from tfreg import _keras
-from tfreg import monitor
+from tfreg.cli import UsageError
 
 keras = _keras.keras
 
-HIDDEN_UNITS = (64,)
-BATCH_SIZE = 128
+HIDDEN_UNITS = (256, 256)
+BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
 # |w| below this counts as a near-zero weight.
 ZERO_THRESHOLD = 1e-2
-
-
-class _Progress(keras.callbacks.Callback):
-    """A text bar per run and the ETA of the whole comparison, on stderr."""
-
-    def __init__(self, tracker, label, epochs):
-        super().__init__()
-        self.tracker, self.label, self.epochs = tracker, label, epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.tracker.epoch_done(self.label, epoch + 1, self.epochs)
+# Validation points per run for the curves (the last epoch always).
+CURVE_POINTS = 10
 
 
 class Tracker:
-    """Counts finished tower-epochs over all runs to print progress and ETA."""
+    """A text bar per run and the ETA of the whole comparison, on stderr.
 
-    def __init__(self, total_towers, epochs, total_runs, stream=None,
-                 width=20):
-        self.total, self.total_runs, self.width = (
-            total_towers * epochs, total_runs, width)
+    Progress is counted in training steps; the ETA assumes the remaining
+    steps cost what the finished ones did (compiles included).
+    """
+
+    def __init__(self, total_steps, total_runs, stream=None, width=20):
+        self.total, self.total_runs, self.width = total_steps, total_runs, width
         self.stream = stream or sys.stderr
-        self.run, self.towers, self.done = 0, 1, 0
+        self.run, self.done = 0, 0
         self.start = time.perf_counter()
         self.interactive = getattr(self.stream, "isatty", lambda: False)()
 
-    def begin_run(self, towers):
+    def begin_run(self, label, epochs, steps_per_epoch, epochs_per_block):
         self.run += 1
-        self.towers = towers
+        self.label, self.epochs, self.epoch = label, epochs, 0
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs_per_block = epochs_per_block
 
-    def epoch_done(self, label, epoch, epochs):
-        self.done += self.towers
+    def block_done(self):
+        self.epoch += self.epochs_per_block
+        epoch = self.epoch
+        self.done += self.steps_per_epoch * self.epochs_per_block
         elapsed = time.perf_counter() - self.start
-        remaining = elapsed / self.done * (self.total - self.done)
-        filled = int(self.width * epoch / epochs)
-        line = (f"[{self.run}/{self.total_runs}] {label:<30} "
+        remaining = elapsed / self.done * max(0, self.total - self.done)
+        filled = int(self.width * epoch / self.epochs)
+        line = (f"[{self.run}/{self.total_runs}] {self.label:<34} "
                 f"|{'#' * filled}{'.' * (self.width - filled)}| "
-                f"epoch {epoch}/{epochs}  elapsed {_clock(elapsed)}  "
+                f"epoch {epoch}/{self.epochs}  elapsed {_clock(elapsed)}  "
                 f"ETA {_clock(remaining)}")
         if self.interactive:
-            self.stream.write("\r" + line + ("\n" if epoch == epochs else ""))
-        elif epoch == epochs:
+            self.stream.write("\r" + line + ("\n" if epoch == self.epochs
+                                             else ""))
+        elif epoch == self.epochs:
             self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -67,8 +73,19 @@ def _clock(seconds):
     return str(datetime.timedelta(seconds=int(round(seconds))))
 
 
+class _Progress(keras.callbacks.Callback):
+
+    def __init__(self, tracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.tracker.block_done()
+
+
 class _StepTimer(keras.callbacks.Callback):
-    """Wall time of training steps, leaving out the first (trace + compile)."""
+    """Wall time of one run's training steps, leaving out its first step
+    (which traces and compiles in a candidate's first run)."""
 
     def __init__(self):
         super().__init__()
@@ -92,192 +109,328 @@ class _StepTimer(keras.callbacks.Callback):
         return 1000.0 * self.seconds / self.steps
 
 
-def _tower_prefix(tower):
-    return f"t{tower}_"
+@dataclasses.dataclass
+class Architecture:
+    """Makes a fresh model per seed: `build(seed)` -> uncompiled model whose
+    output is logits (`from_logits`) or class probabilities."""
+    description: str
+    build: object
+    from_logits: bool = True
 
 
-def _mlp(dataset, seed, towers=1):
-    """`towers` identical MLPs (same initial weights) side by side.
-
-    Each tower has its own output, its loss is summed with the others' and
-    Adam is elementwise, so every tower trains exactly as it would alone, on
-    the same batches; one compiled step trains them all.
-    """
-    inputs = keras.Input((dataset.x_train.shape[1],), name="features")
+def mlp(dataset):
+    """The default model: an MLP with `HIDDEN_UNITS` ReLU layers."""
     units = dataset.num_classes if dataset.task == "classification" else 1
-    layers = [(f"hidden_{i}", width, "relu")
-              for i, width in enumerate(HIDDEN_UNITS)]
-    layers.append(("output", units, None))
-    outputs = []
-    for tower in range(towers):
+
+    def build(seed):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input(dataset.x_train.shape[1:], name="features")
         hidden = inputs
-        for index, (name, width, activation) in enumerate(layers):
-            hidden = keras.layers.Dense(
-                width, activation=activation,
-                name=_tower_prefix(tower) + name,
-                kernel_initializer=keras.initializers.GlorotUniform(
-                    seed=seed * 1000 + index))(hidden)
-        outputs.append(hidden)
-    return keras.Model(inputs, outputs, name="mlp")
+        if len(dataset.x_train.shape) > 2:
+            hidden = keras.layers.Flatten()(hidden)
+        for index, width in enumerate(HIDDEN_UNITS):
+            hidden = keras.layers.Dense(width, activation="relu",
+                                        name=f"hidden_{index}")(hidden)
+        outputs = keras.layers.Dense(units, name="output")(hidden)
+        return keras.Model(inputs, outputs, name="mlp")
+
+    widths = " x ".join(str(width) for width in HIDDEN_UNITS)
+    return Architecture(f"MLP {widths} (ReLU)", build)
 
 
-def _loss(dataset):
+def _shape(shape):
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def saved_model(path, dataset):
+    """The architecture of the functional model saved in `path` (.keras).
+
+    Each seed trains a fresh copy (`clone_model`: the saved layers and
+    configs, new initial weights) with the saved model's own regularizers
+    taken off, so that `none` is unregularized.
+    """
+    try:
+        loaded = keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad file.
+        first = str(error).strip().splitlines()[0] if str(error) else ""
+        raise UsageError(
+            f"cannot load --model {path}: {type(error).__name__}: "
+            f"{first}") from None
+    if not isinstance(loaded, keras.Model) or isinstance(
+            loaded, keras.Sequential) or not hasattr(loaded, "inputs"):
+        raise UsageError(
+            f"--model {path} is not a functional model (a keras.Model built "
+            "from keras.Input); got " + type(loaded).__name__)
+    if len(loaded.inputs) != 1 or len(loaded.outputs) != 1:
+        raise UsageError(
+            f"--model {path} has {len(loaded.inputs)} inputs and "
+            f"{len(loaded.outputs)} outputs; one of each is needed")
+    expected = _shape(loaded.inputs[0].shape)[1:]
+    given = dataset.x_train.shape[1:]
+    if len(expected) != len(given) or any(
+            e is not None and e != g for e, g in zip(expected, given)):
+        raise UsageError(
+            f"--model {path} takes inputs of shape {expected}; the data "
+            f"{dataset.name} has features of shape {tuple(given)}")
+    units = _shape(loaded.outputs[0].shape)[-1]
+    wanted = dataset.num_classes if dataset.task == "classification" else 1
+    if units != wanted:
+        what = (f"{wanted} classes" if dataset.task == "classification"
+                else "a regression target (1 output)")
+        raise UsageError(
+            f"--model {path} has {units} outputs; the data {dataset.name} "
+            f"has {what}")
+    activation = getattr(loaded.layers[-1], "activation", None)
+    from_logits = getattr(activation, "__name__", "") != "softmax"
+    if dataset.task == "regression" and not from_logits:
+        raise UsageError(
+            f"--model {path} ends with a softmax; a regression target needs "
+            "a linear output")
+
+    def build(seed):
+        keras.utils.set_random_seed(seed)
+        model = keras.models.clone_model(loaded)
+        tfreg.remove(model)
+        return model
+
+    return Architecture(f"{loaded.name} from {path} "
+                        f"({loaded.count_params():,} parameters)", build,
+                        from_logits)
+
+
+def _loss(dataset, from_logits):
     if dataset.task == "classification":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return keras.losses.SparseCategoricalCrossentropy(
+            from_logits=from_logits)
     return keras.losses.MeanSquaredError()
 
 
-def _datasets(dataset, seed, towers):
-    """Fixed-shape batches (no ragged last batch: XLA would compile again)."""
+def _batches(dataset, seed):
+    """Fixed-shape batches (no ragged last batch: XLA would compile again),
+    shuffled here, in the pipeline, with the run's seed."""
     batch = min(BATCH_SIZE, len(dataset.x_train))
     y_train = dataset.y_train
     if dataset.task == "regression":
         y_train = y_train[:, None]
-    train = tf.data.Dataset.from_tensor_slices(
+    return tf.data.Dataset.from_tensor_slices(
         (dataset.x_train, y_train)).shuffle(
             len(dataset.x_train), seed=seed,
             reshuffle_each_iteration=True).batch(batch, drop_remainder=True)
-    return train.map(lambda x, y: (x, (y,) * towers))
 
 
-def _validate(dataset, outputs):
-    """(data loss, metric) of one tower's validation outputs."""
+def steps_per_epoch(dataset):
+    return len(dataset.x_train) // min(BATCH_SIZE, len(dataset.x_train))
+
+
+def validate(dataset, outputs, from_logits=True):
+    """(data loss, metric) of validation outputs (logits or probabilities)."""
     outputs = np.asarray(outputs, np.float64)
     if dataset.task == "classification":
-        logits = outputs - outputs.max(axis=1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        if from_logits:
+            logits = outputs - outputs.max(axis=1, keepdims=True)
+            log_probs = logits - np.log(
+                np.exp(logits).sum(axis=1, keepdims=True))
+        else:
+            log_probs = np.log(np.clip(outputs, 1e-12, 1.0))
         loss = -np.mean(log_probs[np.arange(len(outputs)), dataset.y_val])
         metric = np.mean(outputs.argmax(axis=1) == dataset.y_val)
     else:
-        error = outputs[:, 0] - dataset.y_val
+        error = outputs.reshape(len(outputs), -1)[:, 0] - dataset.y_val
         loss = np.mean(error ** 2)
         metric = np.mean(np.abs(error)) * dataset.target_scale
     return float(loss), float(metric)
 
 
-class _Validation(keras.callbacks.Callback):
-    """Per tower and epoch: validation data loss, metric and penalty.
+def block(epochs):
+    """Epochs per Keras epoch: the largest divisor of `epochs` up to
+    epochs / CURVE_POINTS. Keras' per-epoch work (a new iterator, the
+    callbacks, the validation curve) then runs about CURVE_POINTS times."""
+    size = max(1, epochs // CURVE_POINTS)
+    while epochs % size:
+        size -= 1
+    return size
 
-    Computed eagerly on the whole validation set (small by construction), so
-    there is no second compiled function to build; the penalties come from
-    `tfreg.monitor.penalties`, the numbers behind `tfreg.summary`.
-    """
 
-    def __init__(self, dataset, towers):
+class _Curves(keras.callbacks.Callback):
+    """Validation loss and metric after every block of epochs, on the whole
+    validation set in one eager call (no second compiled function)."""
+
+    def __init__(self, dataset, epochs_per_block, from_logits):
         super().__init__()
-        self.dataset = dataset
-        self.curves = [{"val_loss": [], "val_metric": [], "penalty": []}
-                       for _ in range(towers)]
+        self.dataset, self.from_logits = dataset, from_logits
+        self.epochs_per_block = epochs_per_block
+        self.curves = {"epoch": [], "val_loss": [], "val_metric": []}
 
     def on_epoch_end(self, epoch, logs=None):
-        outputs = self.model(self.dataset.x_val, training=False)
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        rows = monitor.penalties(self.model)
-        for tower, (curves, output) in enumerate(zip(self.curves, outputs)):
-            loss, metric = _validate(self.dataset, output)
-            curves["val_loss"].append(loss)
-            curves["val_metric"].append(metric)
-            curves["penalty"].append(sum(
-                row["penalty"] for row in rows
-                if row["layer"].startswith(_tower_prefix(tower))))
+        loss, metric = validate(
+            self.dataset, self.model(self.dataset.x_val, training=False),
+            self.from_logits)
+        self.curves["epoch"].append((epoch + 1) * self.epochs_per_block)
+        self.curves["val_loss"].append(loss)
+        self.curves["val_metric"].append(metric)
 
 
-def _tower_kernels(model, tower):
-    prefix = _tower_prefix(tower)
-    return np.concatenate([
-        np.ravel(layer.kernel.numpy()) for layer in model.layers
-        if layer.name.startswith(prefix) and hasattr(layer, "kernel")])
+def _penalty(model):
+    return sum(row["penalty"] for row in tfreg.summary(model, print_fn=None))
 
 
-def train(dataset, family, runs, epochs, seed, tracker):
-    """Trains a family's strengths as towers of one compiled model.
+def _penalty_at_zero(model):
+    """The weight penalty with every weight 0 (for priors, the normalizing
+    constant), so that penalties are reported above that baseline."""
+    values = [variable.numpy() for variable in model.trainable_weights]
+    for variable in model.trainable_weights:
+        variable.assign(tf.zeros_like(variable))
+    try:
+        return _penalty(model)
+    finally:
+        for variable, value in zip(model.trainable_weights, values):
+            variable.assign(value)
 
-    Returns one (result dict, kernel values) per run and the model.
+
+def _kernel_values(model):
+    return [variable.numpy() for variable in model.trainable_weights
+            if len(variable.shape) >= 2]
+
+
+def kernels(model):
+    """Every weight of rank >= 2 (kernels, embeddings), flattened."""
+    return np.concatenate([np.ravel(value) for value in _kernel_values(model)])
+
+
+def zero_units(model):
+    """(zero, total) units: a unit (output channel, the last axis of a
+    kernel) is zero when every weight into it is exactly 0."""
+    zero = total = 0
+    for value in _kernel_values(model):
+        columns = value.reshape(-1, value.shape[-1])
+        total += columns.shape[1]
+        zero += int(np.sum(np.all(columns == 0, axis=0)))
+    return zero, total
+
+
+def shrunk_parameters(model, kernel_values):
+    """The parameter count of `tfreg.shrink(model)`: the model without its
+    exactly-zero channel groups (same function)."""
+    if not np.any(kernel_values == 0):
+        # A removable group has an all-zero kernel slice: nothing to shrink.
+        return model.count_params()
+    return tfreg.shrink(model).count_params()
+
+
+@dataclasses.dataclass
+class Compiled:
+    """A compiled model and its optimizer's initial state."""
+    model: object
+    optimizer_start: list
+
+
+def compile_candidate(dataset, candidate, architecture, seed):
+    """The model of `candidate`, regularized and compiled with XLA.
+
+    A candidate of a shared family regularizes with the family's Strength,
+    so that its `Compiled` serves every strength of the family.
     """
-    keras.utils.set_random_seed(seed)
-    towers = len(runs)
-    model = _mlp(dataset, seed, towers)
-    for tower, candidate in enumerate(runs):
-        regularizer = candidate.make()
-        if regularizer is not None:
-            tfreg.apply(model, regularizer, include="^" + _tower_prefix(tower))
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
-                  loss=[_loss(dataset)] * towers, jit_compile=True)
+    model = architecture.build(seed)
+    regularizer = candidate.make()
+    if regularizer is not None:
+        tfreg.apply(model, regularizer)
+    optimizer = keras.optimizers.Adam(LEARNING_RATE)
+    if candidate.mode == "proximal":
+        # The penalty leaves the loss; each step ends with its proximal map,
+        # which sets weights (L1) or whole units (GroupLasso) to exactly 0.
+        optimizer = tfreg.optimizers.Regularized(optimizer, mode="proximal",
+                                                 model=model)
+    model.compile(optimizer=optimizer,
+                  loss=_loss(dataset, architecture.from_logits),
+                  jit_compile=True)
     if not getattr(model, "jit_compile", True):
         raise RuntimeError(
             "Keras turned jit_compile off for this model (is op determinism "
             "enabled in this process?); tfreg compare trains with XLA only.")
-    timer = _StepTimer()
-    validation = _Validation(dataset, towers)
-    label = f"{dataset.name} {family}" + (f" x{towers}" if towers > 1 else "")
-    tracker.begin_run(towers)
-    start = time.perf_counter()
-    model.fit(_datasets(dataset, seed, towers), epochs=epochs, verbose=0,
-              callbacks=[timer, validation, _Progress(tracker, label, epochs)])
-    seconds = time.perf_counter() - start
+    model.optimizer.build(model.trainable_variables)
+    return Compiled(model, [v.numpy() for v in model.optimizer.variables])
+
+
+def train_candidate(dataset, candidate, architecture, seeds, epochs, tracker,
+                    compiled):
+    """Trains `candidate` once per seed on `compiled`'s model.
+
+    Every run starts from the seed's initial weights and the optimizer's
+    initial state, so runs reuse the compiled step. Returns one result dict
+    per seed; the model keeps the last seed's weights.
+    """
+    model = compiled.model
+    if candidate.strength is not None:
+        candidate.strength.assign(candidate.value)
+    penalty_at_zero = _penalty_at_zero(model)
     results = []
-    for tower, candidate in enumerate(runs):
-        curves = validation.curves[tower]
-        kernels = _tower_kernels(model, tower)
-        penalty, val_loss = curves["penalty"][-1], curves["val_loss"][-1]
-        results.append(({
+    for seed in seeds:
+        model.set_weights(architecture.build(seed).get_weights())
+        for variable, value in zip(model.optimizer.variables,
+                                   compiled.optimizer_start):
+            variable.assign(value)
+        timer = _StepTimer()
+        size = block(epochs)
+        curves = _Curves(dataset, size, architecture.from_logits)
+        tracker.begin_run(f"{dataset.name} {candidate.label} seed {seed}",
+                          epochs, steps_per_epoch(dataset), size)
+        start = time.perf_counter()
+        # The batches are shuffled in the pipeline (again in every repeat);
+        # `shuffle=False` says so (Keras ignores, and warns about,
+        # shuffle=True for a tf.data input).
+        model.fit(_batches(dataset, seed).repeat(size), epochs=epochs // size,
+                  verbose=0, shuffle=False,
+                  callbacks=[timer, curves, _Progress(tracker)])
+        seconds = time.perf_counter() - start
+        values = kernels(model)
+        units = zero_units(model)
+        results.append({
             "dataset": dataset.name,
             "regularizer": candidate.family,
             "setting": candidate.setting,
             "config": candidate.config,
-            "val_loss": val_loss,
-            "val_metric": curves["val_metric"][-1],
+            "seed": seed,
+            "val_loss": curves.curves["val_loss"][-1],
+            "val_metric": curves.curves["val_metric"][-1],
             "metric": dataset.metric_name,
-            "near_zero": float(np.mean(np.abs(kernels) < ZERO_THRESHOLD)),
-            "penalty": penalty,
-            # Priors' -log p(w) includes normalizing constants, so a penalty
-            # can be negative: the share is of magnitudes.
-            "penalty_share": (abs(penalty) / (val_loss + abs(penalty))
-                              if val_loss + abs(penalty) else 0.0),
-            "ms_per_step": timer.ms_per_step / towers,
-            "towers_in_step": towers,
+            "near_zero": float(np.mean(np.abs(values) < ZERO_THRESHOLD)),
+            "zero": float(np.mean(values == 0)),
+            "zero_units": units[0],
+            "units": units[1],
+            "parameters": model.count_params(),
+            "parameters_after_shrink": shrunk_parameters(model, values),
+            "penalty": _penalty(model) - penalty_at_zero,
+            "penalty_at_zero": penalty_at_zero,
+            "ms_per_step": timer.ms_per_step,
+            "first_step_seconds": timer.first,
+            "seconds": seconds,
             "jit_compile": bool(getattr(model, "jit_compile", True)),
-            "seconds": seconds / towers,
-            "curves": curves,
-        }, kernels))
-    return results, model
+            "curves": curves.curves,
+        })
+    return results
 
-
-def standalone(dataset, model, tower, candidate, seed):
-    """Tower `tower` of `model` as a one-output MLP with its regularizer."""
-    single = _mlp(dataset, seed, 1)
-    for layer in single.layers[1:]:
-        name = layer.name[len(_tower_prefix(0)):]
-        layer.set_weights(
-            model.get_layer(_tower_prefix(tower) + name).get_weights())
-    regularizer = candidate.make()
-    if regularizer is not None:
-        tfreg.apply(single, regularizer)
-    return single
-
-
-# ------------------------------------------------------------- export
 
 def export_and_check(model, dataset, path):
-    """Exports `model`, reloads the SavedModel and compares its predictions
-    and its `regularization_loss` signature with the live model's.
-    """
+    """Exports `model` with `tfreg.export_saved_model`, reloads it and
+    compares its predictions and `regularization_loss` signature with the
+    live model's."""
     tfreg.export_saved_model(model, path)
-    how = "tfreg.export_saved_model"
     loaded = tf.saved_model.load(path)
     signature = loaded.signatures["serving_default"]
     (argument,) = signature.structured_input_signature[1]
     outputs = signature(**{argument: tf.constant(dataset.x_val)})
     (served,) = outputs.values()
     expected = model(dataset.x_val, training=False)
-    difference = float(np.max(np.abs(np.asarray(served) - np.asarray(expected))))
-    check = {"path": path, "how": how, "max_abs_difference": difference,
-             "predictions_match": bool(np.allclose(served, expected,
-                                                   rtol=1e-5, atol=1e-5))}
+    difference = float(np.max(np.abs(np.asarray(served) -
+                                     np.asarray(expected))))
     (served_penalty,) = loaded.signatures["regularization_loss"]().values()
-    live = sum(row["penalty"] for row in monitor.penalties(model))
-    check["regularization_loss"] = float(served_penalty)
-    check["regularization_loss_matches"] = bool(np.isclose(
-        float(served_penalty), live, rtol=1e-5, atol=1e-6))
-    return check
+    live = _penalty(model)
+    return {
+        "path": path, "how": "tfreg.export_saved_model",
+        "max_abs_difference": difference,
+        "predictions_match": bool(np.allclose(served, expected, rtol=1e-5,
+                                              atol=1e-5)),
+        "regularization_loss": float(served_penalty),
+        "regularization_loss_matches": bool(np.isclose(
+            float(served_penalty), live, rtol=1e-5, atol=1e-6)),
+    }
