@@ -127,8 +127,11 @@ def _removable(model_graph, group_list, tolerance):
 
 def _keep_one_per_layer(group_list, removed, kept):
     """Puts back one group of each layer that would lose all its units."""
-    units = collections.Counter(name for group in group_list
-                                for name, _ in group.units)
+    # Units in no group (their channel reaches an output) count as kept.
+    units = {piece.layer.name: piece.variable.shape[-1]
+             for group in group_list for piece in group.slices
+             if piece.role == groups_lib.KERNEL
+             and piece.axis == len(piece.variable.shape) - 1}
     while True:
         gone = collections.Counter(name for group, _ in removed
                                    for name, _ in group.units)
@@ -211,7 +214,7 @@ def shrink(model, tolerance=0.0, groups=None):
     ...     keras.Input((3,)), keras.layers.Dense(4, name="hidden"),
     ...     keras.layers.Dense(2, name="out")])
     >>> kernel = model.layers[0].kernel
-    >>> kernel.assign(kernel.numpy() * [1, 0, 1, 0])  # units 1 and 3 unused
+    >>> _ = kernel.assign(kernel.numpy() * [1, 0, 1, 0])  # units 1, 3: constant
     >>> small = tfreg.shrink(model)
     >>> small.layers[0].units, small.count_params(), model.count_params()
     (2, 14, 26)
