@@ -286,6 +286,25 @@ class ShrinkTest(parameterized.TestCase):
         np.testing.assert_allclose(small.get_layer("out").bias.numpy(),
                                    expected, rtol=1e-5, atol=1e-7)
 
+    def test_conv1d_bn_chain(self):
+        model = keras.Sequential([
+            keras.Input((7, 2)), L.Conv1D(4, 3, name="conv"),
+            L.BatchNormalization(name="bn"), L.ReLU(),
+            L.Conv1D(3, 3, padding="causal", name="causal"),
+            L.GlobalAveragePooling1D(), L.Dense(2, name="out")])
+        _randomize(model)
+        # conv filters 0 and 2: kernel zero, so a constant BN(bias) each;
+        # 2's reaches a causal convolution (kept), 0's is unread (goes).
+        _zero(model, "conv", 2, [0, 2])
+        _zero(model, "causal", 1, [0])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            small = tfreg.shrink(model)
+        self.assertEqual(small.get_layer("conv").filters, 3)
+        self.assertEqual(small.get_layer("bn").gamma.shape, (3,))
+        self.assertLen([w for w in caught if "conv[2]" in str(w.message)], 1)
+        self._check_same(model, small, (7, 2))
+
     def test_fold_into_valid_conv_and_a_consumer_without_bias(self):
         x = keras.Input((6, 6, 1))
         h = L.Conv2D(3, 3, activation="sigmoid", name="a")(x)
@@ -446,6 +465,19 @@ class CoupledGroupLassoTest(parameterized.TestCase):
         expected = tape.gradient(value, list(penalty.variables))
         for got, want in zip(penalty.gradients(), expected):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+    def test_compiled_matches_eager(self):
+        model = residual_cnn()
+        _randomize(model)
+        penalty = tfreg.CoupledGroupLasso(tfreg.channel_groups(model), 0.05)
+        compiled = tf.function(
+            lambda: (penalty(), penalty.gradients(),
+                     penalty.proximal_update(0.1)), jit_compile=True)
+        value, gradients, updated = compiled()
+        np.testing.assert_allclose(value, penalty(), rtol=1e-5)
+        for got, want in zip(gradients + updated,
+                             penalty.gradients() + penalty.proximal_update(0.1)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
     def test_an_all_zero_group_has_gradient_zero(self):
         model = dense_chain()
