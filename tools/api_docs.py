@@ -42,6 +42,14 @@ def _signature(obj):
     return re.sub(r" at 0x[0-9a-f]+", "", text)
 
 
+def _repr(value):
+    """repr, with sets sorted (their order changes between processes)."""
+    if isinstance(value, (set, frozenset)):
+        items = ", ".join(repr(item) for item in sorted(value, key=repr))
+        return f"{type(value).__name__}({{{items}}})"
+    return repr(value)
+
+
 def _kind(obj):
     if inspect.ismodule(obj):
         return "package" if hasattr(obj, "__path__") else "module"
@@ -79,7 +87,7 @@ def _document(prefix, name, obj):
     lines.append(f"*{kind}*")
     lines.append("")
     if kind == "constant":
-        lines += ["```python", f"{qualified} = {obj!r}", "```", ""]
+        lines += ["```python", f"{qualified} = {_repr(obj)}", "```", ""]
         return lines
     doc = _own_doc(obj)
     if kind in ("module", "package"):
