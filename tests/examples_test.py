@@ -26,6 +26,7 @@ EXPECTED = {
     "choose_prior.py": "L2: |w| of the 5 true features",
     "fine_tune_l2sp.py": "mean |W - W_pretrained| per layer",
     "custom_regularizer.py": "reloaded: MaxNormPenalty(factor=1.0, limit=1.0)",
+    "sparse_training.py": "proximal GroupLasso(1e-3)",
     "residual_cnn_shrink.py": "trade-off plot: shrink_tradeoff.png",
 }
 # Bazel adds an empty __init__.py to the examples in its runfiles.

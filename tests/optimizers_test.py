@@ -508,6 +508,44 @@ class WiringTest(parameterized.TestCase):
         self.assertTrue(any("frozen/kernel" in str(w.message) for w in caught))
         self.assertLen(model.losses, 1)
 
+    def test_pretrained_backbone_regularized_through_the_optimizer(self):
+        if _keras.LEGACY:
+            self.skipTest("keras_hub is Keras 3 only.")
+        import keras_hub  # pylint: disable=g-import-not-at-top
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=8,
+            intermediate_dim=16, max_sequence_length=8, dropout=0.0)
+        inputs = backbone.input
+        outputs = keras.layers.Dense(2, name="head")(
+            backbone(inputs)["pooled_output"])
+        model = keras.Model(inputs, outputs)
+        optimizer = optimizers.Regularized(
+            keras.optimizers.Adam(1e-3), mode="decoupled",
+            regularizer=tfreg.L2(1e-2), exclude="head", model=model)
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True))
+        rng = np.random.RandomState(0)
+        batch = {"token_ids": rng.randint(0, 50, (4, 8)),
+                 "segment_ids": np.zeros((4, 8), np.int32),
+                 "padding_mask": np.ones((4, 8), bool)}
+        labels = rng.randint(0, 2, (4,))
+        model.fit(batch, labels, epochs=1, verbose=0)
+        selected = sorted(path for _, _, _, path in optimizer._state.entries)  # pylint: disable=protected-access
+        self.assertNotEmpty(selected)
+        self.assertFalse(any("head" in path for path in selected))
+        self.assertEqual(model.losses, [])
+        path = os.path.join(tempfile.mkdtemp(), "bert.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        self.assertIsInstance(loaded.optimizer, optimizers.Regularized)
+        self.assertEqual(
+            sorted(p for _, _, _, p in loaded.optimizer._state.entries),  # pylint: disable=protected-access
+            selected)
+        loaded.fit(batch, labels, epochs=1, verbose=0)
+        model.fit(batch, labels, epochs=1, verbose=0)
+        for mine, expected in zip(loaded.get_weights(), model.get_weights()):
+            np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-6)
+
     def test_bad_arguments(self):
         sgd = keras.optimizers.SGD(0.1)
         with self.assertRaisesRegex(ValueError, "argument `mode`.*mode=sideways"):

@@ -49,6 +49,13 @@ __all__ = ["MODES", "Regularized", "bind"]
 keras = _keras.keras
 MODES = ("proximal", "decoupled")
 _KERNEL_NAMES = ("embeddings",)
+# False: one update per variable (tools/bench.py measures what grouping saves).
+_GROUP_UPDATES = True
+# Variables of at most this many elements are grouped: for them a graph op
+# costs more than a pass over the data, while concatenating or stacking
+# large ones copies them twice (3 x 1024 x 1024 kernels under XLA: an L2
+# update 10x AdamW's decay).
+_GROUP_MAX_ELEMENTS = 1 << 14
 # The "layer" of a Keras 3 weight whose regularizer was taken off the variable
 # itself (`walk.set_regularizer` needs no layer there).
 _ON_VARIABLE = "variable"
@@ -155,6 +162,15 @@ def _assign_all(variables, values):
         update, tf.distribute.get_strategy(), variables, values)
 
 
+def _unbound_message(reason):
+    return (
+        f"The optimizer was not given the model ({reason}): pass "
+        "`model=` to tfreg.optimizers.Regularized, or call "
+        "`tfreg.optimizers.bind(model)` after compiling (and, under "
+        "tf_keras, after loading a model saved with this optimizer), "
+        "before training. Received: model=None")
+
+
 def _drop_compiled_functions(model):
     """Makes the next fit or evaluate trace its step anew."""
     for attribute in ("train_function", "test_function"):
@@ -168,11 +184,12 @@ def _plan(entries, mode):
     Each group is (regularizer, update, layout, entries): update "prox"
     (after the wrapped step) or "gradient" (decoupled, before it: every
     penalty in decoupled mode, and those without a closed-form prox in
-    proximal mode); layout "flat" for elementwise penalties of equal
-    arguments and dtype, applied once to their variables flattened and
-    concatenated, "stacked" for structured ones of equal arguments, shape
-    and dtype, and "autodiff" (one by one, the penalty's own gradient) for
-    the rest.
+    proximal mode); layout, for variables of at most _GROUP_MAX_ELEMENTS,
+    "flat" for elementwise penalties of equal arguments and dtype, applied
+    once to their variables flattened and concatenated, "stacked" for
+    structured ones of equal arguments, shape and dtype; else "single"
+    (one variable, closed form) or "autodiff" (one variable, the penalty's
+    own gradient).
     """
     groups = {}
     for entry in entries:
@@ -180,9 +197,14 @@ def _plan(entries, mode):
         update = ("prox" if mode == "proximal" and proximal.has_prox(
             regularizer) else "gradient")
         dtype = tf.as_dtype(variable.dtype)
-        if update == "gradient" and not proximal.has_gradient(regularizer):
-            key = ("autodiff", id(variable))
-            layout = "autodiff"
+        size = variable.shape.num_elements()
+        if not _GROUP_UPDATES or size is None or (
+                size > _GROUP_MAX_ELEMENTS) or (
+                update == "gradient" and not proximal.has_gradient(
+                    regularizer)):
+            key = ("single", id(variable))
+            layout = ("single" if proximal.has_gradient(regularizer) or (
+                update == "prox") else "autodiff")
         elif proximal.is_elementwise(regularizer):
             key = (update, "flat", _parameters(regularizer), dtype)
             layout = "flat"
@@ -435,12 +457,13 @@ class Regularized(_Base):
         taken = {id(entry[1]) for entry in state.entries}
         found = []
         for variable in state.var_list:
-            regularizer = variable.regularizer
+            # A plain tf.Variable (custom loops) has no `regularizer`.
+            regularizer = getattr(variable, "regularizer", None)
             if regularizer is not None and id(variable) not in taken:
                 found.append((_ON_VARIABLE, variable, regularizer,
                               _variable_path(variable)))
         if found and state.applying:
-            raise ValueError(self._unbound_message(
+            raise ValueError(_unbound_message(
                 "the step's loss already holds the regularizers of "
                 f"{[entry[3] for entry in found]}"))
         for entry in found:
@@ -465,18 +488,9 @@ class Regularized(_Base):
                     taken.add(id(variable))
         state.plan = _plan(state.entries, self.mode)
 
-    @staticmethod
-    def _unbound_message(reason):
-        return (
-            f"The optimizer was not given the model ({reason}): pass "
-            "`model=` to tfreg.optimizers.Regularized, or call "
-            "`tfreg.optimizers.bind(model)` after compiling (and, under "
-            "tf_keras, after loading a model saved with this optimizer), "
-            "before training. Received: model=None")
-
     def _check_bound(self):
         if _keras.LEGACY and self._state.model is None:
-            raise ValueError(self._unbound_message(
+            raise ValueError(_unbound_message(
                 "under tf_keras the layers hold the regularizers, out of an "
                 "optimizer's reach"))
 

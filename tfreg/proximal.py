@@ -91,11 +91,8 @@ def _scalar(value, dtype):
     return tf.cast(penalties.operand(value, dtype), dtype)
 
 
-def _l1_l2(regularizer, dtype):
-    """(l1, l2) of an L1, L2 or L1L2 (tfreg's or Keras'), as tensors or 0."""
-    l1 = getattr(regularizer, "l1", 0.0)
-    l2 = getattr(regularizer, "l2", 0.0)
-    return _scalar(l1, dtype), _scalar(l2, dtype)
+def _is_zero(strength):
+    return isinstance(strength, (int, float)) and strength == 0
 
 
 def _prior_factor(prior, dtype):
@@ -178,8 +175,14 @@ def prox(regularizer, x, step, batch_dims=0):
     kind = type(regularizer)
     if kind in (regularizers.L1, regularizers.L2, regularizers.L1L2) or (
             kind in _KERAS_ELEMENTWISE):
-        l1, l2 = _l1_l2(regularizer, dtype)
-        return soft_threshold(x, step * l1) / (1.0 + 2.0 * step * l2)
+        l1 = getattr(regularizer, "l1", 0.0)
+        l2 = getattr(regularizer, "l2", 0.0)
+        # A Python-number zero drops its part (full passes fewer).
+        if not _is_zero(l1):
+            x = soft_threshold(x, step * _scalar(l1, dtype))
+        if not _is_zero(l2):
+            x = x * (1.0 / (1.0 + 2.0 * step * _scalar(l2, dtype)))
+        return x
     if kind is priors.Laplace:
         factor = _prior_factor(regularizer, dtype)
         centered = x - regularizer.loc if regularizer.loc else x
@@ -249,8 +252,15 @@ def gradient(regularizer, x, batch_dims=0):
     kind = type(regularizer)
     if kind in (regularizers.L1, regularizers.L2, regularizers.L1L2) or (
             kind in _KERAS_ELEMENTWISE):
-        l1, l2 = _l1_l2(regularizer, dtype)
-        return l1 * tf.sign(x) + (2.0 * l2) * x
+        # A Python-number zero drops its term (one full pass fewer).
+        l1 = getattr(regularizer, "l1", 0.0)
+        l2 = getattr(regularizer, "l2", 0.0)
+        terms = []
+        if not _is_zero(l1):
+            terms.append(_scalar(l1, dtype) * tf.sign(x))
+        if not _is_zero(l2):
+            terms.append((2.0 * _scalar(l2, dtype)) * x)
+        return tf.add_n(terms) if terms else tf.zeros_like(x)
     if kind in (structured.GroupLasso, structured.SparseGroupLasso):
         size = _group_size(x, regularizer.axis, batch_dims)
         norms = _norms(x, _group_axes(x.shape.rank, regularizer.axis,
@@ -269,12 +279,11 @@ def gradient(regularizer, x, batch_dims=0):
     if kind not in _GRADIENT_ELEMENTWISE:
         return None
     factor = _prior_factor(regularizer, dtype)
+    centered = x - regularizer.loc if getattr(regularizer, "loc", 0) else x
     if kind is priors.Normal:
-        loc = regularizer.loc
-        return (factor / regularizer.scale / regularizer.scale) * (x - loc)
+        return (factor / regularizer.scale / regularizer.scale) * centered
     if kind is priors.Laplace:
-        loc = regularizer.loc
-        return (factor / regularizer.scale) * tf.sign(x - loc)
+        return (factor / regularizer.scale) * tf.sign(centered)
     if kind is priors.StudentT:
         df = regularizer.df
         return _student_like(x, regularizer.loc,

@@ -851,7 +851,282 @@ FIRST_STEP = Case(
         "kernels, outside the per-layer API.")), NOISE)})
 
 
-CASES = [PENALTY, PRIORS_CASE, TRAIN_STEP, FIRST_STEP]
+# -------------------------------------------------------------- optimizer --
+
+from tfreg import optimizers as tfreg_optimizers  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _optimizer_mlp(regularizer, settings):
+    """784-1024-1024-1024-10 (tiny: 784-16-10), batch 256."""
+    units = settings.pick(full=(1024, 1024, 1024), tiny=(16,))
+    inputs = keras.Input((784,))
+    x = inputs
+    for width in units:
+        x = keras.layers.Dense(width, activation="relu",
+                               kernel_regularizer=regularizer)(x)
+    outputs = keras.layers.Dense(10, kernel_regularizer=regularizer)(x)
+    return keras.Model(inputs, outputs), (256, 784)
+
+
+def _optimizer_step(build, regularizer, optimizer, jit, seed=0):
+    """`train_on_batch` of a model compiled with `optimizer(model)`."""
+    keras.utils.set_random_seed(seed)
+    model, input_shape = build(regularizer)
+    model.compile(optimizer=optimizer(model),
+                  loss=keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True),
+                  jit_compile=jit)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=input_shape).astype(np.float32)
+    y = rng.integers(0, 10, size=(input_shape[0],)).astype(np.int32)
+    model.train_on_batch(x, y)
+    return lambda: model.train_on_batch(x, y)
+
+
+def _wrapped(mode, inner):
+    return lambda model: tfreg_optimizers.Regularized(inner(), mode=mode,
+                                                      model=model)
+
+
+def _grouping(make, grouped):
+    """`make`, its optimizer planning grouped or per-variable updates."""
+    def build(model):
+        default = tfreg_optimizers._GROUP_UPDATES  # pylint: disable=protected-access
+        tfreg_optimizers._GROUP_UPDATES = grouped  # pylint: disable=protected-access
+        try:
+            optimizer = make(model)
+            optimizer.build(model.trainable_variables)
+        finally:
+            tfreg_optimizers._GROUP_UPDATES = default  # pylint: disable=protected-access
+        return optimizer
+    return build
+
+
+def _optimizer_plan(settings):
+    """(model, jit, inner optimizer, {contender: (regularizer, optimizer)})."""
+    adam = lambda: keras.optimizers.Adam(1e-3)
+    sgd = lambda: keras.optimizers.SGD(1e-3)
+    plain = lambda inner: lambda model: inner()
+    mlp = ("mlp", True, {
+        "none": (None, plain(adam)),
+        "Keras L2 (loss)": (keras.regularizers.L2(1e-4), plain(adam)),
+        "Keras AdamW": (None, lambda model: keras.optimizers.AdamW(
+            1e-3, weight_decay=2e-4)),
+        "tfreg L2 decoupled": (tfreg.L2(1e-4), _wrapped("decoupled", adam)),
+        "Keras L1 (loss)": (keras.regularizers.L1(1e-5), plain(adam)),
+        "tfreg L1 proximal": (tfreg.L1(1e-5), _wrapped("proximal", adam)),
+        "control": (None, plain(adam)),
+    })
+    deep = ("deep128", False, {
+        "none": (None, plain(sgd)),
+        "Keras L1L2 (loss)": (keras.regularizers.L1L2(1e-5, 1e-4),
+                              plain(sgd)),
+        "tfreg L1L2 proximal, grouped": (
+            tfreg.L1L2(1e-5, 1e-4), _grouping(_wrapped("proximal", sgd),
+                                              True)),
+        "tfreg L1L2 proximal, per variable": (
+            tfreg.L1L2(1e-5, 1e-4), _grouping(_wrapped("proximal", sgd),
+                                              False)),
+        "control": (None, plain(sgd)),
+    })
+    return settings.pick(full=(mlp, deep))
+
+
+_OPTIMIZER_MODELS = {"mlp": _optimizer_mlp, "deep128": _deep}
+
+
+def _run_optimizer_steps(settings):
+    rounds = settings.rounds(full=7, quick=3)
+    repeat = settings.pick(full=4, quick=2, tiny=1)
+    seconds = settings.pick(full=15, quick=5, tiny=0)
+    rows = []
+    for model_name, jit, plan in _optimizer_plan(settings):
+        def build(regularizer, model_name=model_name):
+            return _OPTIMIZER_MODELS[model_name](regularizer, settings)
+        contenders = {name: _optimizer_step(build, regularizer, optimizer,
+                                            jit)
+                      for name, (regularizer, optimizer) in plan.items()}
+        times = interleave(
+            contenders, _rounds_within(contenders, rounds, repeat, seconds),
+            warmup=0, repeat=repeat)
+        none = times["none"]
+        for name, samples in times.items():
+            rows.append({
+                "kind": "step", "model": model_name, "jit": jit,
+                "contender": name, "rounds": len(none),
+                "ms": 1e3 * median(samples),
+                "overhead_ms": 1e3 * median(
+                    [a - b for a, b in zip(samples, none)]),
+            })
+        print_rows(rows[-len(plan):], ("model", "contender", "ms",
+                                       "overhead_ms"))
+        keras.backend.clear_session()
+    return rows
+
+
+def _run_decoupled_priors(settings):
+    """The decoupled update alone (no model, no optimizer step) on ~16M
+    weights: each closed-form prior's gradient against L2's."""
+    num_params = settings.pick(full=16_000_000, tiny=20_000)
+    variables = _weights(num_params, settings.pick(full=50, tiny=2))
+    rounds = settings.rounds(full=7, quick=5)
+    rows = []
+    for jit in settings.pick(full=(False, True), tiny=(False,)):
+        contenders = {}
+        for name, regularizer in [("L2", tfreg.L2(0.01))] + list(
+                closed_form_priors().items()):
+            optimizer = tfreg_optimizers.Regularized(
+                keras.optimizers.SGD(0.01), mode="decoupled",
+                regularizer=regularizer, include=".")
+            optimizer.build(variables)
+            # pylint: disable-next=protected-access
+            update = tf.function(lambda o=optimizer: o._regularize(
+                tf.constant(0.01), "gradient"), jit_compile=jit,
+                                 autograph=False)
+
+            def call(update=update):
+                update()
+                variables[0].numpy()
+            contenders[name] = call
+        times = interleave(contenders, rounds, warmup=2)
+        for name, samples in times.items():
+            rows.append({
+                "kind": "priors", "jit": jit, "contender": name,
+                "params": sum(v.shape.num_elements() for v in variables),
+                "ms": 1e3 * median(samples),
+                "vs_l2": median(round_ratios(samples, times["L2"])),
+            })
+        print_rows(rows[-len(contenders):], ("jit", "contender", "ms",
+                                             "vs_l2"))
+    return rows
+
+
+def _run_optimizer_first_step(settings):
+    depth = settings.pick(full=128, tiny=3)
+    rounds = settings.rounds(full=3, quick=1)
+    sgd = lambda: keras.optimizers.SGD(1e-3)
+    contenders = {"none": (None, lambda model: sgd()),
+                  "tfreg L2 proximal, grouped": (
+                      tfreg.L2(1e-4), _grouping(_wrapped("proximal", sgd),
+                                                True)),
+                  "tfreg L2 proximal, per variable": (
+                      tfreg.L2(1e-4), _grouping(_wrapped("proximal", sgd),
+                                                False))}
+    times = {name: [] for name in contenders}
+    for index in range(rounds):
+        for name in _rotated(list(contenders), index):
+            keras.backend.clear_session()
+            gc.collect()
+            regularizer, optimizer = contenders[name]
+            start = time.perf_counter()
+            _optimizer_step(lambda r: _deep(r, settings, depth=depth),
+                            regularizer, optimizer, True)
+            times[name].append(time.perf_counter() - start)
+    keras.backend.clear_session()
+    return [{"kind": "first_step", "depth": depth, "contender": name,
+             "s": median(samples),
+             "vs_none": median(round_ratios(samples, times["none"]))}
+            for name, samples in times.items()]
+
+
+def run_optimizer(settings):
+    return (_run_optimizer_steps(settings) + _run_decoupled_priors(settings)
+            + _run_optimizer_first_step(settings))
+
+
+def table_optimizer(rows):
+    steps = [row for row in rows if row["kind"] == "step"]
+    priors = [row for row in rows if row["kind"] == "priors"]
+    first = [row for row in rows if row["kind"] == "first_step"]
+    return (
+        "ms per `train_on_batch`; overhead = median over rounds of the step "
+        "minus the same round's unregularized step (control: a second "
+        "unregularized model, the noise).\n\n"
+        + table(steps, (("model", "model"),
+                        ("jit", lambda r: "yes" if r["jit"] else "no"),
+                        ("contender", "contender"), ("rounds", "rounds"),
+                        ("ms", "ms"), ("overhead ms", "overhead_ms")))
+        + "\n\nThe decoupled update alone (`w - eta grad R(w)` for every "
+        "weight, one call), ms and per-round ratio to L2's:\n\n"
+        + table(priors, (("mode", lambda r: _mode(r["jit"])),
+                         ("params", lambda r: _size(r["params"])),
+                         ("penalty", "contender"), ("ms", "ms"),
+                         ("x L2", "vs_l2")))
+        + "\n\nBuild + compile + first `train_on_batch` (jit), seconds:\n\n"
+        + table(first, (("depth", "depth"), ("contender", "contender"),
+                        ("s", "s"), ("x none", "vs_none"))))
+
+
+def _overhead(rows, model, contender):
+    found = _find(rows, kind="step", model=model, contender=contender)
+    return found[0]["overhead_ms"] if found else float("nan")
+
+
+OPTIMIZER_GOALS = {
+    "adamw": "MLP jit: decoupled L2 overhead <= 1.1x Keras AdamW's",
+    "l1": "MLP jit: proximal L1 overhead <= 0.3x Keras L1 through the loss",
+    "deep": ("128-layer stack, graph: proximal L1L2 overhead <= 0.5x Keras "
+             "L1L2 through the loss"),
+    "priors": "decoupled closed-form prior, 16M weights: <= 1.3x L2's",
+    "first": "first jit step, 128-layer stack, proximal L2: <= 1.2x none",
+}
+
+
+def targets_optimizer(rows, settings):
+    del settings
+    out = []
+
+    def ratio(model, ours, theirs):
+        return (_overhead(rows, model, ours)
+                / _overhead(rows, model, theirs))
+    if _find(rows, kind="step", model="mlp"):
+        value = ratio("mlp", "tfreg L2 decoupled", "Keras AdamW")
+        out.append(Target(OPTIMIZER_GOALS["adamw"], "tfreg L2 decoupled", "",
+                          value, value <= 1.1))
+        value = ratio("mlp", "tfreg L1 proximal", "Keras L1 (loss)")
+        out.append(Target(OPTIMIZER_GOALS["l1"], "tfreg L1 proximal", "",
+                          value, value <= 0.3))
+    if _find(rows, kind="step", model="deep128"):
+        for name in ("tfreg L1L2 proximal, grouped",
+                     "tfreg L1L2 proximal, per variable"):
+            value = ratio("deep128", name, "Keras L1L2 (loss)")
+            out.append(Target(OPTIMIZER_GOALS["deep"], name, "", value,
+                              value <= 0.5))
+    for row in _find(rows, kind="priors"):
+        if row["contender"] != "L2":
+            out.append(Target(OPTIMIZER_GOALS["priors"], row["contender"],
+                              _mode(row["jit"]), row["vs_l2"],
+                              row["vs_l2"] <= 1.3))
+    for row in _find(rows, kind="first_step"):
+        if row["contender"] != "none":
+            out.append(Target(OPTIMIZER_GOALS["first"], row["contender"],
+                              "", row["vs_none"], row["vs_none"] <= 1.2))
+    return out
+
+
+OPTIMIZER_CASE = Case(
+    name="optimizer",
+    title="Regularization in the optimizer",
+    about="`tfreg.optimizers.Regularized` against Keras' regularizers "
+          "through the loss and Keras' AdamW: train-step overhead on the "
+          "MLP (3 x 1024, batch 256, jit) and the 128-layer stack (width "
+          "32, graph mode, grouped and per-variable updates), the "
+          "decoupled update of the closed-form priors on 16M weights, and "
+          "the first jit step of the 128-layer stack.",
+    run=run_optimizer,
+    table=table_optimizer,
+    targets=targets_optimizer,
+    limits={"MLP jit": (NOISE,), "128-layer": (NOISE,),
+            "decoupled closed-form prior": (Limit(
+                "The Horseshoe's derivative", (
+                    "The Horseshoe approximation's derivative divides by its "
+                    "log1p term and raises u to a non-integer power: a log1p, "
+                    "a log and two exps per weight that no rewrite of the "
+                    "exact derivative removes; the other priors' gradients "
+                    "take no log.")), NOISE)})
+
+
+CASES = [PENALTY, PRIORS_CASE, TRAIN_STEP, FIRST_STEP, OPTIMIZER_CASE]
 
 
 # ---------------------------------------------------------------- report --
