@@ -17,10 +17,10 @@ def _call_flops(call):
     layer = call.layer
     out_shape = call.outputs[0].shape
     positions = math.prod(d for d in out_shape[1:-1])
-    if isinstance(layer, groups_lib._DEPTHWISE):  # pylint: disable=protected-access
-        kernel = groups_lib._depthwise_kernel(layer)  # pylint: disable=protected-access
+    if isinstance(layer, groups_lib.DEPTHWISE):
+        kernel = groups_lib.depthwise_kernel(layer)
         return 2 * positions * math.prod(kernel.shape)
-    if isinstance(layer, groups_lib._PRODUCERS):  # pylint: disable=protected-access
+    if isinstance(layer, groups_lib.PRODUCERS):
         return 2 * positions * math.prod(layer.kernel.shape)
     return 0
 

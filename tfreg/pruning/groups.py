@@ -40,8 +40,9 @@ import numpy as np
 from tfreg import _keras
 from tfreg.pruning import graph as graph_lib
 
-__all__ = ["ChannelGroup", "ChannelGroups", "KERNEL", "CONSUMER", "OTHER",
-           "Slice", "Unsupported", "channel_groups"]
+__all__ = ["CONSUMER", "ChannelGroup", "ChannelGroups", "DEPTHWISE", "KERNEL",
+           "OTHER", "PRODUCERS", "Slice", "Unsupported", "channel_groups",
+           "depthwise_kernel", "slice_size"]
 
 keras = _keras.keras
 layers = keras.layers
@@ -59,11 +60,11 @@ Unsupported = collections.namedtuple(
     "Unsupported", ["layer", "class_name", "reason"])
 Unsupported.__doc__ = """A layer that ends the coupling, and why."""
 
-_PRODUCERS = (layers.Dense, layers.Conv1D, layers.Conv2D, layers.Conv3D)
+PRODUCERS = (layers.Dense, layers.Conv1D, layers.Conv2D, layers.Conv3D)
 _TRANSPOSED = tuple(getattr(layers, name) for name in
                     ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
                     if hasattr(layers, name))
-_DEPTHWISE = tuple(getattr(layers, name) for name in
+DEPTHWISE = tuple(getattr(layers, name) for name in
                    ("DepthwiseConv1D", "DepthwiseConv2D")
                    if hasattr(layers, name))
 _MERGES = (layers.Add, layers.Subtract, layers.Multiply, layers.Average,
@@ -99,7 +100,8 @@ def _channels_last(layer):
         "channels_last", None)
 
 
-def _depthwise_kernel(layer):
+def depthwise_kernel(layer):
+    """The kernel of a depthwise convolution."""
     # Keras 3 names it `kernel`, tf_keras `depthwise_kernel`.
     kernel = getattr(layer, "depthwise_kernel", None)
     return layer.kernel if kernel is None else kernel
@@ -135,7 +137,7 @@ class ChannelGroup:
     @property
     def size(self):
         """Number of trainable entries in the group."""
-        return sum(_slice_size(piece) for piece in self.trainable_slices())
+        return sum(slice_size(piece) for piece in self.trainable_slices())
 
     def max_abs(self, role=None):
         """Largest |entry| over the trainable slices (of one `role` if
@@ -150,7 +152,8 @@ class ChannelGroup:
         return f"ChannelGroup({units}; {len(self.slices)} slices)"
 
 
-def _slice_size(piece):
+def slice_size(piece):
+    """Number of entries in a `Slice`."""
     shape = list(piece.variable.shape)
     return len(piece.indices) * math.prod(shape) // shape[piece.axis]
 
@@ -278,7 +281,7 @@ def _trace_call(tracer, call, maps):
     name = type(layer).__name__
     if isinstance(layer, keras.layers.InputLayer):
         return [None]
-    if isinstance(layer, _PRODUCERS) and not isinstance(layer, _TRANSPOSED) \
+    if isinstance(layer, PRODUCERS) and not isinstance(layer, _TRANSPOSED) \
             and _channels_last(layer) and getattr(layer, "groups", 1) == 1:
         for index, node in enumerate(inputs[0] or ()):
             tracer.attach(node, layer, layer.kernel, -2, index, CONSUMER)
@@ -291,10 +294,10 @@ def _trace_call(tracer, call, maps):
             tracer.attach(node, layer, layer.bias, -1, index, OTHER)
             out.append(node)
         return [out]
-    if isinstance(layer, _DEPTHWISE) and _channels_last(layer):
+    if isinstance(layer, DEPTHWISE) and _channels_last(layer):
         if inputs[0] is None:
             return [None]
-        kernel = _depthwise_kernel(layer)
+        kernel = depthwise_kernel(layer)
         multiplier = kernel.shape[-1]
         out = []
         for channel, node in enumerate(inputs[0]):

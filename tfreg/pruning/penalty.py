@@ -6,8 +6,6 @@ group norm over all of them, and its proximal step one block soft
 threshold, which sets the whole group to exactly 0 together.
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
@@ -72,7 +70,7 @@ class CoupledGroupLasso:
                 axis_ids = ids[key].setdefault(piece.axis, np.full(
                     piece.variable.shape[piece.axis], count, np.int32))
                 axis_ids[list(piece.indices)] = index
-                sizes[index] += groups_lib._slice_size(piece)  # pylint: disable=protected-access
+                sizes[index] += groups_lib.slice_size(piece)
         self.variables = tuple(variables)
         self._count = count
         self._memberships = [

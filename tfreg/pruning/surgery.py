@@ -159,7 +159,7 @@ def _plans(model_graph, removed, deltas):
             continue
         config = {}
         kernel = getattr(layer, "kernel", None)
-        if isinstance(layer, groups_lib._PRODUCERS) and kernel is not None:  # pylint: disable=protected-access
+        if isinstance(layer, groups_lib.PRODUCERS) and kernel is not None:
             axis = len(kernel.shape) - 1
             width = kernel.shape[-1] - len(cuts[id(kernel)].get(axis, ()))
             key = _CONFIG_WIDTH.get(type(layer).__name__, "filters")
