@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from tfreg import _table
+from tfreg.cli import sweep
 from tfreg.cli import training
 
 # The per-seed numbers summarized as mean and sample standard deviation.
@@ -37,8 +38,7 @@ def aggregate(results):
 
 
 def label(row):
-    return (row["regularizer"] if row["setting"] == "-"
-            else f"{row['regularizer']} {row['setting']}")
+    return sweep.label(row["regularizer"], row["setting"])
 
 
 def verdicts(rows):

@@ -95,8 +95,12 @@ class Candidate:
 
     @property
     def label(self):
-        return (self.family if self.setting == "-"
-                else f"{self.family} {self.setting}")
+        return label(self.family, self.setting)
+
+
+def label(family, setting):
+    """How a candidate is named in progress lines and reports."""
+    return family if setting == "-" else f"{family} {setting}"
 
 
 def _normalized(name):
