@@ -12,6 +12,7 @@ from absl.testing import parameterized
 
 import tfreg
 from tests import devices
+from tools import xla_audit
 from tfreg import _keras
 from tfreg import optimizers
 from tfreg import walk
@@ -545,6 +546,32 @@ class WiringTest(parameterized.TestCase):
         model.fit(batch, labels, epochs=1, verbose=0)
         for mine, expected in zip(loaded.get_weights(), model.get_weights()):
             np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-6)
+
+    @parameterized.named_parameters(("proximal", "proximal"),
+                                    ("decoupled", "decoupled"))
+    def test_xla_audit_of_the_update(self, mode):
+        regularizers = [tfreg.L1(0.1), tfreg.L1L2(0.1, 0.1), tfreg.L1L2(0.1, 0.1),
+                        tfreg.GroupLasso(0.1), tfreg.SparseGroupLasso(),
+                        tfreg.NuclearNorm(0.1), tfreg.priors.StudentT(),
+                        tfreg.priors.SpikeAndSlab(), tfreg.priors.Horseshoe(),
+                        tfreg.Orthogonal(0.1)]
+        model = keras.Sequential([keras.Input((4,))] + [
+            keras.layers.Dense(4, name=f"d{index}", kernel_regularizer=reg)
+            for index, reg in enumerate(regularizers)])
+        optimizer = optimizers.Regularized(keras.optimizers.SGD(0.1),
+                                           mode=mode, model=model)
+        optimizer.build(model.trainable_variables)
+
+        def update(step):
+            optimizer._regularize(step, "gradient")  # pylint: disable=protected-access
+            optimizer._regularize(step, "prox")  # pylint: disable=protected-access
+            return step
+
+        hlo = tf.function(update, jit_compile=True, autograph=False
+                          ).experimental_get_compiler_ir(tf.constant(0.1))(
+                              stage="hlo")
+        self.assertEqual(xla_audit.check_hlo(hlo), [])
+        self.assertLen(optimizer.tfreg_penalties(), len(regularizers))
 
     def test_bad_arguments(self):
         sgd = keras.optimizers.SGD(0.1)
