@@ -42,26 +42,21 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1; got {value}")
-    return value
+def _int_at_least(minimum):
+    """An argparse type: an int >= `minimum`."""
 
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be an int >= {minimum}; got {value}")
+        return value
 
-def _non_negative(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid int value: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0; got {value}")
-    return value
+    return parse
 
 
 def parser():
@@ -98,7 +93,7 @@ def parser():
                              "instead of the MLP: each candidate and seed "
                              "trains a fresh copy (new initial weights) with "
                              "the regularizer applied by tfreg.apply")
-    source.add_argument("--train-rows", type=_positive, metavar="N",
+    source.add_argument("--train-rows", type=_int_at_least(1), metavar="N",
                         help="train on the first N rows of the training "
                              "split (default: 300 for digits, all otherwise)")
     sweep = compare.add_argument_group("what to compare")
@@ -116,11 +111,11 @@ def parser():
         help=f"every listed strength, {thorough['seeds']} seeds, "
              f"{thorough['epochs']} epochs (default: one or two strengths, "
              f"{default['seeds']} seeds, {default['epochs']} epochs)")
-    sweep.add_argument("--seeds", type=_positive, metavar="N",
+    sweep.add_argument("--seeds", type=_int_at_least(1), metavar="N",
                        help="runs per candidate (overrides the preset)")
-    sweep.add_argument("--epochs", type=_positive, metavar="N",
+    sweep.add_argument("--epochs", type=_int_at_least(1), metavar="N",
                        help="epochs per run (overrides the preset)")
-    sweep.add_argument("--seed", type=_non_negative, default=0, metavar="S",
+    sweep.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
                        help="first seed; also the train/validation split's "
                             "(default: 0)")
     output = compare.add_argument_group("output")
