@@ -119,8 +119,22 @@ class SparseGroupLasso(base.Regularizer):
                 + self.factor * structured_math.group_lasso(x, self.axis))
 
 
+class _MatrixPenalty(base.Regularizer):
+    """factor * a function of the kernel's matrix view (`_of_matrix`)."""
+
+    def __init__(self, factor=0.01):
+        self.factor = validation.non_negative("factor", factor)
+
+    def penalty(self, x):
+        matrix = penalties.matrix_view(x, name="kernel")
+        return self.factor * self._of_matrix(matrix)
+
+    def _of_matrix(self, matrix):
+        raise NotImplementedError
+
+
 @serialization.register
-class SoftOrthogonal(base.Regularizer):
+class SoftOrthogonal(_MatrixPenalty):
     """Soft orthogonality: squared Frobenius distance of the Gram matrix to I.
 
     Mathematical details:
@@ -147,19 +161,15 @@ class SoftOrthogonal(base.Regularizer):
     9.0
     """
 
-    def __init__(self, factor=0.01):
-        self.factor = validation.non_negative("factor", factor)
-
-    def penalty(self, x):
-        matrix = penalties.matrix_view(x, name="kernel")
-        return self.factor * structured_math.soft_orthogonality(matrix)
+    def _of_matrix(self, matrix):
+        return structured_math.soft_orthogonality(matrix)
 
 
-class _PowerIteration(base.Regularizer):
-    """A `factor` and a number of power-method steps."""
+class _PowerIteration(_MatrixPenalty):
+    """A matrix penalty that power iterations estimate."""
 
     def __init__(self, factor=0.01, power_iterations=20):
-        self.factor = validation.non_negative("factor", factor)
+        super().__init__(factor)
         self.power_iterations = validation.integer(
             "power_iterations", power_iterations, minimum=1,
             maximum=structured_math.MAX_POWER_ITERATIONS)
@@ -199,10 +209,9 @@ class SpectralNorm(_PowerIteration):
     4.5
     """
 
-    def penalty(self, x):
-        matrix = penalties.matrix_view(x, name="kernel")
-        sigma = structured_math.spectral_norm(matrix, self.power_iterations)
-        return self.factor * tf.square(sigma)
+    def _of_matrix(self, matrix):
+        return tf.square(
+            structured_math.spectral_norm(matrix, self.power_iterations))
 
 
 @serialization.register
@@ -228,8 +237,7 @@ class SRIP(_PowerIteration):
 
     Args:
       factor: Non-negative finite float, the strength.
-      power_iterations: Int in [1, 2**31 - 1], the number of power-method
-        steps.
+      power_iterations: As in `SpectralNorm`.
 
     >>> import tensorflow as tf, tfreg
     >>> x = tf.constant([[2.0, 0.0], [0.0, 1.0]])
@@ -237,14 +245,12 @@ class SRIP(_PowerIteration):
     1.5
     """
 
-    def penalty(self, x):
-        matrix = penalties.matrix_view(x, name="kernel")
-        return self.factor * structured_math.srip(matrix,
-                                                  self.power_iterations)
+    def _of_matrix(self, matrix):
+        return structured_math.srip(matrix, self.power_iterations)
 
 
 @serialization.register
-class NuclearNorm(base.Regularizer):
+class NuclearNorm(_MatrixPenalty):
     """Nuclear (trace) norm: the sum of singular values, favouring low rank.
 
     Mathematical details:
@@ -271,12 +277,8 @@ class NuclearNorm(base.Regularizer):
     2.0
     """
 
-    def __init__(self, factor=0.01):
-        self.factor = validation.non_negative("factor", factor)
-
-    def penalty(self, x):
-        matrix = penalties.matrix_view(x, name="kernel")
-        return self.factor * structured_math.nuclear_norm(matrix)
+    def _of_matrix(self, matrix):
+        return structured_math.nuclear_norm(matrix)
 
 
 @serialization.register

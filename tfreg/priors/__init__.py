@@ -16,9 +16,11 @@ equal the `log_prob` of the TFP distribution of the same name. `Prior` wraps
 any allowlisted scalar `tfp.distributions` class and imports TFP lazily, when a
 `Prior` is first built.
 
-Every prior also takes `weight` (default 1), a multiplier of the penalty. It
-is 1 for MAP training; a `tfreg.Strength` there anneals the prior (KL warm-up)
-during training without recompiling.
+Every prior takes `num_examples`, the training-set size (an int in
+[1, 2**53], default 1), and `weight` (default 1), a multiplier of the penalty
+(a non-negative finite float or a `tfreg.Strength`). It is 1 for MAP
+training; a `tfreg.Strength` there anneals the prior (KL warm-up) during
+training without recompiling.
 
 The constants a penalty applies to the weights (1 / (2 scale^2), 1 / scale,
 ...) must be normal numbers of the dtype it is computed in: parameters for

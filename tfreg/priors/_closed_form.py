@@ -44,9 +44,8 @@ class Normal(_LocationScalePrior):
     Args:
       scale: Positive finite float, the prior's standard deviation.
       loc: Finite float, the prior's mean.
-      num_examples: int in [1, 2**53], the training-set size (see the module docstring).
-      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
-        of the penalty (1 is the prior; anneal it for KL warm-up).
+      num_examples, weight: The training-set size and the penalty's
+        multiplier, as for every prior (see `tfreg.priors`).
 
     >>> import tensorflow as tf, tfreg
     >>> prior = tfreg.priors.Normal(scale=1.0)
@@ -84,9 +83,8 @@ class Laplace(_LocationScalePrior):
     Args:
       scale: Positive finite float, the prior's scale b (variance 2 b^2).
       loc: Finite float, the prior's location.
-      num_examples: int in [1, 2**53], the training-set size.
-      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
-        of the penalty (1 is the prior; anneal it for KL warm-up).
+      num_examples, weight: The training-set size and the penalty's
+        multiplier, as for every prior (see `tfreg.priors`).
     """
 
     _traced_once_per_shape = True
@@ -122,9 +120,8 @@ class StudentT(_LocationScalePrior):
       df: Positive finite float, the degrees of freedom.
       scale: Positive finite float.
       loc: Finite float.
-      num_examples: int in [1, 2**53], the training-set size.
-      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
-        of the penalty (1 is the prior; anneal it for KL warm-up).
+      num_examples, weight: The training-set size and the penalty's
+        multiplier, as for every prior (see `tfreg.priors`).
     """
 
     _traced_once_per_shape = True
@@ -177,9 +174,8 @@ class Cauchy(_LocationScalePrior):
     Args:
       scale: Positive finite float.
       loc: Finite float.
-      num_examples: int in [1, 2**53], the training-set size.
-      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
-        of the penalty (1 is the prior; anneal it for KL warm-up).
+      num_examples, weight: The training-set size and the penalty's
+        multiplier, as for every prior (see `tfreg.priors`).
     """
 
     _traced_once_per_shape = True
@@ -235,9 +231,8 @@ class Horseshoe(_base.Prior):
 
     Args:
       scale: Positive finite float, the global shrinkage tau.
-      num_examples: int in [1, 2**53], the training-set size.
-      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
-        of the penalty (1 is the prior; anneal it for KL warm-up).
+      num_examples, weight: The training-set size and the penalty's
+        multiplier, as for every prior (see `tfreg.priors`).
 
     References:
       Carvalho, Polson and Scott (2010). The horseshoe estimator for sparse
@@ -280,9 +275,8 @@ class SpikeAndSlab(_base.Prior):
       spike_scale: Positive finite float, smaller than `slab_scale`.
       slab_scale: Positive finite float.
       slab_probability: Float in (0, 1), the prior weight of the slab.
-      num_examples: int in [1, 2**53], the training-set size.
-      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
-        of the penalty (1 is the prior; anneal it for KL warm-up).
+      num_examples, weight: The training-set size and the penalty's
+        multiplier, as for every prior (see `tfreg.priors`).
 
     References:
       Blundell, Cornebise, Kavukcuoglu and Wierstra (2015). Weight uncertainty
@@ -350,9 +344,8 @@ class MeanFieldKL(_base.Prior):
     Args:
       prior_scale: Positive finite float.
       prior_loc: Finite float.
-      num_examples: int in [1, 2**53], the training-set size.
-      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
-        of the penalty (1 is the prior; anneal it for KL warm-up).
+      num_examples, weight: The training-set size and the penalty's
+        multiplier, as for every prior (see `tfreg.priors`).
       parameterization: "softplus" or "log", how rho maps to the scale.
 
     Raises:

@@ -113,9 +113,8 @@ class Prior(_base.Prior):
       distribution: A `tfp.distributions` instance of an allowlisted class
         whose parameters are Python or NumPy numbers, or its spec
         `{"class_name": "Gumbel", "parameters": {"loc": 0.0, "scale": 1.0}}`.
-      num_examples: int in [1, 2**53], the training-set size.
-      weight: Non-negative finite float or `tfreg.Strength`, a multiplier
-        of the penalty (1 is the prior; anneal it for KL warm-up).
+      num_examples, weight: The training-set size and the penalty's
+        multiplier, as for every prior (see `tfreg.priors`).
 
     Raises:
       ValueError: for a class outside the allowlist, a dotted path, a
