@@ -148,7 +148,7 @@ def _shared_trace(regularizer, x):
 
     A model regularizes many weights of the same shape with equal
     regularizers (128 Dense layers: 128 kernels); traced inline, each weight
-    costs its penalty's ops again (Student-t: ~30 ops, ~0.2 ms each). Called
+    costs its penalty's ops again (Student-t: about 30 ops). Called
     as one function, they share one trace of the value and one of its
     gradient. XLA inlines the calls. Only for penalties whose gradient needs
     no tensor shape: XLA's constant analysis does not see through a called

@@ -83,10 +83,9 @@ def l1(x, strength=1.0):
 
 # XLA:CPU (TF 2.21) emits a sum whose fused operand ends in a multiply (every
 # x^2) as its own tree of reduce-windows, but writes an operand ending in a max
-# (relu) out once and sums it with YNNPACK's reduction: from 64K elements per
-# tensor that is 1.1-1.5x faster value+gradient for L2 and 2-2.4x for L1L2,
-# below 16K slower, and it costs compile time per tensor (BENCHMARKS.md). The
-# relu is the identity on the non-negative terms it wraps.
+# (relu) out once and sums it with YNNPACK's reduction: faster from this many
+# elements per tensor, slower below 16K, and it costs compile time per
+# tensor. The relu is the identity on the non-negative terms it wraps.
 _RELU_SUM_MIN_ELEMENTS = 1 << 16
 
 
@@ -125,7 +124,7 @@ def l2(x, strength=1.0):
 
 # Below this many elements a graph op costs more than a pass over the tensor:
 # on a deep stack of small layers (no XLA) the regularizers' cost is their op
-# count per variable, not their arithmetic (BENCHMARKS.md, deep stack).
+# count per variable, not their arithmetic.
 _FEW_OPS_MAX_ELEMENTS = 1 << 14
 
 
@@ -144,7 +143,7 @@ def l1_l2(x, l1_strength, l2_strength):
     expression instead of two gradients added together, and the upstream
     scalar multiplies the two coefficients rather than the tensor: one
     full-size pass fewer, and one op fewer per variable once grappler folds
-    a constant upstream (see BENCHMARKS.md, deep stack).
+    a constant upstream.
     """
     # A zero strength (a Python number) drops its term, as Keras does.
     if isinstance(l1_strength, (int, float)) and l1_strength == 0:
@@ -186,7 +185,7 @@ def _l1_l2_in_eight_ops(x, l1_strength, l2_strength):
 
     Eight graph ops per variable where the separate value and gradient take
     ten, for two more full-size writes and three more reads, which cost more
-    than two ops from about 32K elements on (BENCHMARKS.md).
+    than two ops from about 32K elements on.
     """
     scaled = l2_strength * x
     terms = l1_strength * tf.sign(x) + scaled
@@ -196,19 +195,19 @@ def _l1_l2_in_eight_ops(x, l1_strength, l2_strength):
 
 # XLA:CPU (TF 2.21) spends more on one log per weight than on reading the
 # weight. In float32 under XLA, `log1p_sum` takes one log per group of this
-# many terms; between 16 and 32 measured fastest (BENCHMARKS.md, priors).
+# many terms (groups of 16 to 32 run fastest).
 _LOG_GROUP = 16
-# From this size on: below it the grouped form saved 4-7% of Student-t's
-# value+gradient and its extra ops cost about 20 ms of compile time per
-# tensor (128 layers of 1K weights: first step 11 s against 7-9 s).
+# From this size on: below it the grouped form's extra ops cost more compile
+# time per tensor than they save in run time (deep models of small layers
+# reach their first step later).
 _LOG_GROUP_MIN_ELEMENTS = 1 << 14
 # Below this, log1p(s) is its series s - s^2/2 + s^3/3 - s^4/4, whose first
 # omitted term s^5/5 is under 1.2e-8 s: within float32's rounding.
 _LOG1P_SERIES_BELOW = 1.0 / 64
 # Below this size XLA takes log1p(s) as log(1 + s) plus the rounding error
-# of 1 + s: XLA:CPU compiles its log1p in about 9 ms per tensor and this in
-# about 2 ms, and both run at the same speed up to 2K elements (from 4K on
-# this is 6-8% slower; BENCHMARKS.md, first step).
+# of 1 + s: XLA:CPU compiles a log several times faster than its log1p, and
+# the two forms run at the same speed on small tensors (from this size on
+# this form is slower).
 _LOG1P_BY_LOG_BELOW = 1 << 12
 
 
@@ -224,8 +223,8 @@ def _one_plus_rounding(s, f):
 
 def log1p_by_log(s):
     """log1p(s) of s >= 0, elementwise, as log(1 + s) plus the rounding error
-    of 1 + s: within 1.6e-7 in float32. Under XLA:CPU it takes about half of
-    log1p's time and a quarter of its compile time (BENCHMARKS.md)."""
+    of 1 + s: within 1.6e-7 in float32. Under XLA:CPU it runs and compiles
+    faster than log1p."""
     f = 1.0 + s
     return tf.math.log(f) + _one_plus_rounding(s, f)
 
@@ -246,8 +245,8 @@ def log1p_sum(s):
 
     - below 4K elements, sum(log(1 + s) + r) with r the rounding error of
       1 + s (`log1p_by_log`): within 1.6e-7 of log1p(s) per term,
-      and a quarter of log1p's compile time (first step of a 128-layer
-      stack with Student-t on every kernel: BENCHMARKS.md);
+      and it compiles faster than log1p (which matters for the first step
+      of deep models);
     - for float32 tensors of 16K elements or more, with f = 1 + s = m 2^e
       (m in [1, 2), read off f's bits) for s >= 1/64 and the series below:
 
@@ -256,8 +255,7 @@ def log1p_sum(s):
 
       A product of 16 mantissas stays below 2^16, so one log serves 16
       terms, 16 slices of the padded flat tensor multiplied elementwise.
-      Student-t's value+gradient at 16M weights went from 1.5-2.2x of L2's
-      to 1.03-1.2x (BENCHMARKS.md). Each term is within 1.7e-7 of log1p(s).
+      Each term is within 1.7e-7 of log1p(s).
 
     Either way an infinite or NaN s gives inf or NaN as log1p does.
     """

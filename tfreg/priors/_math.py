@@ -352,8 +352,7 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
         else:
             # t <= log_odds, so exp(t) is finite: one exp gives softplus and
             # sigmoid (Eigen's own are slow on CPU). Not log1p_sum: XLA would
-            # compute the exp anew in each of its two reductions (measured
-            # 1.2x slower).
+            # compute the exp anew in each of its two reductions (slower).
             e = tf.exp(t)
             softplus = penalties.log1p(e)
 
