@@ -53,8 +53,7 @@ _KERNEL_NAMES = ("embeddings",)
 _GROUP_UPDATES = True
 # Variables of at most this many elements are grouped: for them a graph op
 # costs more than a pass over the data, while concatenating or stacking
-# large ones copies them twice (3 x 1024 x 1024 kernels under XLA: an L2
-# update 10x AdamW's decay).
+# large ones copies them twice, which costs more than the update itself.
 _GROUP_MAX_ELEMENTS = 1 << 14
 # The "layer" of a Keras 3 weight whose regularizer was taken off the variable
 # itself (`walk.set_regularizer` needs no layer there).
