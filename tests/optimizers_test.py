@@ -549,6 +549,38 @@ class WiringTest(parameterized.TestCase):
 
     @parameterized.named_parameters(("proximal", "proximal"),
                                     ("decoupled", "decoupled"))
+    def test_grouped_updates_equal_per_variable(self, mode):
+        def run(grouped):
+            keras.utils.set_random_seed(5)
+            model = keras.Sequential([keras.Input((4,))] + [
+                keras.layers.Dense(4, name=f"d{index}",
+                                   kernel_regularizer=regularizer)
+                for index, regularizer in enumerate(
+                    [tfreg.L1L2(0.1, 0.1)] * 3 + [tfreg.GroupLasso(0.5)] * 2
+                    + [tfreg.priors.Cauchy(0.3)] * 2)])
+            default = optimizers._GROUP_UPDATES  # pylint: disable=protected-access
+            optimizers._GROUP_UPDATES = grouped  # pylint: disable=protected-access
+            try:
+                optimizer = optimizers.Regularized(
+                    keras.optimizers.SGD(0.1), mode=mode, model=model)
+                optimizer.build(model.trainable_variables)
+            finally:
+                optimizers._GROUP_UPDATES = default  # pylint: disable=protected-access
+            layouts = {layout for _, _, layout, _ in optimizer._state.plan}  # pylint: disable=protected-access
+            _compile(model, optimizer, True)
+            x = np.random.RandomState(0).randn(N, 4).astype(np.float32)
+            _fit(model, x, x[:, :1] * 0 + x[:, 4 - 1:], 3)
+            return model.get_weights(), layouts
+
+        grouped, layouts = run(True)
+        single, single_layouts = run(False)
+        self.assertEqual(layouts, {"flat", "stacked"})
+        self.assertEqual(single_layouts, {"single"})
+        for a, b in zip(grouped, single):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    @parameterized.named_parameters(("proximal", "proximal"),
+                                    ("decoupled", "decoupled"))
     def test_xla_audit_of_the_update(self, mode):
         regularizers = [tfreg.L1(0.1), tfreg.L1L2(0.1, 0.1), tfreg.L1L2(0.1, 0.1),
                         tfreg.GroupLasso(0.1), tfreg.SparseGroupLasso(),

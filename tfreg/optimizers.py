@@ -49,11 +49,14 @@ __all__ = ["MODES", "Regularized", "bind"]
 keras = _keras.keras
 MODES = ("proximal", "decoupled")
 _KERNEL_NAMES = ("embeddings",)
-# False: one update per variable (tools/bench.py measures what grouping saves).
-_GROUP_UPDATES = True
-# Variables of at most this many elements are grouped: for them a graph op
-# costs more than a pass over the data, while concatenating or stacking
-# large ones copies them twice, which costs more than the update itself.
+# True: the updates of small variables grouped into a few ops (concatenated
+# or stacked). Off: on CPU the grouped update was no faster than one short
+# chain per variable (those run in parallel with the optimizer's own
+# updates; a concatenation waits for all of them). tools/bench.py measures
+# both (docs/optimizers.md).
+_GROUP_UPDATES = False
+# Only variables of at most this many elements are grouped: concatenating or
+# stacking large ones copies them twice, which costs more than the update.
 _GROUP_MAX_ELEMENTS = 1 << 14
 # The "layer" of a Keras 3 weight whose regularizer was taken off the variable
 # itself (`walk.set_regularizer` needs no layer there).
