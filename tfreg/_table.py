@@ -7,6 +7,7 @@ def render(header, rows, markdown=False):
     Text: left-aligned columns two spaces apart, a rule of dashes under the
     header, no trailing spaces. Markdown: a pipe table.
 
+    >>> from tfreg._table import render
     >>> print(render(("name", "value"), [("a", 1), ("bb", 22)]))
     name  value
     ----  -----
