@@ -32,10 +32,7 @@ SUBPROCESS_TIMEOUT = 120
 BLOCKED = ("tfreg", "keras", "tf_keras")
 
 
-def registered_classes():
-    """Every class in tfreg's registry, each once, sorted by name."""
-    classes = {id(cls): cls for cls in serialization._REGISTRY.values()}  # pylint: disable=protected-access
-    return sorted(classes.values(), key=lambda cls: cls.__name__)
+registered_classes = serialization.registered_classes
 
 
 def _l2sp(shape):

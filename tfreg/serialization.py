@@ -13,7 +13,7 @@ from tfreg import _keras
 from tfreg import base
 
 __all__ = ["add_preset", "deserialize", "get", "register",
-           "registered_names", "serialize"]
+           "registered_classes", "registered_names", "serialize"]
 
 _REGISTRY = {}
 # Names that mean a preset instance rather than the class's defaults.
@@ -63,6 +63,12 @@ def register(cls=None, *, aliases=()):
 def add_preset(name, cls, **kwargs):
     """Makes the string `name` mean `cls(**kwargs)` in `tfreg.get`."""
     _PRESETS[name] = (cls, kwargs)
+
+
+def registered_classes():
+    """Every registered class, each once, sorted by name."""
+    return sorted({id(cls): cls for cls in _REGISTRY.values()}.values(),
+                  key=lambda cls: cls.__name__)
 
 
 def registered_names():

@@ -165,11 +165,8 @@ def _span(values):
     return str(low) if low == high else f"{low}-{high}"
 
 
-def registered_classes():
-    """Every class in tfreg's registry, once, sorted by name."""
-    # pylint: disable=protected-access
-    classes = {cls for cls in serialization._REGISTRY.values()}
-    return sorted(classes, key=lambda cls: (cls.__name__, cls.__module__))
+# Every class in tfreg's registry, once, sorted by name (the audit's subjects).
+registered_classes = serialization.registered_classes
 
 
 def kinds_of(cls):
