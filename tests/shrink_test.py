@@ -575,6 +575,61 @@ class CoupledGroupLassoTest(parameterized.TestCase):
         np.testing.assert_allclose(small(x, training=False),
                                    model(x, training=False), atol=2e-5)
 
+    def _fit_coupled(self, via):
+        """A dense chain trained with a proximal coupled group lasso
+        attached `via` the loss (taken from the model) or the optimizer."""
+        model = dense_chain()
+        _randomize(model, seed=5)
+        penalty = tfreg.apply_groups(model, tfreg.channel_groups(model),
+                                     tfreg.GroupLasso(1.0), via=via)
+        optimizer = optimizers.Regularized(
+            keras.optimizers.SGD(0.1), model=model,
+            penalties=[penalty] if via == "optimizer" else None)
+        self.assertEmpty(model.losses)
+        model.compile(optimizer=optimizer, loss="mse")
+        x = np.random.default_rng(6).normal(size=(32, 3)).astype("float32")
+        model.fit(x, np.zeros((32, 2), "float32"), batch_size=8, epochs=3,
+                  shuffle=False, verbose=0)
+        return model, penalty, optimizer
+
+    def test_loss_penalty_moves_into_the_optimizer_as_coupled(self):
+        model, penalty, optimizer = self._fit_coupled("loss")
+        reference, _, _ = self._fit_coupled("optimizer")
+        # One block threshold over all the group's variables, exactly as
+        # when given as `penalties=[...]`.
+        self.assertEqual(optimizer.penalties, (penalty,))
+        for ours, theirs in zip(model.weights, reference.weights):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+        self.assertTrue(any(group.max_abs() == 0.0
+                            for group in penalty.groups))
+        rows = tfreg.summary(model, print_fn=None)
+        self.assertEqual([(row["via"], row["regularizer"]) for row in rows],
+                         [("optimizer", repr(penalty))])
+        np.testing.assert_allclose(rows[0]["penalty"], float(penalty()),
+                                   rtol=1e-6)
+        self.assertEqual(len(optimizer.release()), 1)
+        self.assertLen(model.losses, 1)
+        self.assertEqual(optimizer.penalties, ())
+
+    def test_coupled_and_elementwise_penalties_on_one_weight_both_listed(self):
+        model = dense_chain()
+        _randomize(model)
+        tfreg.apply(model, tfreg.L2(0.5), include="^a/kernel$")
+        penalty = tfreg.apply_groups(model, tfreg.channel_groups(model),
+                                     tfreg.GroupLasso(0.1), via="optimizer")
+        optimizer = optimizers.Regularized(
+            keras.optimizers.SGD(0.1), penalties=[penalty], model=model)
+        model.compile(optimizer=optimizer, loss="mse")
+        rows = tfreg.summary(model, print_fn=None)
+        self.assertCountEqual([row["regularizer"] for row in rows],
+                              [repr(penalty), repr(tfreg.L2(0.5))])
+        self.assertEqual({row["via"] for row in rows}, {"optimizer"})
+        kernel = model.get_layer("a").kernel
+        np.testing.assert_allclose(
+            sum(row["penalty"] for row in rows),
+            float(penalty()) + 0.5 * float(tf.reduce_sum(kernel ** 2)),
+            rtol=1e-5)
+
     def test_bad_arguments(self):
         model = dense_chain()
         groups = tfreg.channel_groups(model)

@@ -222,6 +222,89 @@ class WalkTest(parameterized.TestCase):
         self.assertEqual(walk.optimizer_penalties(model), [])
 
 
+class SelectionTest(absltest.TestCase):
+    """One default selection for `tfreg.apply` and the optimizer."""
+
+    def _model(self):
+        inputs = keras.Input((3,), dtype="int32")
+        x = keras.layers.Embedding(5, 4, name="embed")(inputs)
+        x = keras.layers.LayerNormalization(name="norm")(x)
+        x = keras.layers.Dense(2, name="dense")(x)
+        return keras.Model(inputs, x)
+
+    def test_default_is_kernels_and_embeddings_everywhere(self):
+        model = self._model()
+        attached = tfreg.apply(model, tfreg.L2(0.1))
+        self.assertCountEqual(attached, ["embed/embeddings", "dense/kernel"])
+        tfreg.remove(model)
+        optimizer = tfreg.optimizers.Regularized(
+            keras.optimizers.SGD(0.1), regularizer=tfreg.L2(0.1), model=model)
+        optimizer.build(model.trainable_variables)
+        selected = {id(variable) for variable, _ in optimizer.tfreg_penalties()}
+        paths = walk.weight_paths(model)
+        self.assertCountEqual([paths[key] for key in selected],
+                              ["embed/embeddings", "dense/kernel"])
+        norm = model.get_layer("norm")
+        self.assertFalse(walk.is_kernel(norm, norm.weights[0]))
+        self.assertTrue(walk.is_kernel(None, model.get_layer("dense").kernel))
+
+    def test_selection_arguments(self):
+        dense = self._model().get_layer("dense")
+        select = walk.selection("dense", "bias")
+        self.assertTrue(select(dense, dense.kernel, "dense/kernel"))
+        self.assertFalse(select(dense, dense.bias, "dense/bias"))
+        by_predicate = walk.selection(lambda layer, variable: True)
+        self.assertTrue(by_predicate(dense, dense.bias, "dense/bias"))
+        with self.assertRaisesRegex(TypeError, "argument `include`"):
+            walk.selection(lambda layer, variable: True, predicates=False)
+        with self.assertRaisesRegex(ValueError, "argument `exclude`.*\\("):
+            walk.selection(exclude="(")
+
+
+class GraphReadsTest(absltest.TestCase):
+    """The Keras graph reads that the pruning and the optimizer need."""
+
+    def test_calls_and_tensor_keys(self):
+        inputs = keras.Input((3,))
+        hidden = keras.layers.Dense(4, name="a")(inputs)
+        outputs = keras.layers.Add(name="add")([hidden, hidden])
+        model = keras.Model(inputs, outputs)
+        functional = walk.functional_graph(model)
+        self.assertIs(functional, model)
+        calls = [walk.node_call(node)
+                 for depth in sorted(walk.nodes_by_depth(functional),
+                                     reverse=True)
+                 for node in walk.nodes_by_depth(functional)[depth]]
+        by_name = {layer.name: (ins, outs) for layer, ins, outs in calls}
+        self.assertEqual(walk.tensor_key(by_name["a"][1][0]),
+                         walk.tensor_key(by_name["add"][0][0]))
+        self.assertEqual(walk.tensor_key(by_name["add"][0][0]),
+                         walk.tensor_key(by_name["add"][0][1]))
+        self.assertNotEqual(walk.tensor_key(by_name["a"][0][0]),
+                            walk.tensor_key(by_name["a"][1][0]))
+        sequential = keras.Sequential([keras.Input((3,)),
+                                       keras.layers.Dense(2)])
+        self.assertIsNotNone(walk.functional_graph(sequential))
+
+    def test_no_graph_for_subclassed_models(self):
+        class Sub(keras.Model):
+            def call(self, inputs):
+                return inputs
+
+        self.assertIsNone(walk.functional_graph(Sub()))
+
+    def test_learning_rate_schedule(self):
+        schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+        self.assertIsNone(walk.learning_rate_schedule(
+            keras.optimizers.SGD(0.1)))
+        found = walk.learning_rate_schedule(keras.optimizers.SGD(schedule))
+        if _keras.LEGACY:
+            self.assertIs(found, schedule)
+        else:
+            # Keras 3 reads the schedule through `learning_rate` itself.
+            self.assertIn(found, (None, schedule))
+
+
 class TotalTest(parameterized.TestCase):
 
     @parameterized.named_parameters(

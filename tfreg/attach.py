@@ -28,7 +28,6 @@ the new penalties.
 """
 
 import collections
-import re
 import warnings
 
 from tfreg import _coverage
@@ -40,54 +39,19 @@ from tfreg import walk
 
 __all__ = ["apply", "attach_l2sp", "remove"]
 
-_KERNEL_NAMES = ("embeddings",)
-
-
-def _is_kernel(layer, variable):
-    """The default selection: kernels and embeddings of non-normalization layers.
-
-    Biases, normalization parameters (gamma, beta, moving statistics) and
-    non-trainable weights are not kernels.
-    """
-    if "Normalization" in type(layer).__name__:
-        return False
-    name = walk.weight_name(variable)
-    return name.endswith("kernel") or name in _KERNEL_NAMES
-
-
-def _matcher(selector, argument):
-    """`selector` as a function (layer, variable, path) -> bool, or None."""
-    if selector is None:
-        return None
-    if isinstance(selector, str):
-        try:
-            pattern = re.compile(selector)
-        except re.error as error:
-            raise ValueError(validation.message(
-                argument, selector, "a regular expression or a predicate "
-                "(layer, variable) -> bool", note=f" ({error})")) from None
-        return lambda layer, variable, path: bool(pattern.search(path))
-    if callable(selector):
-        return lambda layer, variable, path: bool(selector(layer, variable))
-    raise TypeError(validation.message(
-        argument, selector, "None, a regular expression (str) or a predicate "
-        "(layer, variable) -> bool"))
-
 
 def _select(model, include=None, exclude=None, default_include=None):
     """(layer, variable, path) of the trainable weights `include` selects.
 
-    `include`/`exclude` are as in `apply`; `default_include` (a predicate
-    (layer, variable) -> bool; default: kernels) applies when `include` is
-    None.
+    `include`/`exclude` are as in `apply` (`walk.selection`);
+    `default_include` (a predicate (layer, variable) -> bool; default:
+    kernels) applies when `include` is None.
     """
-    include = _matcher(include, "include") or _matcher(
-        default_include or _is_kernel, "default_include")
-    exclude = _matcher(exclude, "exclude")
+    selected = walk.selection(include, exclude,
+                              default=default_include or walk.is_kernel)
     return [(layer, variable, path) for layer, variable, path
             in walk.Tree(model).weights(trainable_only=True)
-            if include(layer, variable, path)
-            and not (exclude and exclude(layer, variable, path))]
+            if selected(layer, variable, path)]
 
 
 def _check_built(model):

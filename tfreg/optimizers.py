@@ -32,7 +32,6 @@ after loading a model saved with this optimizer.
 """
 
 import copy
-import re
 import warnings
 import weakref
 
@@ -48,7 +47,6 @@ __all__ = ["MODES", "Regularized", "bind"]
 
 keras = _keras.keras
 MODES = ("proximal", "decoupled")
-_KERNEL_NAMES = ("embeddings",)
 # True: the updates of small variables grouped into a few ops (concatenated
 # or stacked). Off: on CPU the grouped update was no faster than one short
 # chain per variable (those run in parallel with the optimizer's own
@@ -74,6 +72,10 @@ class _State:
         self.applying = False
         # (layer or None, variable, regularizer, path) per weight.
         self.entries = []
+        # (layer or None, anchor variable, penalty, path) per coupled
+        # penalty: layer None for those given as `penalties`, else where the
+        # model held it (as the anchor's regularizer).
+        self.coupled = []
         # [(regularizer, "elementwise" | "stacked" | "autodiff", entries)]
         self.plan = []
 
@@ -84,32 +86,16 @@ def _variable_path(variable):
     return path or variable.name.split(":")[0]
 
 
-def _is_kernel(path):
-    name = path.split("/")[-1]
-    return name.endswith("kernel") or name in _KERNEL_NAMES
-
-
-def _pattern(name, value):
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(validation.message(
-            name, value, "None or a regular expression (str) searched in "
-            "the variable's path"))
-    try:
-        return re.compile(value)
-    except re.error as error:
-        raise ValueError(validation.message(
-            name, value, "a valid regular expression", note=f" ({error})")
-                         ) from None
+def _is_coupled(penalty):
+    """Follows the coupled-penalty protocol (see docs/optimizers.md)."""
+    variables = getattr(penalty, "variables", None)
+    return bool(isinstance(variables, (tuple, list)) and variables
+                and callable(getattr(penalty, "proximal_update", None))
+                and callable(getattr(penalty, "gradients", None)))
 
 
 def _check_penalty_object(index, penalty):
-    """The coupled-penalty protocol (see docs/optimizers.md)."""
-    variables = getattr(penalty, "variables", None)
-    if not (isinstance(variables, (tuple, list)) and variables
-            and callable(getattr(penalty, "proximal_update", None))
-            and callable(getattr(penalty, "gradients", None))):
+    if not _is_coupled(penalty):
         raise TypeError(validation.message(
             f"penalties[{index}]", penalty,
             "an object with a non-empty tuple `variables` and methods "
@@ -253,6 +239,12 @@ def _group_values(regularizer, update, layout, variables, step):
             for part, value in zip(parts, values)]
 
 
+def _delegated(name):
+    """A property that reads and sets the wrapped optimizer's `name`."""
+    return property(lambda self: getattr(self.optimizer, name),
+                    lambda self, value: setattr(self.optimizer, name, value))
+
+
 # Keras 3's optimizer base, or tf_keras' (the one its LossScaleOptimizer wraps).
 _Base = keras.optimizers.Optimizer
 
@@ -308,8 +300,7 @@ class Regularized(_Base):
         if regularizer is not None and not callable(regularizer):
             raise TypeError(validation.message(
                 "regularizer", regularizer, "None or a Keras regularizer"))
-        _pattern("include", include)
-        _pattern("exclude", exclude)
+        walk.selection(include, exclude, predicates=False)
         if penalties is not None and not isinstance(penalties, (list, tuple)):
             raise TypeError(validation.message(
                 "penalties", penalties, "None or a list of coupled penalties"))
@@ -324,28 +315,15 @@ class Regularized(_Base):
         self.regularizer = regularizer
         self.include = include
         self.exclude = exclude
-        self._penalties = tuple(penalties)
         self._state = _State()
+        self._state.coupled = [(None, penalty.variables[0], penalty, None)
+                               for penalty in penalties]
         if model is not None:
             self.bind(model)
 
     # The wrapped optimizer's step counter and learning rate are this one's.
-
-    @property
-    def iterations(self):
-        return self.optimizer.iterations
-
-    @iterations.setter
-    def iterations(self, variable):
-        self.optimizer.iterations = variable
-
-    @property
-    def learning_rate(self):
-        return self.optimizer.learning_rate
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        self.optimizer.learning_rate = learning_rate
+    iterations = _delegated("iterations")
+    learning_rate = _delegated("learning_rate")
 
     @property
     def variables(self):
@@ -355,15 +333,18 @@ class Regularized(_Base):
 
     @property
     def penalties(self):
-        """The coupled penalties (a tuple)."""
-        return self._penalties
+        """The coupled penalties applied here (a tuple): those given as
+        `penalties`, then those taken from the model."""
+        found = {}
+        for _, _, penalty, _ in self._state.coupled:
+            found.setdefault(id(penalty), penalty)
+        return tuple(found.values())
 
     def _step_size(self):
         """The learning rate of the step about to run, as float32."""
         inner = self.optimizer
-        schedule = getattr(inner, "_learning_rate", None)
-        if _keras.LEGACY and isinstance(
-                schedule, keras.optimizers.schedules.LearningRateSchedule):
+        schedule = walk.learning_rate_schedule(inner)
+        if _keras.LEGACY and schedule is not None:
             # tf_keras updates `learning_rate` only inside apply_gradients.
             return tf.cast(schedule(inner.iterations), tf.float32)
         return tf.cast(inner.learning_rate, tf.float32)
@@ -372,7 +353,10 @@ class Regularized(_Base):
         """Moves `model`'s weight regularizers into this optimizer, now.
 
         Each regularized trainable weight's penalty leaves `model.losses`
-        and is applied in the update; the layers' configs are left alone,
+        and is applied in the update; a regularizer that follows the
+        coupled-penalty protocol (`tfreg.apply_groups(..., via="loss")`)
+        is applied as one coupled penalty over all its variables, as if
+        given in `penalties`. The layers' configs are left alone,
         so saved models keep them. Weights the optimizer does not update
         (non-trainable ones under tf_keras) keep theirs in the loss, with a
         warning. A model already trained traces its steps again. Returns
@@ -387,15 +371,21 @@ class Regularized(_Base):
         taken = {id(entry[1]) for entry in state.entries}
         left = []
         for weight in walk.regularized_weights(model):
-            if weight.via != walk.LOSS or id(weight.variable) in taken:
+            coupled = _is_coupled(weight.regularizer)
+            if weight.via != walk.LOSS or (
+                    not coupled and id(weight.variable) in taken):
                 continue
             if id(weight.variable) not in trainable:
                 left.append(weight.path)
                 continue
             walk.set_regularizer(weight.layer, weight.variable, None)
-            state.entries.append((weight.layer, weight.variable,
-                                  weight.regularizer, weight.path))
-            taken.add(id(weight.variable))
+            entry = (weight.layer, weight.variable, weight.regularizer,
+                     weight.path)
+            if coupled:
+                state.coupled.append(entry)
+            else:
+                state.entries.append(entry)
+                taken.add(id(weight.variable))
         if left:
             warnings.warn(
                 f"The regularizers of {sorted(left)} stay in the loss: the "
@@ -407,24 +397,34 @@ class Regularized(_Base):
         return self
 
     def tfreg_penalties(self):
-        """(variable, regularizer) of every weight penalty applied here."""
-        return [(variable, regularizer)
-                for _, variable, regularizer, _ in self._state.entries]
+        """(variable, regularizer) of every weight penalty applied here.
+
+        A coupled penalty is listed once, with its anchor variable (where
+        the model held it, else its first variable); called with it, it
+        gives the whole coupled penalty.
+        """
+        pairs = [(variable, regularizer)
+                 for _, variable, regularizer, _ in self._state.entries]
+        seen = set()
+        for _, anchor, penalty, _ in self._state.coupled:
+            if id(penalty) not in seen:
+                seen.add(id(penalty))
+                pairs.append((anchor, penalty))
+        return pairs
 
     def release(self):
         """Puts the model's regularizers back in the loss; returns their
         paths. Use it before compiling the model with another optimizer."""
         released = []
-        kept = []
-        for entry in self._state.entries:
+        state = self._state
+        for entry in state.entries + state.coupled:
             layer, variable, regularizer, path = entry
-            if layer is None:
-                kept.append(entry)
-                continue
-            walk.set_regularizer(layer, variable, regularizer)
-            released.append(path)
-        self._state.entries = kept
-        self._state.plan = _plan(kept, self.mode)
+            if layer is not None:
+                walk.set_regularizer(layer, variable, regularizer)
+                released.append(path)
+        state.entries = [entry for entry in state.entries if entry[0] is None]
+        state.coupled = [entry for entry in state.coupled if entry[0] is None]
+        state.plan = _plan(state.entries, self.mode)
         model = self._model()
         if model is not None:
             _drop_compiled_functions(model)
@@ -470,20 +470,21 @@ class Regularized(_Base):
                 f"{[entry[3] for entry in found]}"))
         for entry in found:
             entry[1].regularizer = None
-        state.entries += found
+            if _is_coupled(entry[2]):
+                state.coupled.append(entry)
+            else:
+                state.entries.append(entry)
 
     def _select(self):
         """Adds `regularizer`'s weights and plans the update."""
         state = self._state
         taken = {id(entry[1]) for entry in state.entries}
         if self.regularizer is not None:
-            include = _pattern("include", self.include)
-            exclude = _pattern("exclude", self.exclude)
+            selected = walk.selection(self.include, self.exclude,
+                                      predicates=False)
             for variable in state.var_list:
                 path = _variable_path(variable)
-                selected = (include.search(path) if include
-                            else _is_kernel(path))
-                if (selected and not (exclude and exclude.search(path))
+                if (selected(None, variable, path)
                         and id(variable) not in taken):
                     state.entries.append((None, variable, self.regularizer,
                                           path))
@@ -507,7 +508,7 @@ class Regularized(_Base):
                 values += _group_values(regularizer, kind, layout, group,
                                         step)
         coupled = "prox" if self.mode == "proximal" else "gradient"
-        for penalty in self._penalties if update == coupled else ():
+        for penalty in self.penalties if update == coupled else ():
             group = list(penalty.variables)
             if update == "prox":
                 new = list(penalty.proximal_update(step))

@@ -22,6 +22,11 @@ Layers and weights that are shared (a layer called twice, a weight tracked by
 two layers) are visited once, where they are first met, as `model.losses`
 counts them.
 
+It also selects weights (`selection`, `is_kernel`: the one rule that
+`tfreg.apply` and the optimizer use), reads a functional model's calls for
+the pruning (`functional_graph`, `nodes_by_depth`, `node_call`,
+`tensor_key`) and a tf_keras optimizer's learning-rate schedule.
+
 Regularizers may also live in the optimizer (`model.optimizer`, or the
 optimizer inside a loss-scale optimizer): an optimizer with a method
 `tfreg_penalties()` returning (variable, regularizer) pairs applies those
@@ -33,8 +38,12 @@ import collections
 import contextlib
 import functools
 import inspect
+import re
+
+import tensorflow as tf
 
 from tfreg import _keras
+from tfreg import validation
 
 __all__ = [
     "LOSS",
@@ -45,15 +54,22 @@ __all__ = [
     "attribute_layers",
     "backing_variables",
     "call_losses",
+    "functional_graph",
+    "is_kernel",
     "keeping_call_losses",
     "layers",
+    "learning_rate_schedule",
     "losses_in_order",
+    "node_call",
+    "nodes_by_depth",
     "optimizer_penalties",
     "own_weights",
     "regularized_weights",
     "regularizer_of",
     "regularizers",
+    "selection",
     "set_regularizer",
+    "tensor_key",
     "weight_losses",
     "weight_name",
     "weight_paths",
@@ -61,6 +77,8 @@ __all__ = [
 
 LOSS = "loss"
 OPTIMIZER = "optimizer"
+# Weight names that the default selection takes besides "...kernel".
+_KERNEL_NAMES = ("embeddings",)
 
 RegularizedWeight = collections.namedtuple(
     "RegularizedWeight", ["layer", "variable", "regularizer", "path", "via"])
@@ -264,7 +282,8 @@ def regularized_weights(model):
 
     Penalties in `model.losses` ("loss") in walk order, then those of the
     optimizer ("optimizer") whose variable is a weight of `model`. A
-    variable is listed once per way, also where it or its layer is shared.
+    variable is listed once per way and regularizer, also where it or its
+    layer is shared.
     """
     tree = Tree(model)
     owners = {id(variable): (layer, path)
@@ -278,8 +297,11 @@ def regularized_weights(model):
     found = []
     seen = set()
     for layer, variable, regularizer, via in candidates:
-        if id(variable) in owners and (id(variable), via) not in seen:
-            seen.add((id(variable), via))
+        # A variable may carry several penalties (an optimizer's coupled
+        # penalty anchored on a weight it also regularizes elementwise).
+        key = (id(variable), id(regularizer), via)
+        if id(variable) in owners and key not in seen:
+            seen.add(key)
             owner, path = owners[id(variable)]
             found.append(RegularizedWeight(layer or owner, variable,
                                            regularizer, path, via))
@@ -400,3 +422,113 @@ def backing_variables(variables):
     if not _keras.LEGACY:
         found += [variable._value for variable in variables]  # pylint: disable=protected-access
     return found
+
+
+# Selecting weights: the default (kernels) and regular expressions or
+# predicates, shared by `tfreg.apply` (paths in the model) and the
+# optimizer (each variable's own path).
+
+
+def is_kernel(layer, variable):
+    """The default selection: kernels and embeddings, not of normalization
+    layers.
+
+    A weight whose short name ends in "kernel" (also recurrent, depthwise
+    and pointwise kernels) or is "embeddings". Biases and normalization
+    parameters are not kernels; `layer` None (a bare variable) is not
+    checked for being a normalization layer.
+    """
+    if layer is not None and "Normalization" in type(layer).__name__:
+        return False
+    name = weight_name(variable)
+    return name.endswith("kernel") or name in _KERNEL_NAMES
+
+
+def _matcher(argument, selector, predicates):
+    """`selector` as a function (layer, variable, path) -> bool, or None."""
+    expected = ("None, a regular expression (str) or a predicate (layer, "
+                "variable) -> bool" if predicates else
+                "None or a regular expression (str) searched in the "
+                "variable's path")
+    if selector is None:
+        return None
+    if isinstance(selector, str):
+        try:
+            pattern = re.compile(selector)
+        except re.error as error:
+            raise ValueError(validation.message(
+                argument, selector, "a valid regular expression",
+                note=f" ({error})")) from None
+        return lambda layer, variable, path: bool(pattern.search(path))
+    if predicates and callable(selector):
+        return lambda layer, variable, path: bool(selector(layer, variable))
+    raise TypeError(validation.message(argument, selector, expected))
+
+
+def selection(include=None, exclude=None, predicates=True,
+              default=is_kernel):
+    """A function (layer, variable, path) -> bool: is the weight selected?
+
+    `include`: None (`default`, a predicate (layer, variable) -> bool:
+    `is_kernel`) or a regular expression searched in the weight's path, or
+    (with `predicates`) a function (layer, variable) -> bool; `exclude`
+    likewise (None: nothing excluded). Bad arguments raise here, naming
+    them.
+    """
+    included = _matcher("include", include, predicates) or (
+        lambda layer, variable, path: default(layer, variable))
+    excluded = _matcher("exclude", exclude, predicates)
+    return lambda layer, variable, path: included(layer, variable, path) and (
+        not (excluded and excluded(layer, variable, path)))
+
+
+# Graph reads for the pruning: no public API lists a model's calls with their
+# input and output tensors.
+
+
+def functional_graph(model):
+    """The functional graph of `model`, or None (subclassed, unbuilt).
+
+    Keras 3 keeps a built Sequential model's graph in `model._functional`;
+    tf_keras' built Sequential model is that graph itself.
+    """
+    # pylint: disable=protected-access
+    if not _keras.LEGACY and isinstance(model, _keras.keras.Sequential):
+        found = getattr(model, "_functional", None)
+    elif getattr(model, "_is_graph_network", not _keras.LEGACY):
+        found = model
+    else:
+        found = None
+    return found if hasattr(found, "_nodes_by_depth") else None
+
+
+def nodes_by_depth(functional):
+    """{depth: [node]} of a `functional_graph` (inputs deepest)."""
+    return functional._nodes_by_depth  # pylint: disable=protected-access
+
+
+def node_call(node):
+    """(layer, input tensors, output tensors) of one node (one call)."""
+    if _keras.LEGACY:
+        return (node.layer, list(node.keras_inputs),
+                tf.nest.flatten(node.outputs))
+    return node.operation, list(node.input_tensors), list(node.output_tensors)
+
+
+def tensor_key(tensor):
+    """A hashable name of a symbolic tensor, the same in every node: from
+    its `_keras_history` (layer, node index, tensor index)."""
+    layer, node_index, tensor_index = tensor._keras_history[:3]  # pylint: disable=protected-access
+    return id(layer), node_index, tensor_index
+
+
+def learning_rate_schedule(optimizer):
+    """The `LearningRateSchedule` of a tf_keras optimizer, or None.
+
+    tf_keras updates `optimizer.learning_rate` from its schedule only inside
+    `apply_gradients`; the schedule itself is kept in `_learning_rate`.
+    """
+    schedule = getattr(optimizer, "_learning_rate", None)
+    schedules = _keras.keras.optimizers.schedules
+    return schedule if isinstance(
+        schedule, schedules.LearningRateSchedule) else None

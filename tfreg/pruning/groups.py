@@ -38,6 +38,7 @@ import math
 import numpy as np
 
 from tfreg import _keras
+from tfreg import walk
 from tfreg.pruning import graph as graph_lib
 
 __all__ = ["CONSUMER", "ChannelGroup", "ChannelGroups", "DEPTHWISE", "KERNEL",
@@ -277,7 +278,7 @@ def _trace_call(tracer, call, maps):
     unit whose channel it carries, or None (not prunable).
     """
     layer = call.layer
-    inputs = [maps.get(graph_lib.tensor_key(tensor)) for tensor in call.inputs]
+    inputs = [maps.get(walk.tensor_key(tensor)) for tensor in call.inputs]
     name = type(layer).__name__
     if isinstance(layer, keras.layers.InputLayer):
         return [None]
@@ -412,8 +413,8 @@ def channel_groups(model):
     for call in model_graph.calls:
         for tensor, channel_map in zip(call.outputs,
                                        _trace_call(tracer, call, maps)):
-            maps[graph_lib.tensor_key(tensor)] = channel_map
+            maps[walk.tensor_key(tensor)] = channel_map
     for tensor in model_graph.outputs:
-        tracer.block(maps.get(graph_lib.tensor_key(tensor)))
+        tracer.block(maps.get(walk.tensor_key(tensor)))
     unsupported = [entry for entry in tracer.unsupported.values()]
     return ChannelGroups(model, tracer.groups(), unsupported)
