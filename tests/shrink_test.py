@@ -611,6 +611,20 @@ class CoupledGroupLassoTest(parameterized.TestCase):
         self.assertLen(model.losses, 1)
         self.assertEqual(optimizer.penalties, ())
 
+    def test_built_optimizer_finds_a_loss_penalty_without_the_model(self):
+        if tfreg._keras.LEGACY:
+            self.skipTest("tf_keras keeps regularizers in the layers; there "
+                          "the optimizer needs the model")
+        model = dense_chain()
+        penalty = tfreg.apply_groups(model, tfreg.channel_groups(model),
+                                     tfreg.GroupLasso(0.1))
+        optimizer = optimizers.Regularized(keras.optimizers.SGD(0.1))
+        optimizer.build(model.trainable_variables)
+        self.assertEqual(optimizer.penalties, (penalty,))
+        self.assertEqual(optimizer.tfreg_penalties(),
+                         [(penalty.variables[0], penalty)])
+        self.assertEmpty(model.losses)
+
     def test_coupled_and_elementwise_penalties_on_one_weight_both_listed(self):
         model = dense_chain()
         _randomize(model)

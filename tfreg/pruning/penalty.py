@@ -163,7 +163,9 @@ def apply_groups(model, groups, regularizer, via="loss"):
         axis is not used: the groups say which entries go together).
       via: "loss": the penalty counts in `model.losses` (it becomes the
         regularizer of its first variable, computing the whole coupled
-        penalty), so any optimizer minimizes it. "optimizer": nothing is
+        penalty), so any optimizer minimizes it; a
+        `tfreg.optimizers.Regularized` given the model takes it from there
+        as a coupled penalty. "optimizer": nothing is
         attached; pass the returned penalty to
         `tfreg.optimizers.Regularized(..., penalties=[penalty])`, whose
         proximal mode sets whole groups to exactly 0.
