@@ -64,12 +64,15 @@ def max_difference(a, b):
     return max(float(np.max(np.abs(u - v))) for u, v in zip(a, b))
 
 
-def fit_weights(strategy, weights):
+def fit_weights(strategy, weights, make_optimizer=None):
+    """Trains with `fit`; `make_optimizer(model)` gives the optimizer
+    (default: SGD(LEARNING_RATE))."""
     x, y = data()
     with strategy.scope():
         model = build_model()
         model.set_weights(weights)
-        model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE),
+        model.compile(optimizer=(make_optimizer(model) if make_optimizer
+                                 else keras.optimizers.SGD(LEARNING_RATE)),
                       loss="mse")
     # A dataset of global batches: under MultiWorkerMirroredStrategy each
     # worker then takes its half of every batch (Keras 3 rejects numpy input

@@ -4,8 +4,9 @@ The test picks two free loopback ports, starts this file twice as workers
 (TF_CONFIG set, TFREG_MULTIWORKER_OUTPUT naming where to write the trained
 weights), bounds each process in time and kills both in `finally`. Each worker
 trains the model of distribute_test with `fit` and with a custom loop using
-`tfreg.regularization_loss`; the weights must equal one device's with the same
-global batch.
+`tfreg.regularization_loss`, and (tf_keras) with `fit` and the proximal
+`tfreg.optimizers.Regularized`; the weights must equal one device's with the
+same global batch.
 """
 
 import json
@@ -22,6 +23,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_TIMEOUT = 240  # seconds, per worker process
 # Same bound as distribute_test (float32 sums in another order).
 WEIGHT_TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+
+
+def regularized(model):
+    """The proximal optimizer over SGD, the model's penalties moved into it."""
+    import tfreg  # pylint: disable=g-import-not-at-top
+    from tests import distribute_test  # pylint: disable=g-import-not-at-top
+    return tfreg.optimizers.Regularized(
+        distribute_test.keras.optimizers.SGD(distribute_test.LEARNING_RATE),
+        model=model)
 
 
 def run_worker(output):
@@ -42,6 +52,7 @@ def run_worker(output):
     # first step ("Attempt to convert a value (PerReplica...) to a Tensor"),
     # with numpy or tf.data input alike; only tf_keras' fit is compared.
     fitted = (distribute_test.fit_weights(strategy, weights)
+              + distribute_test.fit_weights(strategy, weights, regularized)
               if distribute_test.LEGACY else [])
     looped = distribute_test.custom_loop(strategy, weights,
                                          tfreg.regularization_loss)
@@ -108,11 +119,12 @@ class MultiWorkerTest(absltest.TestCase):
                     process.wait()
 
         weights = distribute_test.initial_weights()
-        one_fit = (distribute_test.fit_weights(tf.distribute.get_strategy(),
-                                               weights)
+        one_device = tf.distribute.get_strategy()
+        one_fit = (distribute_test.fit_weights(one_device, weights)
+                   + distribute_test.fit_weights(one_device, weights,
+                                                 regularized)
                    if distribute_test.LEGACY else [])
-        one_loop = distribute_test.custom_loop(tf.distribute.get_strategy(),
-                                               weights,
+        one_loop = distribute_test.custom_loop(one_device, weights,
                                                tfreg.regularization_loss)
         for index, output in enumerate(outputs):
             with np.load(output) as saved:
