@@ -37,8 +37,13 @@ the threshold reaches is set to exactly 0.
 
 Closed-form gradients: all of the above and priors.StudentT, priors.Cauchy,
 priors.SpikeAndSlab (no log: sigmoid from one exp) and priors.Horseshoe
-(its written-out derivative, through which the approximation's one
-log1p is inevitable). Other regularizers have neither here (`prox` and
+(its written-out derivative). The Horseshoe's cannot be log-free: with
+u = (x / scale)^2 / 2, TFP's approximation holds log L(u), L = log1p(g / u
+- B(u)), whose derivative L'(u) / L(u) divides by that log1p, and h(u)
+holds u^1.0919..., a non-integer power (exp(p log u)); a log-free formula
+would not be the gradient of the penalty the loss path minimizes. Its
+step needs one log1p and one log per weight (the value's own logs are
+unused and pruned from a traced step). Other regularizers have neither here (`prox` and
 `gradient` return None).
 """
 
