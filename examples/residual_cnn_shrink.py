@@ -134,62 +134,90 @@ def saved_model_bytes(model, directory):
                for root, _, names in os.walk(directory) for name in names)
 
 
-def main(epochs, plot):
+def measure(epochs, strengths=STRENGTHS):
+    """Trains, prunes and shrinks at each strength; returns the outcome.
+
+    The chosen result is the strongest strength whose fine-tuned model is
+    within 1 point of the unregularized one (else the first): its latency
+    ratio (shrunk / original) and SavedModel sizes are measured.
+    """
     data = digits()
     _, x_val, _, y_val = data
     baseline = train(data, epochs)
-    base_accuracy = accuracy(baseline, x_val, y_val)
-    base_cost = tfreg.model_cost(baseline)
-    print(f"unregularized: val accuracy {base_accuracy:.4f}, "
-          f"{base_cost['params']:,} params, {base_cost['flops']:,} FLOPs")
-    results = []
-    for strength in STRENGTHS:
+    outcome = {"accuracy": accuracy(baseline, x_val, y_val),
+               "cost": tfreg.model_cost(baseline), "results": []}
+    for strength in strengths:
         model, small, tuned = prune(baseline, strength, data,
                                     max(1, epochs // 2))
         logits = model.predict(x_val, verbose=0)
         gap = float(np.max(np.abs(small.predict(x_val, verbose=0) - logits)))
         # The shrunk model computes the same function (float32 rounding).
         assert gap <= 1e-4 * max(1.0, float(np.max(np.abs(logits)))), gap
-        cost = tfreg.model_cost(small)
-        results.append((strength, tuned, accuracy(small, x_val, y_val),
-                        accuracy(tuned, x_val, y_val), cost))
-        print(f"GroupLasso({strength}): {cost['params']:,} params "
-              f"({base_cost['params'] / cost['params']:.2f}x fewer), "
-              f"{cost['flops']:,} FLOPs; val accuracy {results[-1][2]:.4f} "
-              f"shrunk, {results[-1][3]:.4f} fine-tuned; shrunk vs pruned "
-              f"max |diff| {gap:.1e}")
-    within = [result for result in results
-              if result[3] >= base_accuracy - 0.01]
-    strength, small, _, _, _ = (within or results[:1])[-1]
-    print(f"\nshrunk model: GroupLasso({strength}), fine-tuned"
-          + ("" if within else " (none within 1 point of unregularized)"))
-    tfreg.shrink_summary(baseline, small)
-    ratio = latency_ratio(small, baseline, x_val)
-    print(f"CPU latency shrunk / original ({len(x_val)} images): "
-          f"{ratio:.2f}")
+        outcome["results"].append({
+            "strength": strength, "gap": gap, "cost": tfreg.model_cost(small),
+            "shrunk_accuracy": accuracy(small, x_val, y_val),
+            "tuned_accuracy": accuracy(tuned, x_val, y_val), "model": small})
+    within = [result for result in outcome["results"]
+              if result["tuned_accuracy"] >= outcome["accuracy"] - 0.01]
+    chosen = (within or outcome["results"][:1])[-1]
     directory = tempfile.mkdtemp()
-    before = saved_model_bytes(baseline, os.path.join(directory, "original"))
-    after = saved_model_bytes(small, os.path.join(directory, "shrunk"))
-    print(f"SavedModel size: {before / 1024:.0f} KiB -> {after / 1024:.0f} "
-          f"KiB ({before / after:.2f}x smaller)")
+    outcome.update(
+        chosen=chosen, within=bool(within), baseline=baseline,
+        latency_ratio=latency_ratio(chosen["model"], baseline, x_val),
+        saved_before=saved_model_bytes(
+            baseline, os.path.join(directory, "original")),
+        saved_after=saved_model_bytes(
+            chosen["model"], os.path.join(directory, "shrunk")))
+    return outcome
 
+
+def plot_tradeoff(outcome, path):
+    """Validation accuracy against the fraction of parameters kept."""
+    results = outcome["results"]
     figure, axes = pyplot.subplots(figsize=(5, 3.5))
-    kept = [result[4]["params"] / base_cost["params"] for result in results]
-    axes.plot(kept, [100 * result[2] for result in results], "s:",
-              label="shrunk")
-    axes.plot(kept, [100 * result[3] for result in results], "o-",
-              label="shrunk, fine-tuned")
+    kept = [result["cost"]["params"] / outcome["cost"]["params"]
+            for result in results]
+    axes.plot(kept, [100 * result["shrunk_accuracy"] for result in results],
+              "s:", label="shrunk")
+    axes.plot(kept, [100 * result["tuned_accuracy"] for result in results],
+              "o-", label="shrunk, fine-tuned")
     for value, result in zip(kept, results):
-        axes.annotate(f"{result[0]:g}", (value, 100 * result[3]),
+        axes.annotate(f"{result['strength']:g}",
+                      (value, 100 * result["tuned_accuracy"]),
                       textcoords="offset points", xytext=(4, 4))
-    axes.axhline(100 * base_accuracy, color="gray", linestyle="--",
+    axes.axhline(100 * outcome["accuracy"], color="gray", linestyle="--",
                  label="unregularized")
     axes.set_xlabel("parameters kept (fraction of the original)")
     axes.set_ylabel("validation accuracy (%)")
     axes.set_title("Residual CNN on digits: strength vs size")
     axes.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(plot, dpi=120)
+    figure.savefig(path, dpi=120)
+
+
+def main(epochs, plot):
+    outcome = measure(epochs)
+    base = outcome["cost"]
+    print(f"unregularized: val accuracy {outcome['accuracy']:.4f}, "
+          f"{base['params']:,} params, {base['flops']:,} FLOPs")
+    for result in outcome["results"]:
+        cost = result["cost"]
+        print(f"GroupLasso({result['strength']}): {cost['params']:,} params "
+              f"({base['params'] / cost['params']:.2f}x fewer), "
+              f"{cost['flops']:,} FLOPs; val accuracy "
+              f"{result['shrunk_accuracy']:.4f} shrunk, "
+              f"{result['tuned_accuracy']:.4f} fine-tuned; shrunk vs pruned "
+              f"max |diff| {result['gap']:.1e}")
+    chosen = outcome["chosen"]
+    print(f"\nshrunk model: GroupLasso({chosen['strength']}), fine-tuned"
+          + ("" if outcome["within"]
+             else " (none within 1 point of unregularized)"))
+    tfreg.shrink_summary(outcome["baseline"], chosen["model"])
+    print(f"CPU latency shrunk / original: {outcome['latency_ratio']:.2f}")
+    before, after = outcome["saved_before"], outcome["saved_after"]
+    print(f"SavedModel size: {before / 1024:.0f} KiB -> {after / 1024:.0f} "
+          f"KiB ({before / after:.2f}x smaller)")
+    plot_tradeoff(outcome, plot)
     print(f"trade-off plot: {plot}")
 
 

@@ -51,28 +51,41 @@ def train(regularizer, through, epochs, split):
     return accuracy, model.get_layer("hidden").kernel.numpy()
 
 
+RUNS = (
+    ("none", None, "loss"),
+    ("loss L1(1e-4)", tfreg.L1(1e-4), "loss"),
+    ("loss L1(1e-3)", tfreg.L1(1e-3), "loss"),
+    ("proximal L1(1e-4)", tfreg.L1(1e-4), "proximal"),
+    ("proximal L1(1e-3)", tfreg.L1(1e-3), "proximal"),
+    ("loss GroupLasso(1e-3)", tfreg.GroupLasso(1e-3), "loss"),
+    ("proximal GroupLasso(1e-3)", tfreg.GroupLasso(1e-3), "proximal"),
+)
+
+
+def measure(epochs, runs=RUNS):
+    """Per run: name, path ("loss"/"proximal"), validation accuracy, exact
+    zeros and all-zero units of the hidden kernel."""
+    split = data()
+    rows = []
+    for name, regularizer, through in runs:
+        accuracy, kernel = train(regularizer, through, epochs, split)
+        rows.append({"run": name, "through": through, "accuracy": accuracy,
+                     "zeros": int(np.sum(kernel == 0)), "weights": kernel.size,
+                     "zero_units": int(np.sum(np.all(kernel == 0, axis=0))),
+                     "units": kernel.shape[1]})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=150)
     args = parser.parse_args()
-    split = data()
-    runs = [
-        ("none", None, "loss"),
-        ("loss L1(1e-4)", tfreg.L1(1e-4), "loss"),
-        ("loss L1(1e-3)", tfreg.L1(1e-3), "loss"),
-        ("proximal L1(1e-4)", tfreg.L1(1e-4), "proximal"),
-        ("proximal L1(1e-3)", tfreg.L1(1e-3), "proximal"),
-        ("loss GroupLasso(1e-3)", tfreg.GroupLasso(1e-3), "loss"),
-        ("proximal GroupLasso(1e-3)", tfreg.GroupLasso(1e-3), "proximal"),
-    ]
     print(f"{'run':<27} {'val acc':>7} {'zero weights':>13} "
           f"{'zero units':>10}")
-    for name, regularizer, through in runs:
-        accuracy, kernel = train(regularizer, through, args.epochs, split)
-        zeros = int(np.sum(kernel == 0))
-        units = int(np.sum(np.all(kernel == 0, axis=0)))
-        print(f"{name:<27} {accuracy:>7.3f} {zeros:>6} / {kernel.size:<4} "
-              f"{units:>5} / {kernel.shape[1]}")
+    for row in measure(args.epochs):
+        print(f"{row['run']:<27} {row['accuracy']:>7.3f} "
+              f"{row['zeros']:>6} / {row['weights']:<4} "
+              f"{row['zero_units']:>5} / {row['units']}")
 
 
 if __name__ == "__main__":

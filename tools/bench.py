@@ -409,8 +409,9 @@ LOGS = Limit("Logarithms and exponentials on CPU", (
     "one log per 16 weights (`penalties.log1p_sum`). SpikeAndSlab needs an "
     "exp and a log per weight, and XLA computes the exp anew in each fusion "
     "that uses it; Horseshoe takes two exps, four logs, a square root and "
-    "four divisions per weight. Updates in the optimizer need only a "
-    "prior's gradient, no log (issue 21)."))
+    "four divisions per weight. The decoupled update of "
+    "`tfreg.optimizers.Regularized` needs only the gradient, which for "
+    "Normal, Laplace, Student-t, Cauchy and SpikeAndSlab takes no log."))
 XLA_WRITES = Limit("XLA:CPU writes the summed terms out", (
     "The terms (`x^2`, `|x|`) are written out and read back by the "
     "reduction; only a bare parameter read (the floor itself) fuses into "
@@ -755,8 +756,8 @@ TRAIN_STEP = Case(
                 "What is left of the MLP's overhead is one read of the "
                 "kernels for the value and one read-modify-write for the "
                 "gradient; less needs the decay folded into the optimizer's "
-                "update (decoupled weight decay, issue 21), outside the "
-                "per-layer regularizer API.")), NOISE),
+                "update (`tfreg.optimizers.Regularized`, the optimizer case "
+                "below).")), NOISE),
         _goal_overhead("deep128", "L1L2", False, 0.6): (Limit(
             "Ops per variable", (
                 "On 129 small kernels the cost is graph ops per variable, "
@@ -1143,7 +1144,120 @@ OPTIMIZER_CASE = Case(
                     "take no log.")), NOISE)})
 
 
-CASES = [PENALTY, PRIORS_CASE, TRAIN_STEP, FIRST_STEP, OPTIMIZER_CASE]
+# ------------------------------------------------------------- outcomes --
+
+
+def _example(name):
+    """A script of examples/ as a module (its functions, not its main)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "examples"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def run_outcomes(settings):
+    """Sparsity and shrinking measured by the two examples' `measure`."""
+    sparse = _example("sparse_training")
+    runs = settings.pick(full=sparse.RUNS, tiny=sparse.RUNS[:1] + (
+        sparse.RUNS[-1],))
+    rows = [dict(row, kind="sparsity") for row in sparse.measure(
+        settings.pick(full=150, tiny=1), runs)]
+    print_rows(rows, ("run", "accuracy", "zeros", "zero_units"))
+    shrink = _example("residual_cnn_shrink")
+    outcome = shrink.measure(settings.pick(full=40, tiny=1),
+                             settings.pick(full=shrink.STRENGTHS,
+                                           quick=(0.02,), tiny=(0.02,)))
+    base = outcome["cost"]
+    for result in outcome["results"]:
+        row = {
+            "kind": "shrink", "strength": result["strength"],
+            "accuracy": outcome["accuracy"],
+            "tuned_accuracy": result["tuned_accuracy"],
+            "params": base["params"], "shrunk_params": result["cost"]["params"],
+            "flops": base["flops"], "shrunk_flops": result["cost"]["flops"],
+            "chosen": result is outcome["chosen"]}
+        if row["chosen"]:
+            row.update(latency_ratio=outcome["latency_ratio"],
+                       saved_kib=outcome["saved_before"] / 1024,
+                       shrunk_saved_kib=outcome["saved_after"] / 1024)
+        rows.append(row)
+    print_rows(rows[-len(outcome["results"]):],
+               ("strength", "tuned_accuracy", "shrunk_params"))
+    keras.backend.clear_session()
+    return rows
+
+
+def table_outcomes(rows):
+    sparsity = table(_find(rows, kind="sparsity"), (
+        ("run", "run"), ("val accuracy", "accuracy"),
+        ("exact zeros", lambda row: f"{row['zeros']} / {row['weights']}"),
+        ("all-zero units",
+         lambda row: f"{row['zero_units']} / {row['units']}")))
+    shrink = table(_find(rows, kind="shrink"), (
+        ("GroupLasso", "strength"),
+        ("val accuracy (unregularized)",
+         lambda row: f"{row['tuned_accuracy']:.4f} ({row['accuracy']:.4f})"),
+        ("params", lambda row: f"{row['params']:,} -> {row['shrunk_params']:,}"),
+        ("FLOPs", lambda row: f"{row['flops']:,} -> {row['shrunk_flops']:,}"),
+        ("latency shrunk / original",
+         lambda row: _cell(row["latency_ratio"]) if row["chosen"] else ""),
+        ("SavedModel KiB",
+         lambda row: (f"{row['saved_kib']:.0f} -> {row['shrunk_saved_kib']:.0f}"
+                      if row["chosen"] else ""))))
+    return ("First table: the hidden kernel of the digits MLP (64-64-10, "
+            "SGD 0.1 with momentum, 150 epochs) after training. Second: a "
+            "residual CNN on digits after coupled group lasso through the "
+            "proximal optimizer, `tfreg.shrink` (outputs equal the pruned "
+            "model's, checked) and fine-tuning; latency and SavedModel size "
+            "for the strongest strength within 1 point.\n\n" + sparsity
+            + "\n\n" + shrink)
+
+
+OUTCOME_GOALS = {
+    "zeros": "proximal run: exact zeros where the loss path has none, val "
+             "accuracy >= best loss run - 1 point (accuracy gap, points)",
+    "shrink": "shrunk residual CNN: >= 2x fewer parameters at val accuracy "
+              "within 1 point of unregularized (parameter ratio)",
+}
+
+
+def targets_outcomes(rows, settings):
+    out = []
+    sparsity = _find(rows, kind="sparsity")
+    loss_runs = [row for row in sparsity if row["through"] == "loss"]
+    best = max(row["accuracy"] for row in loss_runs) if loss_runs else None
+    for row in sparsity:
+        if row["through"] == "proximal" and best is not None:
+            gap = 100 * (best - row["accuracy"])
+            out.append(Target(
+                OUTCOME_GOALS["zeros"],
+                f"{row['run']} ({row['zeros']} zeros)", "", gap,
+                gap <= 1 and row["zeros"] > 0
+                and all(loss["zeros"] == 0 for loss in loss_runs)))
+    for row in _find(rows, kind="shrink", chosen=True):
+        ratio = row["params"] / row["shrunk_params"]
+        out.append(Target(
+            OUTCOME_GOALS["shrink"], f"GroupLasso({row['strength']:g})", "",
+            ratio, ratio >= 2 and row["tuned_accuracy"] >= row["accuracy"]
+            - 0.01))
+    return out
+
+
+OUTCOMES_CASE = Case(
+    name="outcomes",
+    title="What the optimizer and shrink give",
+    about="Exact zeros from proximal steps against the loss path "
+          "(examples/sparse_training.py), and a residual CNN shrunk after "
+          "coupled group lasso (examples/residual_cnn_shrink.py).",
+    run=run_outcomes,
+    table=table_outcomes,
+    targets=targets_outcomes)
+
+
+CASES = [PENALTY, PRIORS_CASE, TRAIN_STEP, FIRST_STEP, OPTIMIZER_CASE,
+         OUTCOMES_CASE]
 
 
 # ---------------------------------------------------------------- report --
@@ -1233,16 +1347,13 @@ timed `tf.function`s, never passed as arguments. Compare ratios, not times,
 across runs: this machine is shared and its speed moves between runs.
 
 ```sh
-python tools/bench.py --quick --write BENCHMARKS.md   # under 3 minutes
-python tools/bench.py --write BENCHMARKS.md           # full run, about 25-30 minutes
-python tools/bench.py --cases penalty,priors --rounds 11 --json out.json
-TF_CPU_ALLOCATOR_USE_BFC=true python tools/bench.py   # TF's BFC CPU allocator
-bazel run //tools:bench -- --quick
+python tools/bench.py --quick --write BENCHMARKS.md   # quick run (a target: 3 minutes)
+python tools/bench.py --write BENCHMARKS.md           # full run, about 30 minutes
+python tools/bench.py --cases optimizer,outcomes --json out.json   # some cases
 ```
 
 This file is the output of one run (command and machine below); the history
-of earlier rounds is in git. Cases:
-"""
+of earlier rounds is in git. Cases:"""
 
 
 def _unwrapped(text):
@@ -1262,18 +1373,19 @@ def document(results):
              f"Generated by `{meta['command']}` on {meta['date']} at commit "
              f"{meta['commit']}; rerun it rather than editing this file.",
              "", "## How to run", "", _unwrapped(HOW_TO_RUN)]
-    lines += [f"- `{case.name}`: {case.about}" for case in CASES]
+    lines[-1] += " " + "; ".join(f"`{case.name}`: {case.about.rstrip('.')}"
+                                 for case in CASES) + "."
     seconds = ", ".join(f"{name} {s:.0f} s"
                         for name, s in results["case_seconds"].items())
     lines += [
         "", "## Machine", "",
-        f"- {meta['cpu']}, {meta['cores']} cores, {meta['platform']}",
-        f"- Python {meta['python']}, TensorFlow {meta['tensorflow']}, Keras "
+        f"- {meta['cpu']}, {meta['cores']} cores, {meta['platform']}; "
+        f"Python {meta['python']}, TensorFlow {meta['tensorflow']}, Keras "
         f"{meta['keras']} ({'tf_keras' if meta['legacy'] else 'Keras 3'}), "
         f"`TF_CPU_ALLOCATOR_USE_BFC={meta['cpu_allocator_use_bfc']}`",
         f"- load average (1/5/15 min) before {meta['load_before']}, after "
-        f"{meta['load_after']}; peak memory {meta['max_rss_gb']:.1f} GB",
-        f"- wall time {meta['seconds']:.0f} s ({seconds})",
+        f"{meta['load_after']}; peak memory {meta['max_rss_gb']:.1f} GB; "
+        f"wall time {meta['seconds']:.0f} s ({seconds})",
     ]
     met = sum(t.met for t in targets)
     lines += ["", "## Targets", "",
@@ -1290,19 +1402,15 @@ def document(results):
         if not target.met:
             unmet.setdefault(target.goal, []).append(target)
     if unmet:
-        lines += ["## What limits the unmet targets", "",
-                  "Not met in this run:"]
-        limits = {}
-        for goal, misses in unmet.items():
-            found = _limits_of(goal)
-            limits.update(dict.fromkeys(found))
-            where = ", ".join(
-                f"{t.subject}{' ' + t.condition if t.condition else ''}"
-                for t in misses)
-            named = "; ".join(limit.title for limit in found)
-            lines.append(f"- {goal}: {where} ({named or 'not analysed'}).")
-        lines += ["", "What limits them:"]
-        lines += [f"- **{limit.title}.** {limit.text}" for limit in limits]
+        lines += ["## What limits the unmet targets", ""]
+        cited = {}
+        for goal in unmet:
+            for limit in _limits_of(goal) or (None,):
+                cited.setdefault(limit, []).append(goal)
+        for limit, goals in cited.items():
+            which = "; ".join(goals)
+            lines.append(f"- **{limit.title}.** {limit.text} ({which})"
+                         if limit else f"- **Not analysed:** {which}.")
         lines.append("")
     lines += ["## Results"]
     for case in ran:
