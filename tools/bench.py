@@ -1141,7 +1141,15 @@ OPTIMIZER_CASE = Case(
                     "log1p term and raises u to a non-integer power: a log1p, "
                     "a log and two exps per weight that no rewrite of the "
                     "exact derivative removes; the other priors' gradients "
-                    "take no log.")), NOISE)})
+                    "take no log.")), Limit(
+                "One pass per op in graph mode", (
+                    "Without XLA every elementwise op is its own pass over "
+                    "the weights: L2's gradient is one multiply, Student-t's "
+                    "and Cauchy's `c x / (a + x^2)` four passes and "
+                    "SpikeAndSlab's responsibility-weighted gradient more; "
+                    "under XLA they fuse into one pass and meet the target. "
+                    "Compile the step (`jit_compile=True`) to get there.")),
+                NOISE)})
 
 
 # ------------------------------------------------------------- outcomes --
