@@ -566,7 +566,8 @@ PRIORS_CASE = Case(
 
 # ------------------------------------------------------------- train step --
 
-def _mlp(regularizer, settings):
+def _mlp(regularizer, settings, batch=128):
+    """784-1024-1024-1024-10 (tiny: 784-16-10); (model, input shape)."""
     units = settings.pick(full=(1024, 1024, 1024), tiny=(16,))
     inputs = keras.Input((784,))
     x = inputs
@@ -574,7 +575,7 @@ def _mlp(regularizer, settings):
         x = keras.layers.Dense(width, activation="relu",
                                kernel_regularizer=regularizer)(x)
     outputs = keras.layers.Dense(10, kernel_regularizer=regularizer)(x)
-    return keras.Model(inputs, outputs), (128, 784)
+    return keras.Model(inputs, outputs), (batch, 784)
 
 
 def _cnn(regularizer, settings):
@@ -860,15 +861,8 @@ from tfreg import optimizers as tfreg_optimizers  # pylint: disable=g-import-not
 
 
 def _optimizer_mlp(regularizer, settings):
-    """784-1024-1024-1024-10 (tiny: 784-16-10), batch 256."""
-    units = settings.pick(full=(1024, 1024, 1024), tiny=(16,))
-    inputs = keras.Input((784,))
-    x = inputs
-    for width in units:
-        x = keras.layers.Dense(width, activation="relu",
-                               kernel_regularizer=regularizer)(x)
-    outputs = keras.layers.Dense(10, kernel_regularizer=regularizer)(x)
-    return keras.Model(inputs, outputs), (256, 784)
+    """The train-step case's MLP at batch 256."""
+    return _mlp(regularizer, settings, batch=256)
 
 
 def _optimizer_step(build, regularizer, optimizer, jit, seed=0):
