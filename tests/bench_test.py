@@ -130,6 +130,9 @@ class BenchTest(absltest.TestCase):
     def test_a_full_run_document_stays_under_250_lines(self):
         full = _full_shaped(self.results)
         self.assertLen(full["cases"]["train_step"], 12)
+        # The longest document: every target unmet, so every limit printed.
+        full["targets"] = [dict(target, met=False)
+                           for target in full["targets"]]
         self.assertLess(len(bench.document(full).splitlines()), 250)
 
     def test_train_step_targets_use_each_models_bound(self):

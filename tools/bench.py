@@ -1398,7 +1398,7 @@ def document(results):
     for name, title in titles.items():
         of_case = [t for t in targets if t.case == name]
         if of_case:
-            lines += [f"**{title}**", "", targets_table(of_case), ""]
+            lines += [f"### {title}", targets_table(of_case), ""]
     unmet = {}
     for target in targets:
         if not target.met:

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e ".[test]"
 
 if ! command -v bazel >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   sudo=""
