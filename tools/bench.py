@@ -608,11 +608,13 @@ def _deep(regularizer, settings, depth=None, units=32):
 MODELS = {"mlp": _mlp, "cnn": _cnn, "deep128": _deep}
 
 
-def _train_step(build, regularizer, jit, seed=0):
-    """A compiled model's `train_on_batch` on a fixed batch, called once."""
+def _train_step(build, regularizer, jit, seed=0,
+                optimizer=lambda model: keras.optimizers.SGD(0.001)):
+    """A compiled model's `train_on_batch` on a fixed batch, called once;
+    the model is compiled with `optimizer(model)`."""
     keras.utils.set_random_seed(seed)
     model, input_shape = build(regularizer)
-    model.compile(optimizer=keras.optimizers.SGD(0.001),
+    model.compile(optimizer=optimizer(model),
                   loss=keras.losses.SparseCategoricalCrossentropy(
                       from_logits=True),
                   jit_compile=jit)
@@ -865,21 +867,6 @@ def _optimizer_mlp(regularizer, settings):
     return _mlp(regularizer, settings, batch=256)
 
 
-def _optimizer_step(build, regularizer, optimizer, jit, seed=0):
-    """`train_on_batch` of a model compiled with `optimizer(model)`."""
-    keras.utils.set_random_seed(seed)
-    model, input_shape = build(regularizer)
-    model.compile(optimizer=optimizer(model),
-                  loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True),
-                  jit_compile=jit)
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=input_shape).astype(np.float32)
-    y = rng.integers(0, 10, size=(input_shape[0],)).astype(np.int32)
-    model.train_on_batch(x, y)
-    return lambda: model.train_on_batch(x, y)
-
-
 def _wrapped(mode, inner):
     return lambda model: tfreg_optimizers.Regularized(inner(), mode=mode,
                                                       model=model)
@@ -940,8 +927,8 @@ def _run_optimizer_steps(settings):
     for model_name, jit, plan in _optimizer_plan(settings):
         def build(regularizer, model_name=model_name):
             return _OPTIMIZER_MODELS[model_name](regularizer, settings)
-        contenders = {name: _optimizer_step(build, regularizer, optimizer,
-                                            jit)
+        contenders = {name: _train_step(build, regularizer, jit,
+                                        optimizer=optimizer)
                       for name, (regularizer, optimizer) in plan.items()}
         times = interleave(
             contenders, _rounds_within(contenders, rounds, repeat, seconds),
@@ -1016,8 +1003,8 @@ def _run_optimizer_first_step(settings):
             gc.collect()
             regularizer, optimizer = contenders[name]
             start = time.perf_counter()
-            _optimizer_step(lambda r: _deep(r, settings, depth=depth),
-                            regularizer, optimizer, True)
+            _train_step(lambda r: _deep(r, settings, depth=depth),
+                        regularizer, True, optimizer=optimizer)
             times[name].append(time.perf_counter() - start)
     keras.backend.clear_session()
     return [{"kind": "first_step", "depth": depth, "contender": name,
