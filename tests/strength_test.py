@@ -284,7 +284,8 @@ class StrengthTest(parameterized.TestCase):
             with self.subTest(value=value):
                 with self.assertRaisesRegex(
                         TypeError, "The schedule of Strength 'l2' must return "
-                        "a float. Received: .* for epoch 0"):
+                        "a finite float >= 0 that float32 holds. Received: .* "
+                        "for epoch 0"):
                     model.fit(x, y, epochs=1, verbose=0, callbacks=[
                         tfreg.StrengthScheduler({"l2": lambda epoch, v=value: v})])
 

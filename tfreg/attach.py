@@ -55,6 +55,7 @@ def _select(model, include=None, exclude=None, default_include=None):
 
 
 def _check_built(model):
+    walk.check_model(model)
     if not getattr(model, "built", False) or not model.weights:
         raise ValueError(
             "Expected a built model (call it on data or build it first). "

@@ -10,6 +10,7 @@ from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflo
 from tfreg import _keras
 from tfreg import penalties
 from tfreg import strength
+from tfreg import validation
 
 __all__ = ["Regularizer", "accumulation_dtype"]
 
@@ -110,14 +111,15 @@ class Regularizer(_keras.Regularizer, tf.__internal__.tracking.Trackable):
     @classmethod
     def from_config(cls, config):
         if not isinstance(config, dict):
-            raise TypeError(
-                f"Expected a dict config for {cls.__name__}. "
-                f"Received: config={config!r}")
+            raise TypeError(validation.message(
+                "config", config, f"a dict config for {cls.__name__} ({{}} "
+                "for the defaults)"))
         unknown = sorted(set(config) - set(cls.config_keys()), key=str)
         if unknown:
             raise ValueError(
-                f"Unknown key(s) {unknown} in the config of {cls.__name__}. "
-                f"Expected a subset of {list(cls.config_keys())}.")
+                f"Unknown key(s) {validation.short_repr(unknown)} in the "
+                f"config of {cls.__name__}. Expected a subset of "
+                f"{list(cls.config_keys())}.")
         return cls(**config)
 
     def strength_arguments(self):

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from tfreg import _losses
+from tfreg import walk
 
 __all__ = ["regularization_loss", "scale_for_replicas"]
 
@@ -42,7 +43,11 @@ def regularization_loss(model):
     Returns:
       A scalar tensor: float64 if any loss is float64, float32 otherwise
       (mixed-precision losses are summed in float32).
+
+    Raises:
+      TypeError: if `model` is not a Keras model or layer.
     """
+    walk.check_model(model)
     return scale_for_replicas(_losses.total(model.losses))
 
 

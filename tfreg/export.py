@@ -8,12 +8,14 @@ penalty as plain TensorFlow graphs that load with `tf.saved_model.load` where
 neither tfreg nor Keras is importable.
 """
 
+import os
 import re
 
 import tensorflow as tf
 
 from tfreg import _keras
 from tfreg import _losses
+from tfreg import validation
 from tfreg import walk
 
 __all__ = ["INPUTS_SIGNATURE", "SERVING_SIGNATURE", "WEIGHT_SIGNATURE",
@@ -24,6 +26,30 @@ WEIGHT_SIGNATURE = "regularization_loss"
 INPUTS_SIGNATURE = "regularization_loss_on_inputs"
 
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def _check_path(path):
+    """`path` as a str: a directory to write, existing or not, not a file."""
+    expected = "a directory path (a non-empty str or os.PathLike)"
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(validation.message("path", path, expected))
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise ValueError(validation.message("path", path, expected))
+    # The nearest existing path among `path` and its parents must be a
+    # directory; TensorFlow would say FailedPreconditionError.
+    existing = text
+    while not tf.io.gfile.exists(existing):
+        parent = os.path.dirname(existing.rstrip("/"))
+        if not parent or parent == existing:
+            return text
+        existing = parent
+    if not tf.io.gfile.isdir(existing):
+        note = (", which is an existing file" if existing == text else
+                f", which lies under the existing file {existing!r}")
+        raise ValueError(validation.message(
+            "path", path, expected, note=note))
+    return text
 
 
 def _input_specs(model, input_signature):
@@ -124,27 +150,34 @@ def export_saved_model(model, path, input_signature=None, options=None):
       layers add in `call`.
 
     Losses are summed in float32, or float64 when any of them is float64.
+    As with `tf.saved_model.save`, an existing directory at `path` is
+    written into: the SavedModel's files (`saved_model.pb`, `variables/`,
+    ...) are replaced and any other file there is left alone.
     The same functions are attributes of the loaded object (`serve`,
     `regularization_loss`, `regularization_loss_on_inputs`), and its
     `model_variables` are the model's variables.
 
     Args:
       model: A built Keras model of the active generation.
-      path: Directory to write the SavedModel to.
+      path: Directory to write the SavedModel to (str or os.PathLike); it
+        may exist, but must not be a file.
       input_signature: A `tf.TensorSpec` or nested structure of them, the
         model's single positional argument. Needed when the model has no
         `inputs` (subclassed models); defaults to the model's `inputs`.
       options: Optional `tf.saved_model.SaveOptions`.
 
     Raises:
-      TypeError: if `model` is not a Keras model or `input_signature` holds
-        something other than `tf.TensorSpec`.
-      ValueError: if the inputs cannot be inferred.
+      TypeError: if `model` is not a Keras model, `path` not a str or
+        os.PathLike, or `input_signature` holds something other than
+        `tf.TensorSpec`.
+      ValueError: if the inputs cannot be inferred, or `path` is an
+        existing file (or lies under one).
     """
     if not isinstance(model, _keras.keras.Model):
         raise TypeError(
             f"Expected a {_keras.keras.__name__} Model. Received: "
             f"model={model!r}")
+    path = _check_path(path)
     structure, flat_specs = _input_specs(model, input_signature)
 
     def pack(flat_inputs):

@@ -1,10 +1,13 @@
 """Seeing the penalties: `summary(model)` and the `PenaltyLogger` callback."""
 
+import os
+
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from tfreg import _keras
 from tfreg import _table
+from tfreg import validation
 from tfreg import walk
 
 __all__ = ["PenaltyLogger", "TOTAL_KEY", "format_table", "penalties", "summary"]
@@ -26,8 +29,10 @@ def penalties(model):
     all rows; 0 when that sum is 0) and "via" ("loss" for a penalty in
     `model.losses`, "optimizer" for one the model's optimizer applies; see
     `tfreg.walk`). A shared layer or weight has one row. Activity
-    regularizers depend on inputs and are not listed.
+    regularizers depend on inputs and are not listed. `model` is a Keras
+    model or layer (TypeError otherwise).
     """
+    walk.check_model(model)
     rows = []
     for weight in walk.regularized_weights(model):
         rows.append({
@@ -101,6 +106,11 @@ class PenaltyLogger(_keras.keras.callbacks.Callback):
     With `log_dir`, they are also written as TensorBoard scalars, one point
     per epoch.
 
+    Args:
+      log_dir: None, or the directory (str or os.PathLike) of TensorBoard's
+        event files.
+      prefix: The first part of every key, a non-empty str.
+
     >>> import numpy as np, tfreg
     >>> from tfreg._keras import keras
     >>> model = keras.Sequential([
@@ -117,6 +127,17 @@ class PenaltyLogger(_keras.keras.callbacks.Callback):
 
     def __init__(self, log_dir=None, prefix="penalty"):
         super().__init__()
+        expected = "None or a directory path (a non-empty str or os.PathLike)"
+        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(validation.message("log_dir", log_dir, expected))
+        if log_dir is not None and not os.fspath(log_dir):
+            raise ValueError(validation.message("log_dir", log_dir, expected))
+        if not isinstance(prefix, str):
+            raise TypeError(validation.message(
+                "prefix", prefix, "a non-empty str"))
+        if not prefix:
+            raise ValueError(validation.message(
+                "prefix", prefix, "a non-empty str"))
         self.log_dir = log_dir
         self.prefix = prefix
         self._writer = None

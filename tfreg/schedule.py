@@ -1,5 +1,8 @@
 """Finding a model's `Strength`s and changing them on a schedule."""
 
+import numpy as np
+import tensorflow as tf
+
 from tfreg import _keras
 from tfreg import base
 from tfreg import validation
@@ -25,7 +28,9 @@ def strengths(model):
 
     A checkpoint of the model already holds them (regularizers track their
     strengths); this map is for reading or assigning them by name.
+    `model` is a Keras model or layer (TypeError otherwise).
     """
+    walk.check_model(model)
     return {name: list({id(value.variable): value.variable
                         for value in values.values()}.values())
             for name, values in _strength_values(model).items()}
@@ -77,15 +82,26 @@ class StrengthScheduler(_keras.keras.callbacks.Callback):
         self._strengths = {name: list(found[name].values())
                            for name in self.schedules}
 
+    def _value(self, name, index):
+        """The schedule's value, checked as `Strength.assign` checks it."""
+        value = self.schedules[name](index)
+        # A scalar tensor (a Keras LearningRateSchedule's) or numpy array is
+        # read out; float() would also turn "0.5" and True into numbers.
+        if tf.is_tensor(value) or isinstance(value, np.ndarray):
+            value = np.asarray(value)
+            value = value[()] if value.ndim == 0 else value
+        try:
+            return validation.non_negative_float("value", value)
+        except (TypeError, ValueError) as error:
+            raise type(error)(
+                f"The schedule of Strength {name!r} must return a finite "
+                "float >= 0 that float32 holds. Received: "
+                f"{validation.short_repr(value)} "
+                f"for {self.per} {index}.") from None
+
     def _apply(self, index):
-        for name, schedule in self.schedules.items():
-            value = schedule(index)
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"The schedule of Strength {name!r} must return a float. "
-                    f"Received: {value!r} for {self.per} {index}.") from None
+        for name in self.schedules:
+            value = self._value(name, index)
             for strength in self._strengths[name]:
                 strength.assign(value)
 

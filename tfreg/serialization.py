@@ -11,6 +11,7 @@ import re
 
 from tfreg import _keras
 from tfreg import base
+from tfreg import validation
 
 __all__ = ["add_preset", "deserialize", "get", "register",
            "registered_classes", "registered_names", "serialize"]
@@ -80,8 +81,8 @@ def _lookup(name):
     cls = _REGISTRY.get(name) or _REGISTRY.get(name.lower())
     if cls is None:
         raise ValueError(
-            f"Unknown regularizer: {name!r}. Expected one of "
-            f"{registered_names()}.")
+            f"Unknown regularizer: {validation.short_repr(name)}. Expected "
+            f"one of {registered_names()}.")
     return cls
 
 
@@ -108,44 +109,70 @@ def deserialize(config):
             return cls(**kwargs)
         return _lookup(config)()
     if not isinstance(config, dict):
-        raise TypeError(
-            "Expected a regularizer name (str) or a config dict. "
-            f"Received: config={config!r}")
+        raise TypeError(validation.message(
+            "config", config, "a regularizer name (str) or a config dict"))
     unknown = sorted(set(config) - _OUTER_KEYS, key=str)
     if unknown:
         raise ValueError(
-            f"Unknown key(s) {unknown} in a regularizer config. Expected a "
-            f"subset of {sorted(_OUTER_KEYS)}.")
+            f"Unknown key(s) {validation.short_repr(unknown)} in a "
+            f"regularizer config. Expected a subset of {sorted(_OUTER_KEYS)}.")
     for key in ("module", "registered_name"):
         if not isinstance(config.get(key), (str, type(None))):
             raise TypeError(
                 f"Expected a string or None as `{key}` in a regularizer "
-                f"config. Received: {key}={config[key]!r}")
+                f"config. Received: {key}="
+                f"{validation.short_repr(config[key])}")
     name = config.get("registered_name") or config.get("class_name")
     if not isinstance(name, str):
         raise TypeError(
             "Expected a string `class_name` in a regularizer config. "
-            f"Received: class_name={config.get('class_name')!r}")
-    inner = config.get("config", {})
-    return _lookup(name).from_config(inner)
+            "Received: class_name="
+            f"{validation.short_repr(config.get('class_name'))}")
+    cls = _lookup(name)
+    if "config" not in config:
+        # As `serialize` writes it; tf_keras refuses it too, Keras 3 would
+        # build its own class of that name.
+        raise ValueError(
+            'Expected a "config" entry in a regularizer config ({} for the '
+            f"defaults). Received: config={validation.short_repr(config)}")
+    # None ("config": null) is refused by `from_config`, not taken for {}.
+    return cls.from_config(config["config"])
+
+
+def _is_abstract(cls):
+    """Keras' base class, or a tfreg class with no `penalty` of its own."""
+    return cls is _keras.Regularizer or (
+        issubclass(cls, base.Regularizer)
+        and cls.penalty is base.Regularizer.penalty)
 
 
 def get(identifier):
     """Resolves a regularizer the way `keras.regularizers.get` does.
 
-    None gives None; a string or dict is deserialized; a class is
-    instantiated with its defaults (as Keras 3 does); a regularizer or any
-    other callable is returned as it is. Anything else raises Keras'
-    ValueError, "Could not interpret regularizer identifier: ...".
+    None gives None; a string or dict is deserialized; a regularizer class
+    (a subclass of Keras' `Regularizer` that computes a penalty: tfreg's or
+    Keras' own) is instantiated with its defaults, as Keras 3 does; a
+    regularizer or any other callable is returned as it is. Any other class,
+    and the abstract `tfreg.Regularizer`, raise `TypeError`; anything else
+    raises Keras' ValueError, "Could not interpret regularizer identifier:
+    ...".
     """
     if identifier is None:
         return None
     if isinstance(identifier, (str, dict)):
         return deserialize(identifier)
     if isinstance(identifier, type):
+        if not issubclass(identifier, _keras.Regularizer) or _is_abstract(
+                identifier):
+            raise TypeError(validation.message(
+                "identifier", identifier,
+                f"a regularizer class: a subclass of "
+                f"{_keras.keras.__name__}.regularizers.Regularizer that "
+                "computes a penalty (not an abstract base)"))
         return identifier()
     if callable(identifier):
         return identifier
     raise ValueError(
-        f"Could not interpret regularizer identifier: {identifier!r}. "
-        "Expected None, a str, a dict or a callable.")
+        "Could not interpret regularizer identifier: "
+        f"{validation.short_repr(identifier)}. Expected None, a str, a dict "
+        "or a callable.")

@@ -96,9 +96,9 @@ class Strength(tf.__internal__.tracking.Trackable):
     @classmethod
     def from_config(cls, config):
         if not isinstance(config, dict) or not set(config) <= {"value", "name"}:
-            raise ValueError(
-                "Expected a Strength config with keys among ['name', "
-                f"'value']. Received: config={config!r}")
+            raise ValueError(validation.message(
+                "config", config,
+                "a Strength config: a dict with keys among ['name', 'value']"))
         return cls(**config)
 
     def as_tensor(self, dtype=None):
@@ -148,14 +148,16 @@ def to_json(value):
     return value
 
 
-def from_json(value):
-    """Inverse of `to_json`: rebuilds a Strength from its JSON dict."""
+def from_json(value, name="strength"):
+    """Inverse of `to_json`: rebuilds a Strength from its JSON dict.
+
+    `name` is the argument that holds it, for the error of a malformed dict.
+    """
     if isinstance(value, dict):
         if set(value) != {"class_name", "config"} or (
                 value["class_name"] != "Strength"):
-            raise ValueError(
-                "Expected a strength as a number or as "
-                '{"class_name": "Strength", "config": {...}}. '
-                f"Received: {value!r}")
+            raise ValueError(validation.message(
+                name, value, 'a strength as a number or as {"class_name": '
+                '"Strength", "config": {...}}'))
         return Strength.from_config(value["config"])
     return value

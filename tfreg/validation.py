@@ -8,6 +8,7 @@ Received: mode=diag".
 
 import math
 import numbers
+import reprlib
 
 import numpy as np
 
@@ -21,11 +22,20 @@ __all__ = [
     "open_unit",
     "positive",
     "real",
+    "short_repr",
 ]
 
 # Strengths are held in float32 and every penalty but float64's is computed
 # in it, so a strength must be finite there.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# A value read from a file (a config) can nest, repeat or grow without bound;
+# past these limits an error message shows it abbreviated.
+_SHOWN_DEPTH = 8
+_SHOWN_ITEMS = 1000
+_SHOWN_CHARACTERS = 1000
+# An int's repr has one digit per 3.3 bits; Python refuses more than 4300.
+_SHOWN_INT_BITS = 3000
 
 
 def message(name, value, expected, shown=None, note=""):
@@ -39,16 +49,75 @@ def message(name, value, expected, shown=None, note=""):
       value: The value received.
       expected: What the argument must be, e.g. "a finite float > 0".
       shown: The value as text, when `repr(value)` would not do (an
-        abbreviated array); default `repr(value)`.
+        abbreviated array); default `short_repr(value)`.
       note: Text after the received value, e.g. ", which overflows float32".
 
     >>> from tfreg import validation
     >>> validation.message("scale", -1.0, "a finite float > 0")
     'Invalid value for argument `scale`. Expected a finite float > 0. Received: scale=-1.0'
     """
-    shown = repr(value) if shown is None else shown
+    shown = short_repr(value) if shown is None else shown
     return (f"Invalid value for argument `{name}`. Expected {expected}. "
             f"Received: {name}={shown}{note}")
+
+
+class _Abbreviated(reprlib.Repr):
+    """reprlib's abbreviations, with limits for a message of a few lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel = _SHOWN_DEPTH
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 8
+        self.maxstring = self.maxlong = self.maxother = 80
+
+    def repr_int(self, x, level):
+        if x.bit_length() > _SHOWN_INT_BITS:
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+def _is_small(value):
+    """Whether `repr(value)` is short and safe: walked without recursion."""
+    pending = [(value, 1)]
+    items = 0
+    while pending:
+        item, depth = pending.pop()
+        items += 1
+        if isinstance(item, (str, bytes)):
+            if len(item) > _SHOWN_CHARACTERS:
+                return False
+        elif isinstance(item, int):
+            if item.bit_length() > _SHOWN_INT_BITS:
+                return False
+        elif isinstance(item, (dict, list, tuple, set, frozenset)):
+            items += len(item)
+            if depth > _SHOWN_DEPTH or items > _SHOWN_ITEMS:
+                return False
+            children = (list(item.keys()) + list(item.values())
+                        if isinstance(item, dict) else list(item))
+            pending.extend((child, depth + 1) for child in children)
+    return True
+
+
+def short_repr(value):
+    """`repr(value)` for an error message, abbreviated when it is large.
+
+    A value that nests containers deeper than 8 levels, holds more than 1000
+    items, a string of more than 1000 characters or an int of more than 3000
+    bits is shown abbreviated (by `reprlib`), so that a message about a
+    config read from a file stays short and building it never recurses
+    without bound.
+
+    >>> from tfreg import validation
+    >>> validation.short_repr([1.5, "a"])
+    "[1.5, 'a']"
+    >>> nested = []
+    >>> for _ in range(5000):
+    ...     nested = [nested]
+    >>> validation.short_repr(nested)
+    '[[[[[[[[[...]]]]]]]]]'
+    """
+    return repr(value) if _is_small(value) else _Abbreviated().repr(value)
 
 
 def _finite_float(value):
@@ -97,7 +166,7 @@ def non_negative(name, value):
     """
     # strength imports this module for its own checks.
     from tfreg import strength  # pylint: disable=g-import-not-at-top
-    value = strength.from_json(value)
+    value = strength.from_json(value, name)
     if isinstance(value, strength.Strength):
         return value
     return non_negative_float(name, value)

@@ -54,6 +54,7 @@ __all__ = [
     "attribute_layers",
     "backing_variables",
     "call_losses",
+    "check_model",
     "functional_graph",
     "is_kernel",
     "keeping_call_losses",
@@ -90,6 +91,14 @@ callable losses is held there. `path` is the weight's path. `via` is `LOSS`
 ("loss": the penalty is in `model.losses`) or `OPTIMIZER` ("optimizer": the
 model's optimizer applies it in its update).
 """
+
+
+def check_model(model):
+    """Raises a TypeError naming `model` unless it is a Keras model or layer
+    of the active generation: what every function taking a model walks."""
+    if not isinstance(model, _keras.keras.layers.Layer):
+        raise TypeError(validation.message(
+            "model", model, f"a {_keras.keras.__name__} model or layer"))
 
 
 def layers(model):
