@@ -308,6 +308,66 @@ class PriorNumericsTest(parameterized.TestCase):
                 self.assertTrue(np.all(np.isfinite(
                     tf.cast(gradient, tf.float32).numpy())))
 
+    def test_normal_is_finite_for_every_scale_its_checks_accept(self):
+        # 1 / (2 scale^2) fits float32 from scale = 3.8e-20 up to 6.5e18;
+        # its double overflowed inside [3.8e-20, 5.4e-20] (NaN at zeros).
+        tiny, largest = (float(np.finfo(np.float32).tiny),
+                         float(np.finfo(np.float32).max))
+        lower, upper = np.sqrt(0.5 / largest), np.sqrt(0.5 / tiny)
+        scales = np.concatenate([
+            np.geomspace(1e-20, 1e-19, 160),
+            lower * np.array([1.0, 1.0 + 1e-7, 1.0 + 1e-6, 1.001]),
+            upper * np.array([1.0, 1.0 - 1e-7, 1.0 - 1e-6, 0.999])])
+        x = np.zeros((3, 4))
+        normal = self.rng.normal(size=(3, 4)) * 0.05
+        accepted = 0
+        for scale in scales:
+            prior = priors.Normal(scale=float(scale))
+            for weights in (x, normal):
+                try:
+                    value, gradient = battery.value_and_gradient(
+                        prior, tf.constant(weights, tf.float32))
+                except ValueError:
+                    self.assertFalse(lower * (1 + 1e-6) <= scale
+                                     <= upper * (1 - 1e-6), scale)
+                    continue
+                accepted += 1
+                with self.subTest(scale=scale, zeros=weights is x):
+                    self.assertTrue(np.isfinite(value.numpy()))
+                    self.assertTrue(np.all(np.isfinite(gradient.numpy())))
+                    expected = (np.square(weights).sum() / (2 * scale**2)
+                                + weights.size * (np.log(scale)
+                                                  + np.log(2 * np.pi) / 2))
+                    np.testing.assert_allclose(value, expected, rtol=1e-5)
+        self.assertGreater(accepted, 130)
+
+    @parameterized.parameters(
+        (lambda: priors.Normal(scale=1e-19, weight=1e38)),
+        (lambda: priors.Normal(scale=4.1e-20, loc=1.0, weight=1.7e38)),
+        (lambda: priors.Laplace(scale=1e-20, weight=1e38)),
+        (lambda: priors.Laplace(scale=1e-38, weight=1.7e38)))
+    def test_weight_times_a_constant_beyond_float32_is_never_nan(self, make):
+        # weight * 1 / (2 scale^2) (or * 1 / scale) overflows float32 though
+        # each fits: inf * 0 at zero weights, inf - inf (penalty term minus
+        # normalizer) elsewhere. The true values overflow too (inf of the
+        # sign of the sum); the gradient at w = loc = 0 is 0.
+        prior = make()
+        for weights in (np.zeros((2, 3)), self.rng.normal(size=(2, 3))):
+            with self.subTest(zeros=not weights.any()):
+                value, gradient = battery.value_and_gradient(
+                    prior, tf.constant(weights, tf.float32))
+                value = value.numpy()
+                scale = prior.scale
+                loc = prior.loc
+                if not weights.any() and not loc:
+                    np.testing.assert_array_equal(gradient, 0.0)
+                if isinstance(prior, priors.Normal):
+                    terms = (np.square(weights - loc) / (2 * scale**2)
+                             + np.log(scale) + np.log(2 * np.pi) / 2)
+                else:
+                    terms = np.abs(weights - loc) / scale + np.log(2 * scale)
+                self.assertEqual(value, np.sign(terms.sum()) * np.inf)
+
     def test_horseshoe_at_zero_is_finite_with_zero_gradient(self):
         for dtype in (tf.float32, tf.float64):
             x = tf.zeros((3,), dtype)

@@ -189,6 +189,66 @@ class StructuredBehaviourTest(parameterized.TestCase):
                 self.assertEqual(value, 0.0)
                 np.testing.assert_array_equal(gradient, 0.0)
 
+    def test_kl_sparsity_with_a_target_below_the_normal_range(self):
+        # Such a target flushes to 0 in its dtype (0 log(0 / q) = NaN); its
+        # term is below 1.2e-36 and is left out, within rounding.
+        h = self.rng.uniform(0.0, 0.4, size=(6, 3))
+        cases = [(dtype, target) for dtype in battery.DTYPES
+                 for target in (1e-45, 1e-40, 1e-38, 1.17e-38)]
+        cases += [(tf.float64, target) for target in (5e-324, 1e-310)]
+        for dtype, target in cases:
+            with self.subTest(dtype=dtype.name, target=target):
+                x = tf.constant(h, dtype)
+                exact = tf.cast(x, tf.float64).numpy()
+                rtol = 1e-12 if dtype == tf.float64 else 1e-5
+                for value, gradient in self.assertFiniteEverywhere(
+                        tfreg.KLSparsity(1.0, target=target), x):
+                    np.testing.assert_allclose(
+                        value, util.kl_reference(1.0, target)(exact),
+                        rtol=rtol)
+                    # The gradient takes the input's dtype: bfloat16
+                    # rounds to within 2^-8 relative.
+                    np.testing.assert_allclose(
+                        gradient, util.kl_gradient(1.0, target)(exact),
+                        rtol=rtol if dtype in (tf.float32, tf.float64)
+                        else 2.0**-8)
+
+    def test_decov_where_the_diagonal_overflows_but_the_penalty_does_not(
+            self):
+        # The true value is 0: C = diag(1e40, 0) overflows only on the
+        # diagonal, which must not be subtracted (inf - inf).
+        for value, gradient in self.assertFiniteEverywhere(
+                tfreg.DeCov(1.0), tf.constant([[1e20, 0.0], [-1e20, 0.0]])):
+            self.assertEqual(value, 0.0)
+            np.testing.assert_array_equal(gradient, 0.0)
+        # Their sum overflows float32 although the mean does not.
+        h = np.array([[3e38, 0.0], [3e38, 0.0], [-3e38, 1e-30]])
+        for value, _ in util.all_modes(tfreg.DeCov(1.0),
+                                       tf.constant(h, tf.float32)):
+            np.testing.assert_allclose(
+                value, util.decov_reference(1.0)(h), rtol=1e-5)
+
+    def test_decov_whose_true_value_overflows_is_inf_not_nan(self):
+        for h in ([[1e20, 1e20], [-1e20, -1e20]],
+                  [[3e38, -3e38], [-3e38, 3e38], [3e38, 3e38]]):
+            for value, _ in util.all_modes(tfreg.DeCov(1.0), tf.constant(h)):
+                self.assertEqual(value, np.inf)
+
+    def test_l2sp_reference_beyond_float32_for_narrower_weights(self):
+        reference = np.array([[1e100, 0.0], [0.0, -4e38]])
+        regularizer = tfreg.L2SP(1e-30, reference=reference)
+        for dtype in (tf.float16, tf.bfloat16, tf.float32):
+            with self.subTest(dtype=dtype.name):
+                with self.assertRaisesRegex(
+                        ValueError, r"argument `reference`.*at most "
+                        r"3\.4028235e\+38.*largest magnitude is 1e\+100"):
+                    regularizer(tf.zeros((2, 2), dtype))
+        np.testing.assert_allclose(
+            regularizer(tf.zeros((2, 2), tf.float64)), 1e170, rtol=1e-12)
+        # A float64 reference within float32's range still serves float32.
+        fits = tfreg.L2SP(1.0, reference=np.array([3e38, -1e-40]))
+        np.testing.assert_allclose(fits(tf.constant([3e38, 0.0])), 0.0)
+
     # --------------------------------------------------------- real models
 
     def test_trains_in_dense_and_conv2d_models_with_xla(self):

@@ -37,6 +37,7 @@ __all__ = [
 _MAX_REFERENCE_BYTES = 1 << 28
 _REFERENCE_DTYPES = ("float32", "float64")
 _REFERENCE_KEYS = ("dtype", "shape", "data")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @serialization.register
@@ -317,6 +318,7 @@ class L2SP(base.Regularizer):
     def __init__(self, factor=0.01, reference=None):
         self.factor = validation.non_negative("factor", factor)
         self.reference = _reference_array(reference)
+        self._largest = float(np.max(np.abs(self.reference), initial=0.0))
 
     def penalty(self, x):
         if tuple(x.shape) != self.reference.shape:
@@ -324,6 +326,16 @@ class L2SP(base.Regularizer):
                 f"Expected a tensor of the shape of `reference`, "
                 f"{self.reference.shape}, for L2SP. Received: "
                 f"x.shape={tuple(x.shape)}")
+        if x.dtype != tf.float64 and self._largest > _FLOAT32_MAX:
+            # Weights narrower than float64 are computed in float32, where
+            # a larger reference value would be inf: an inf penalty and a
+            # NaN gradient.
+            raise ValueError(_invalid_reference(
+                self.reference, f"values of magnitude at most "
+                f"{_FLOAT32_MAX:.8g} for weights narrower than float64 "
+                "(their penalty is computed in float32)",
+                f"<a float64 array of shape {self.reference.shape} whose "
+                f"largest magnitude is {self._largest:.3g}>"))
         reference = tf.cast(tf.constant(self.reference), x.dtype)
         return self.factor * structured_math.squared_distance(x, reference)
 

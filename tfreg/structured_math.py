@@ -211,17 +211,29 @@ def _sample_mean(activity):
 
 
 def decov(activity):
-    """1/2 (||C||_F^2 - ||diag(C)||_2^2), C the batch covariance (1/N).
+    """1/2 sum_{i != j} C_ij^2, C the batch covariance (1/N).
 
     `activity` is (samples, features); C = (h - mean)^T (h - mean) / N. No
-    samples give C = 0.
+    samples give C = 0. Each feature j is first divided by its largest
+    magnitude m_j (held constant; 1 for a zero, inf or NaN feature), so the
+    covariance C' of h / m has |C'_ij| <= 4 and C_ij = m_i (m_j C'_ij):
+    neither a mean nor a product overflows or underflows on the way at
+    large or tiny activations. The diagonal (which may be the only part of
+    C to overflow) is masked out rather than subtracted, so a penalty whose
+    true value overflows is inf, never inf - inf = NaN.
     """
-    mean, samples = _sample_mean(activity)
-    centered = activity - mean
-    covariance = tf.matmul(centered, centered, transpose_a=True) / samples
-    off_diagonal = covariance - tf.linalg.diag(
-        tf.linalg.diag_part(covariance))
-    return 0.5 * tf.reduce_sum(tf.square(off_diagonal))
+    peak = tf.stop_gradient(
+        tf.reduce_max(tf.abs(activity), axis=0, keepdims=True))
+    usable = tf.math.is_finite(peak) & (peak > 0)
+    peak = tf.where(usable, peak, tf.ones_like(peak))
+    mean, samples = _sample_mean(activity / peak)
+    centered = activity / peak - mean
+    scaled = tf.matmul(centered, centered, transpose_a=True) / samples
+    off_diagonal = tf.where(
+        tf.eye(tf.shape(scaled)[0], dtype=tf.bool), tf.zeros_like(scaled),
+        scaled)
+    covariance = tf.transpose(peak) * (peak * off_diagonal)
+    return 0.5 * tf.reduce_sum(tf.square(covariance))
 
 
 def kl_sparsity(activity, target):
@@ -230,12 +242,19 @@ def kl_sparsity(activity, target):
     `activity` is (samples, features); mean_j is the mean of feature j.
     KL(p || q) = p log(p / q) + (1 - p) log((1 - p) / (1 - q)). No samples
     give 0; a NaN or inf activation gives NaN or inf.
+
+    A target p below the activity dtype's smallest normal number would be
+    flushed to 0 (and 0 log(0 / q) is NaN); its term p log(p / q) is then
+    below 1.2e-36 (q >= eps) while the other term is at least about
+    q - p >= eps - p, so it is left out: the sum is exact to the dtype's
+    rounding, and so is the gradient (p / q <= 1.2e-32 against about 1).
     """
     raw_mean, _ = _sample_mean(activity)
     mean = tf.clip_by_value(raw_mean, KL_EPSILON, 1.0 - KL_EPSILON)
-    divergence = tf.reduce_sum(
-        target * tf.math.log(target / mean)
-        + (1.0 - target) * tf.math.log((1.0 - target) / (1.0 - mean)))
+    terms = (1.0 - target) * tf.math.log((1.0 - target) / (1.0 - mean))
+    if target >= np.finfo(activity.dtype.as_numpy_dtype).tiny:
+        terms = target * tf.math.log(target / mean) + terms
+    divergence = tf.reduce_sum(terms)
     # The clip would turn an inf mean into a finite divergence: add |mean|
     # over the non-finite means (none when every activation is finite).
     non_finite = tf.reduce_sum(tf.where(

@@ -27,6 +27,27 @@ class _LocationScalePrior(_base.Prior):
         return (("loc", self.loc),)
 
 
+def _scaled_sum(penalty, x, inverse_width, strength, constant, factor):
+    """factor * (penalty(inverse_width * x) + sum over x of `constant`).
+
+    `penalty(x, s)` is s * sum(p(x)) for a p homogeneous of degree d, and
+    strength = inverse_width^d. Where factor is a Python number and
+    2 factor strength (L2 doubles it) and factor constant fit x's dtype the
+    factor folds into both (the fewest ops). Otherwise (a `Strength` weight,
+    or weight / num_examples times a constant overflows) x is scaled by
+    inverse_width, which fits wherever strength does, and the factor
+    multiplies the sum last: zero weights then give a finite penalty and a
+    zero gradient instead of inf * 0, and an overflowing penalty term never
+    meets an overflowing normalizer of the other sign (inf - inf).
+    """
+    limit = float(x.dtype.max)
+    if (isinstance(factor, (int, float)) and 2.0 * factor * strength <= limit
+            and abs(factor * constant) <= limit):
+        return (penalty(x, factor * strength)
+                + _math.constant_sum(x, factor, constant))
+    return factor * (penalty(inverse_width * x, 1.0)
+                     + _math.constant_sum(x, 1.0, constant))
+
 
 @serialization.register
 class Normal(_LocationScalePrior):
@@ -63,10 +84,11 @@ class Normal(_LocationScalePrior):
         return _math.normal_log_prob(x, self.loc, self.scale)
 
     def _negative_log_prob_sum(self, x, factor):
-        constant = _math.normal_log_normalizer(self.scale)
-        return (penalties.l2(_math.centered(x, self.loc),
-                             factor * (0.5 * _math.inverse_square(self.scale)))
-                + _math.constant_sum(x, factor, constant))
+        return _scaled_sum(
+            penalties.l2, _math.centered(x, self.loc),
+            math.sqrt(0.5) / self.scale,
+            0.5 * _math.inverse_square(self.scale),
+            _math.normal_log_normalizer(self.scale), factor)
 
 
 @serialization.register
@@ -96,10 +118,10 @@ class Laplace(_LocationScalePrior):
         return _math.laplace_log_prob(x, self.loc, self.scale)
 
     def _negative_log_prob_sum(self, x, factor):
-        constant = _math.laplace_log_normalizer(self.scale)
-        return (penalties.l1(_math.centered(x, self.loc),
-                             factor * (1.0 / self.scale))
-                + _math.constant_sum(x, factor, constant))
+        return _scaled_sum(
+            penalties.l1, _math.centered(x, self.loc), 1.0 / self.scale,
+            1.0 / self.scale, _math.laplace_log_normalizer(self.scale),
+            factor)
 
 
 @serialization.register
