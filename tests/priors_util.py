@@ -83,8 +83,7 @@ CLOSED_FORM_CASES = [
     battery.Case(
         "normal", lambda: priors.Normal(0.7, 0.3, NUM_EXAMPLES),
         reference=scipy_reference(stats.norm(0.3, 0.7)),
-        gradient=lambda x: (x - 0.3) / 0.49 / NUM_EXAMPLES,
-        xla_shape=(256, 256)),
+        gradient=lambda x: (x - 0.3) / 0.49 / NUM_EXAMPLES),
     battery.Case(
         "laplace", lambda: priors.Laplace(0.7, 0.3, NUM_EXAMPLES),
         reference=scipy_reference(stats.laplace(0.3, 0.7)),
@@ -97,24 +96,25 @@ CLOSED_FORM_CASES = [
         reference=scipy_reference(stats.cauchy(0.3, 0.7))),
     battery.Case(
         "horseshoe", lambda: priors.Horseshoe(0.7, NUM_EXAMPLES),
-        reference=tfp_horseshoe_reference(0.7), sample=away_from_zero,
-        xla_shape=(256, 256)),
+        reference=tfp_horseshoe_reference(0.7), sample=away_from_zero),
     battery.Case(
         "spike_and_slab",
         lambda: priors.SpikeAndSlab(0.1, 1.5, 0.3, NUM_EXAMPLES),
         reference=spike_and_slab_reference(0.1, 1.5, 0.3),
         gradient=spike_and_slab_gradient(0.1, 1.5, 0.3),
-        sample=away_from_zero, xla_shape=(256, 256)),
+        sample=away_from_zero),
     battery.Case(
         "mean_field_kl_softplus",
         lambda: priors.MeanFieldKL(0.8, 0.1, NUM_EXAMPLES),
         reference=mean_field_kl_reference(0.8, 0.1, "softplus"),
-        shapes=((2, 3, 4), (2, 5)), sample=posterior_sample),
+        shapes=((2, 3, 4), (2, 5)), sample=posterior_sample,
+        xla_shape=(2, 1 << 17, 64)),
     battery.Case(
         "mean_field_kl_log",
         lambda: priors.MeanFieldKL(0.8, 0.1, NUM_EXAMPLES, "log"),
         reference=mean_field_kl_reference(0.8, 0.1, "log"),
-        shapes=((2, 3, 4), (2, 2, 3, 2)), sample=posterior_sample),
+        shapes=((2, 3, 4), (2, 2, 3, 2)), sample=posterior_sample,
+        xla_shape=(2, 1 << 17, 64)),
 ]
 
 # The battery's cases of the TFP-backed Prior, from an instance and a spec.

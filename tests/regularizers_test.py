@@ -28,7 +28,7 @@ def orthogonal_reference(factor, mode):
     return reference
 
 
-# Past penalties._RELU_SUM_MIN_ELEMENTS: XLA takes the relu-rooted sums.
+# Past penalties._TOTAL_BY_ROWS_MIN_ELEMENTS: XLA:CPU takes row sums.
 LARGE = (256, 256)
 
 
@@ -57,12 +57,12 @@ CASES = [
         "l2", lambda: tfreg.L2(0.3),
         reference=lambda x: 0.3 * np.square(x).sum(),
         gradient=lambda x: 0.6 * x,
-        twin=lambda: keras.regularizers.L2(0.3), xla_shape=LARGE),
+        twin=lambda: keras.regularizers.L2(0.3)),
     battery.Case(
         "l1l2", lambda: tfreg.L1L2(l1=0.2, l2=0.7),
         reference=lambda x: 0.2 * np.abs(x).sum() + 0.7 * np.square(x).sum(),
         gradient=lambda x: 0.2 * np.sign(x) + 1.4 * x,
-        twin=lambda: keras.regularizers.L1L2(l1=0.2, l2=0.7), xla_shape=LARGE),
+        twin=lambda: keras.regularizers.L1L2(l1=0.2, l2=0.7)),
     battery.Case(
         "l2_activity", lambda: tfreg.L2(0.05), kind="activity",
         reference=lambda x: 0.05 * np.square(x).sum()),
@@ -71,7 +71,9 @@ CASES = [
         reference=orthogonal_reference(0.4, "rows"),
         shapes=((5, 3), (3, 4), (2, 3, 2, 5), (2, 2, 2, 1, 3)),
         twin=lambda: keras.regularizers.OrthogonalRegularizer(0.4),
-        twin_shapes=((5, 3), (3, 4))),
+        twin_shapes=((5, 3), (3, 4)),
+        # Rows: a Gram matrix of 64 x 64, not 2^18 x 2^18.
+        xla_shape=(64, 1 << 18)),
     battery.Case(
         "orthogonal_columns", lambda: tfreg.Orthogonal(0.4, mode="columns"),
         reference=orthogonal_reference(0.4, "columns"),
@@ -105,15 +107,15 @@ class RegularizersTest(battery.battery(CASES)):
                     cls(**{argument: value})
 
     @parameterized.named_parameters(("l2", tfreg.L2), ("l1", tfreg.L1))
-    def test_rejects_strengths_beyond_float32(self, cls):
-        for value in (1e39, 10**39, 10**400):
+    def test_rejects_strengths_whose_double_overflows_float32(self, cls):
+        for value in (1.8e38, 2e38, 10**39, 10**400):
             with self.subTest(value=value):
                 with self.assertRaisesRegex(
-                        ValueError, "which overflows float32 .at most "
-                        "3.4028235e.38."):
+                        ValueError, "more than half of float32's maximum "
+                        ".at most 1.7014117e.38."):
                     cls(value)
-        self.assertEqual(cls(3.4e38).get_config(),
-                         {cls.__name__.lower(): 3.4e38})
+        self.assertEqual(cls(1.7e38).get_config(),
+                         {cls.__name__.lower(): 1.7e38})
 
     def test_accepts_numpy_and_int_strengths(self):
         with warnings.catch_warnings():
@@ -172,6 +174,53 @@ class RegularizersTest(battery.battery(CASES)):
         self.assertEqual(float(value), 0.0)
         self.assertTrue(np.all(np.isfinite(tape.gradient(value, x))))
 
+    def test_largest_strengths_give_no_nan(self):
+        # 2 x 2e38 would overflow float32 and give inf * 0 = NaN at zero
+        # weights once a compiler folds it; such strengths are rejected, and
+        # the largest accepted one gives 0 at zero weights.
+        with self.assertRaisesRegex(ValueError, "half of float32's maximum"):
+            tfreg.Strength(2e38)
+        with self.assertRaisesRegex(ValueError, "half of float32's maximum"):
+            tfreg.Strength(1.0).assign(2e38)
+        largest = 1.7014117e38
+        x = tf.constant([[0.0, 1e-3], [-1e-3, 0.0]])
+        for regularizer in (tfreg.L2(largest), tfreg.L1L2(0.1, largest),
+                            tfreg.L2(tfreg.Strength(largest)),
+                            tfreg.L1L2(0.1, tfreg.Strength(largest))):
+            for shape in ((2, 2), LARGE):
+                for jit in (None, False, True):
+                    with self.subTest(regularizer=regularizer, shape=shape,
+                                      jit=jit):
+                        run = (battery.value_and_gradient if jit is None else
+                               tf.function(battery.value_and_gradient,
+                                           jit_compile=jit))
+                        zeros = tf.zeros(shape)
+                        value, gradient = run(regularizer, zeros)
+                        self.assertEqual(float(value), 0.0)
+                        np.testing.assert_array_equal(gradient, zeros)
+                        value, gradient = run(regularizer, x)
+                        np.testing.assert_allclose(
+                            float(value), largest * 2e-6, rtol=1e-5)
+                        np.testing.assert_allclose(
+                            gradient[0, 1], 2 * largest * 1e-3, rtol=1e-5)
+                        np.testing.assert_array_equal(gradient[0, 0], 0.0)
+
+    @parameterized.parameters(1e-20, 1e-8, 1.0, 1e20, 1e30)
+    def test_orthogonal_is_scale_invariant(self, scale):
+        # Two equal rows: mean |cosine| 1 at every scale (the squared norm
+        # of 1e-8 rows is below a 1e-12 floor, of 1e20 rows beyond float32).
+        for dtype in (tf.float16, tf.bfloat16, tf.float32, tf.float64):
+            rounded = float(tf.cast(scale, dtype))
+            if rounded == 0 or np.isinf(rounded):  # not representable
+                continue
+            with self.subTest(dtype=dtype.name):
+                x = tf.constant([[scale, 0.0], [scale, 0.0]], dtype)
+                value, gradient = battery.value_and_gradient(
+                    tfreg.Orthogonal(1.0), x)
+                np.testing.assert_allclose(float(value), 1.0, rtol=1e-6)
+                self.assertTrue(np.isfinite(
+                    tf.cast(gradient, tf.float64).numpy()).all())
+
     def test_rejects_integer_inputs(self):
         with self.assertRaisesRegex(
                 TypeError, "L2 expects a floating-point tensor. Received: "
@@ -184,16 +233,15 @@ class RegularizersTest(battery.battery(CASES)):
         np.testing.assert_allclose(float(tfreg.L2(1.0)(x)),
                                    64 * 64 * 300.0**2, rtol=1e-6)
 
-    def test_large_tensors_take_the_relu_sum_only_under_xla(self):
-        # The faster XLA:CPU form of tfreg/penalties.py; the battery checks
-        # its values (xla_shape).
-        for regularizer in (tfreg.L2(0.3), tfreg.L1L2(0.2, 0.7),
+    def test_large_tensors_take_row_sums_only_under_xla(self):
+        # penalties.total; the battery checks the values at 16M elements.
+        for regularizer in (tfreg.L1(0.3), tfreg.L2(0.3), tfreg.L1L2(0.2, 0.7),
                             tfreg.priors.Normal(0.7, 0.3, 100)):
             with self.subTest(regularizer=regularizer):
-                self.assertIn("Relu",
+                self.assertIn("MatMul",
                               traced_op_types(regularizer, LARGE, jit=True))
-                self.assertNotIn("Relu", traced_op_types(regularizer, LARGE))
-                self.assertNotIn("Relu", traced_op_types(
+                self.assertNotIn("MatMul", traced_op_types(regularizer, LARGE))
+                self.assertNotIn("MatMul", traced_op_types(
                     regularizer, (255, 256), jit=True))
 
     def test_custom_gradients_are_traced_only_under_a_tape(self):

@@ -157,6 +157,8 @@ def gapped_sample(rng, shape):
 
 REFERENCE_34 = np.random.default_rng(7).normal(size=(3, 4))
 REFERENCE_34_F32 = REFERENCE_34.astype(np.float32)
+# The pretrained weights of the battery's large L2SP case: 16M elements.
+LARGE_REFERENCE = np.random.default_rng(8).normal(size=battery.LARGE_SHAPE)
 WEIGHT_SHAPES = ((3, 4), (5, 3), (2, 3, 2, 5), (1, 1))
 ACTIVITY_SHAPES = ((6, 4), (3, 2, 5))
 
@@ -192,18 +194,22 @@ CASES = [
     battery.Case(
         "nuclear_norm", lambda: tfreg.NuclearNorm(0.3),
         reference=nuclear_reference(0.3), gradient=nuclear_gradient(0.3),
-        shapes=WEIGHT_SHAPES),
+        # 1M elements: on 16M the gradient U V^T through a float32
+        # Householder Q of 2^18 rows errs by 1.0e-5 of its largest entry.
+        shapes=WEIGHT_SHAPES, xla_shape=(1 << 16, 16)),
     battery.Case(
         "l2sp", lambda: tfreg.L2SP(0.3, reference=REFERENCE_34),
         reference=lambda w: 0.3 * np.square(w - REFERENCE_34).sum(),
-        gradient=lambda w: 0.6 * (w - REFERENCE_34), shapes=((3, 4),)),
+        gradient=lambda w: 0.6 * (w - REFERENCE_34), shapes=((3, 4),),
+        xla_make=lambda: tfreg.L2SP(0.3, reference=LARGE_REFERENCE),
+        xla_reference=lambda w: 0.3 * np.square(w - LARGE_REFERENCE).sum()),
     battery.Case(
         "l2sp_float32_reference",
         lambda: tfreg.L2SP(0.3, reference=REFERENCE_34_F32),
         reference=lambda w: 0.3 * np.square(
             w - REFERENCE_34_F32.astype(np.float64)).sum(),
         gradient=lambda w: 0.6 * (w - REFERENCE_34_F32.astype(np.float64)),
-        shapes=((3, 4),)),
+        shapes=((3, 4),), xla_shape=None),  # as "l2sp"
     battery.Case(
         "decov", lambda: tfreg.DeCov(0.3), kind="activity",
         reference=decov_reference(0.3), gradient=decov_gradient(0.3),

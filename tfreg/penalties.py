@@ -17,19 +17,12 @@ __all__ = [
     "l1",
     "l1_l2",
     "l2",
-    "log1p",
-    "log1p_by_log",
-    "log1p_sum",
     "matrix_view",
     "mean_abs_cosine",
     "operand",
+    "total",
     "under_xla",
 ]
-
-# Floor on a squared norm before its inverse square root (as tf.math.l2_normalize):
-# a zero row normalizes to zero instead of NaN.
-_NORMALIZE_EPSILON = 1e-12
-
 
 def differentiated_as(x, value, forward):
     """value(x); under a tape, forward(x) = (value, gradient of upstream).
@@ -77,31 +70,60 @@ def l1(x, strength=1.0):
     would trace its own gradient's ops for every regularized weight.
     """
     strength = operand(strength, x.dtype)
-    return _with_gradient(x, lambda x: strength * tf.reduce_sum(tf.abs(x)),
+    return _with_gradient(x, lambda x: strength * total(tf.abs(x)),
                           lambda x, upstream: (upstream * strength) * tf.sign(x))
-
-
-# XLA:CPU (TF 2.21) emits a sum whose fused operand ends in a multiply (every
-# x^2) as its own tree of reduce-windows, but writes an operand ending in a max
-# (relu) out once and sums it with YNNPACK's reduction: faster from this many
-# elements per tensor, slower below 16K, and it costs compile time per
-# tensor. The relu is the identity on the non-negative terms it wraps.
-_RELU_SUM_MIN_ELEMENTS = 1 << 16
 
 
 def under_xla():
     return tf.__internal__.get_enclosing_xla_context() is not None
 
 
-def _xla_traces_at_least(x, elements):
-    """True while XLA traces x of a static size of at least `elements`."""
+# XLA:CPU (TF 2.21) sums a large tensor whose fused operand does not end in a
+# multiply in one running accumulator per lane: terms below half the
+# accumulator's ulp are lost, -1e-3 relative at 64M elements. A matrix-vector
+# product with ones sums rows of this many terms each (Eigen's GEMV), and
+# then the few row sums: within 1e-6 relative, and faster.
+_TOTAL_ROW = 1024
+# Below this size the running accumulator errs by less than 1e-6.
+_TOTAL_BY_ROWS_MIN_ELEMENTS = 1 << 16
+
+
+def _xla_on_cpu():
+    """True while XLA traces for a machine without GPUs or TPUs, whose
+    reductions (a tree) are accurate and whose float32 matmuls may round
+    their operands (TF32, bfloat16 passes)."""
+    return under_xla() and not any(
+        tf.config.list_logical_devices(kind) for kind in ("GPU", "TPU"))
+
+
+def total(terms):
+    """sum(terms) over every element, within 1e-6 relative under XLA:CPU.
+
+    Outside XLA:CPU, for sizes unknown at tracing, below 64K elements and
+    for types other than float32 and float64 it is reduce_sum. Otherwise,
+    with the flat terms cut into rows of 1024 (and the remainder r):
+
+        sum(terms) = total(rows @ ones(1024)) + sum(r)
+    """
+    size = terms.shape.num_elements()
+    if (size is None or size < _TOTAL_BY_ROWS_MIN_ELEMENTS
+            or terms.dtype not in (tf.float32, tf.float64)
+            or not _xla_on_cpu()):
+        return tf.reduce_sum(terms)
+    flat = tf.reshape(terms, [-1])
+    whole = size - size % _TOTAL_ROW
+    rows = tf.reshape(flat[:whole], [-1, _TOTAL_ROW])
+    result = total(tf.linalg.matvec(rows, tf.ones([_TOTAL_ROW], terms.dtype)))
+    if whole < size:
+        result += tf.reduce_sum(flat[whole:])
+    return result
+
+
+def _total_pays(x):
+    """True where `total` takes row sums (XLA:CPU, 64K elements or more)."""
     size = x.shape.num_elements()
-    return size is not None and size >= elements and under_xla()
-
-
-def _relu_sum_pays(x):
-    """True while XLA traces a tensor large enough for the relu-rooted sum."""
-    return _xla_traces_at_least(x, _RELU_SUM_MIN_ELEMENTS)
+    return (size is not None and size >= _TOTAL_BY_ROWS_MIN_ELEMENTS
+            and _xla_on_cpu())
 
 
 def l2(x, strength=1.0):
@@ -112,13 +134,13 @@ def l2(x, strength=1.0):
     `upstream * x`, so it needs no custom gradient (whose wrapper costs
     tracing time per variable). A Python-number strength folds into the one
     constant 2 * strength: every op per weight costs tracing time. Large
-    tensors under XLA take the relu-rooted sum above.
+    tensors under XLA:CPU take `total`.
     """
-    if not _relu_sum_pays(x):
+    if not _total_pays(x):
         return (2.0 * strength) * tf.nn.l2_loss(x)
     strength = operand(strength, x.dtype)
     return _with_gradient(
-        x, lambda x: strength * tf.reduce_sum(tf.nn.relu(tf.square(x))),
+        x, lambda x: strength * total(tf.square(x)),
         lambda x, upstream: (upstream * (2.0 * strength)) * x)
 
 
@@ -157,12 +179,10 @@ def l1_l2(x, l1_strength, l2_strength):
         return ((upstream * l1_strength) * tf.sign(x)
                 + (upstream * (2.0 * l2_strength)) * x)
 
-    if _relu_sum_pays(x):
+    if _total_pays(x):
         def value(x):
-            # |x| (l1 + l2 |x|) >= 0: both strengths are validated >= 0.
             magnitude = tf.abs(x)
-            terms = magnitude * (l1_strength + l2_strength * magnitude)
-            return tf.reduce_sum(tf.nn.relu(terms))
+            return total(magnitude * (l1_strength + l2_strength * magnitude))
     else:
         def value(x):
             # 2 * l2_strength folds into one constant: on a deep stack of
@@ -193,98 +213,6 @@ def _l1_l2_in_eight_ops(x, l1_strength, l2_strength):
             lambda upstream: upstream * (terms + scaled))
 
 
-# XLA:CPU (TF 2.21) spends more on one log per weight than on reading the
-# weight. In float32 under XLA, `log1p_sum` takes one log per group of this
-# many terms (groups of 16 to 32 run fastest).
-_LOG_GROUP = 16
-# From this size on: below it the grouped form's extra ops cost more compile
-# time per tensor than they save in run time (deep models of small layers
-# reach their first step later).
-_LOG_GROUP_MIN_ELEMENTS = 1 << 14
-# Below this, log1p(s) is its series s - s^2/2 + s^3/3 - s^4/4, whose first
-# omitted term s^5/5 is under 1.2e-8 s: within float32's rounding.
-_LOG1P_SERIES_BELOW = 1.0 / 64
-# Below this size XLA takes log1p(s) as log(1 + s) plus the rounding error
-# of 1 + s: XLA:CPU compiles a log several times faster than its log1p, and
-# the two forms run at the same speed on small tensors (from this size on
-# this form is slower).
-_LOG1P_BY_LOG_BELOW = 1 << 12
-
-
-def _one_plus_rounding(s, f):
-    """The rounding error s - (f - 1) of f = 1 + s where f < 2, else 0.
-
-    Below f = 2 the error is exact (Sterbenz) and log1p(s) = log(f) +
-    log1p(r / f) is log(f) + r to within r (1 - 1 / f) < 6e-8 s; from f = 2
-    on, r / f is below the resolution of log(f) >= 0.69.
-    """
-    return tf.where(f < 2.0, s - (f - 1.0), 0.0)
-
-
-def log1p_by_log(s):
-    """log1p(s) of s >= 0, elementwise, as log(1 + s) plus the rounding error
-    of 1 + s: within 1.6e-7 in float32. Under XLA:CPU it runs and compiles
-    faster than log1p."""
-    f = 1.0 + s
-    return tf.math.log(f) + _one_plus_rounding(s, f)
-
-
-def log1p(s):
-    """log1p(s) of s >= 0, elementwise: `log1p_by_log` under XLA, where it
-    is about twice as fast; graph mode keeps the one op."""
-    if under_xla():
-        return log1p_by_log(s)
-    return tf.math.log1p(s)
-
-
-def log1p_sum(s):
-    """sum(log1p(s)) over a tensor of s >= 0, in the form XLA runs fastest.
-
-    Outside XLA (and for sizes unknown at tracing) it is
-    reduce_sum(log1p(s)). Under XLA:
-
-    - below 4K elements, sum(log(1 + s) + r) with r the rounding error of
-      1 + s (`log1p_by_log`): within 1.6e-7 of log1p(s) per term,
-      and it compiles faster than log1p (which matters for the first step
-      of deep models);
-    - for float32 tensors of 16K elements or more, with f = 1 + s = m 2^e
-      (m in [1, 2), read off f's bits) for s >= 1/64 and the series below:
-
-        sum(log1p(s)) = sum_small(series(s)) + ln 2 sum(e) + sum(r)
-                        + sum_j log(prod_{i < 16} m_{i n / 16 + j})
-
-      A product of 16 mantissas stays below 2^16, so one log serves 16
-      terms, 16 slices of the padded flat tensor multiplied elementwise.
-      Each term is within 1.7e-7 of log1p(s).
-
-    Either way an infinite or NaN s gives inf or NaN as log1p does.
-    """
-    size = s.shape.num_elements()
-    if size is not None and size < _LOG1P_BY_LOG_BELOW and under_xla():
-        return tf.reduce_sum(log1p_by_log(s))
-    if (s.dtype != tf.float32
-            or not _xla_traces_at_least(s, _LOG_GROUP_MIN_ELEMENTS)):
-        return tf.reduce_sum(tf.math.log1p(s))
-    flat = tf.reshape(s, [-1])
-    if size % _LOG_GROUP:
-        flat = tf.pad(flat, [[0, -size % _LOG_GROUP]])  # log1p(0) = 0
-    small = flat < _LOG1P_SERIES_BELOW
-    f = 1.0 + flat
-    bits = tf.bitcast(tf.where(small, 1.0, f), tf.int32)
-    exponent = tf.bitwise.right_shift(bits, 23) - 127
-    mantissa = tf.bitcast(
-        tf.bitwise.bitwise_or(tf.bitwise.bitwise_and(bits, 0x7FFFFF),
-                              0x3F800000), tf.float32)
-    series = flat * (1.0 + flat * (-0.5 + flat * (1.0 / 3.0 - 0.25 * flat)))
-    # A NaN or inf s is its own term: its bits would read as a finite
-    # mantissa and exponent.
-    rest = tf.where(small, series, tf.where(
-        tf.math.is_finite(flat), _one_plus_rounding(flat, f), flat))
-    return (tf.reduce_sum(math.log(2.0) * tf.cast(exponent, tf.float32) + rest)
-            + tf.reduce_sum(tf.math.log(tf.reduce_prod(
-                tf.reshape(mantissa, [_LOG_GROUP, -1]), axis=0))))
-
-
 def matrix_view(x, name="x"):
     """Reshapes a weight tensor into the matrix that structured penalties use.
 
@@ -311,9 +239,19 @@ def matrix_view(x, name="x"):
     return tf.reshape(x, (math.prod(shape[:-1]), shape[-1]))
 
 
-def _l2_normalize(x, axis):
-    squared_norm = tf.reduce_sum(tf.square(x), axis=axis, keepdims=True)
-    return x * tf.math.rsqrt(tf.maximum(squared_norm, _NORMALIZE_EPSILON))
+def _unit_rows(matrix):
+    """The rows scaled to unit L2 norm at any scale; zero rows stay zero.
+
+    Each row is first divided by its largest |element|, so its squared norm
+    is in [1, columns] and neither underflows nor overflows. The result does
+    not depend on that divisor, so no gradient flows through it.
+    """
+    peak = tf.stop_gradient(
+        tf.reduce_max(tf.abs(matrix), axis=1, keepdims=True))
+    scaled = tf.math.divide_no_nan(matrix, peak)
+    # A zero row has squared norm 0; every other row at least 1.
+    squared_norm = tf.reduce_sum(tf.square(scaled), axis=1, keepdims=True)
+    return scaled * tf.math.rsqrt(tf.maximum(squared_norm, 1.0))
 
 
 def mean_abs_cosine(matrix, mode):
@@ -332,7 +270,7 @@ def mean_abs_cosine(matrix, mode):
     n = matrix.shape[0]
     if n < 2:
         return tf.zeros((), matrix.dtype)
-    unit = _l2_normalize(matrix, axis=1)
+    unit = _unit_rows(matrix)
     gram = tf.matmul(unit, unit, transpose_b=True)
     off_diagonal = gram * (1.0 - tf.eye(n, dtype=matrix.dtype))
     return tf.reduce_sum(tf.abs(off_diagonal)) / (n * (n - 1.0))

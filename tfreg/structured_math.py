@@ -87,17 +87,18 @@ def group_lasso(x, axis):
     """
     groups = x.shape[axis]
     size = x.shape.num_elements() // groups if groups else 0
-    return tf.sqrt(tf.cast(size, x.dtype)) * tf.reduce_sum(
+    return tf.sqrt(tf.cast(size, x.dtype)) * penalties.total(
         group_norms(x, axis))
 
 
-def gram_minus_identity(matrix):
-    """W^T W - I when columns <= rows, else W W^T - I (the smaller Gram)."""
+def gram_minus_identity(matrix, identity=1.0):
+    """W^T W - identity I when columns <= rows, else W W^T - identity I
+    (the smaller Gram matrix)."""
     rows, columns = matrix.shape
     transpose_a = columns <= rows
     gram = tf.matmul(matrix, matrix, transpose_a=transpose_a,
                      transpose_b=not transpose_a)
-    return gram - tf.eye(min(rows, columns), dtype=matrix.dtype)
+    return gram - identity * tf.eye(min(rows, columns), dtype=matrix.dtype)
 
 
 def soft_orthogonality(matrix):
@@ -126,13 +127,34 @@ def top_singular_vectors(matrix, iterations):
 MAX_POWER_ITERATIONS = 2**31 - 1
 
 
+# W^T u of a tall W sums each column's products over blocks of this many
+# rows, then the blocks: one float32 dot over 2^18 rows errs by 1e-5.
+_PRODUCT_BLOCK = 1024
+
+
+def _transposed_product(matrix, u):
+    """W^T u, summed by blocks of rows when W is tall."""
+    rows, columns = matrix.shape
+    if rows < 2 * _PRODUCT_BLOCK:
+        return tf.matmul(matrix, u, transpose_a=True)
+    whole = rows - rows % _PRODUCT_BLOCK
+    blocks = tf.einsum(
+        "bij,bik->bjk",
+        tf.reshape(matrix[:whole], (-1, _PRODUCT_BLOCK, columns)),
+        tf.reshape(u[:whole], (-1, _PRODUCT_BLOCK, 1)))
+    product = tf.reduce_sum(blocks, axis=0)
+    if whole < rows:
+        product += tf.matmul(matrix[whole:], u[whole:], transpose_a=True)
+    return product
+
+
 def _power_iteration_body(matrix, iterations):
     rows, columns = matrix.shape
     v = start_vector(columns, matrix.dtype)[:, None]
 
     def step(i, u, v):
         u = _normalize(tf.matmul(matrix, v))
-        v = _normalize(tf.matmul(matrix, u, transpose_a=True))
+        v = _normalize(_transposed_product(matrix, u))
         return i + 1, u, v
 
     u = _normalize(tf.matmul(matrix, v))
@@ -157,29 +179,66 @@ def spectral_norm(matrix, iterations):
 
 
 def srip(matrix, iterations):
-    """sigma_max(G - I), G the smaller Gram matrix (Bansal et al. 2018)."""
-    return spectral_norm(gram_minus_identity(matrix), iterations)
+    """sigma_max(G - I), G the smaller Gram matrix (Bansal et al. 2018).
+
+    Computed as s (s sigma_max(G' - I / s^2)), G' the Gram matrix of W / s
+    and s = max(1, max |W|) held constant: G overflows from |W| ~ 1.8e19 in
+    float32 and its power iteration would give NaN, where G' does not, so a
+    true value that overflows is inf. For |W| <= 1, s = 1: G - I itself.
+    """
+    peak = tf.stop_gradient(tf.reduce_max(tf.abs(matrix)))
+    # s = 1 also for an inf or NaN peak, which then reaches G - I.
+    s = tf.where(tf.math.is_finite(peak) & (peak > 1), peak,
+                 tf.ones_like(peak))
+    # 1 / s may be subnormal (flushed to 0): divide by s instead.
+    sigma = spectral_norm(
+        gram_minus_identity(matrix / s, 1.0 / s / s), iterations)
+    return s * (s * sigma)
+
+
+def _polar_pairs(matrix):
+    """(U, V) of an n x k matrix W (n >= k), U V^T its polar factor.
+
+    From W's SVD refined once: with B = U^T W V (diagonal up to the SVD's
+    tolerance, about 1e-6 relative under XLA in float64 too), U (I + K) V^T
+    is the polar factor to second order, K_ij = (B_ij - B_ji) / (B_ii + B_jj)
+    (0 where both are 0).
+    """
+    _, u, v = tf.linalg.svd(matrix)
+    b = tf.matmul(u, tf.matmul(matrix, v), transpose_a=True)
+    diagonal = tf.linalg.diag_part(b)
+    skew = tf.math.divide_no_nan(b - tf.transpose(b),
+                                 diagonal[:, None] + diagonal[None, :])
+    return u + tf.matmul(u, skew), v
 
 
 def nuclear_norm(matrix):
-    """sum_i sigma_i(W), by `tf.linalg.svd`.
+    """sum_i sigma_i(W) = sum_i u_i^T W v_i, (u_i, v_i) W's singular pairs.
 
-    TensorFlow differentiates singular values alone (compute_uv=False) as
-    U V^T, which stays finite for repeated and zero singular values. The
-    matrix is divided by its largest magnitude m first (sum_i sigma_i(W) =
-    m * sum_i sigma_i(W / m), and U V^T does not depend on m), so that the
-    SVD neither overflows nor underflows at huge or tiny scales. At W = 0
-    the gradient is 0. A NaN or inf entry gives NaN.
+    The pairs come from `tf.linalg.svd` of W / m, m W's largest magnitude
+    (so that the SVD neither overflows nor underflows), through W = Q R
+    when W is tall (u = Q u_R: XLA's SVD of a tall matrix is slow), and no
+    gradient flows through them: the gradient is U V^T (refined by
+    `_polar_pairs`), finite for repeated and zero singular values. Summed as
+    u_i^T W v_i, the value errs only to second order in the pairs' error.
+    The zero matrix gets value and gradient 0; a NaN or inf entry gives NaN.
     """
-    if matrix.shape.num_elements() == 0:
+    rows, columns = matrix.shape
+    if rows * columns == 0:
         # XLA's SVD fails on an empty matrix; the sum of no values is 0.
         return tf.reduce_sum(matrix)
-    scale = tf.stop_gradient(tf.reduce_max(tf.abs(matrix)))
+    if columns > rows:
+        return nuclear_norm(tf.transpose(matrix))
+    fixed = tf.stop_gradient(matrix)
+    scale = tf.reduce_max(tf.abs(fixed))
     # As in `_safe_norm`: NaN and inf reach the SVD, which returns NaN.
     usable = tf.math.is_finite(scale) & (scale > 0)
-    scale = tf.where(usable, scale, tf.ones_like(scale))
-    total = scale * tf.reduce_sum(
-        tf.linalg.svd(matrix / scale, compute_uv=False))
+    scaled = fixed / tf.where(usable, scale, tf.ones_like(scale))
+    q, r = tf.linalg.qr(scaled) if rows >= 2 * columns else (None, scaled)
+    u, v = _polar_pairs(r)
+    if q is not None:
+        u = tf.matmul(q, u)
+    total = penalties.total(u * tf.matmul(matrix, v))
     # The zero matrix gets the zero subgradient rather than an arbitrary U V^T.
     # Decided on the entries: a max that skips NaN (as XLA's does) would
     # take a NaN matrix for zero.

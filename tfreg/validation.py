@@ -28,6 +28,7 @@ __all__ = [
 # Strengths are held in float32 and every penalty but float64's is computed
 # in it, so a strength must be finite there.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_STRENGTH_MAX = _FLOAT32_MAX / 2
 
 # A value read from a file (a config) can nest, repeat or grow without bound;
 # past these limits an error message shows it abbreviated.
@@ -143,18 +144,24 @@ def real(name, value, expected="a finite float"):
 
 
 def non_negative_float(name, value):
-    """A plain strength: a float >= 0 that is finite in float32."""
+    """A plain strength: a float >= 0 whose double is finite in float32.
+
+    Gradients take 2 x strength (d/dx s x^2 = 2 s x), which compilers fold
+    into one constant: past half of float32's maximum it would be inf, and
+    inf times a zero weight NaN.
+    """
     expected = "a finite float >= 0"
     if not _is_number(value):
         raise TypeError(message(name, value, expected))
     number = _finite_float(value)  # None beyond float64's range
     if number is not None and not 0 <= number < math.inf:
         raise ValueError(message(name, value, expected))
-    if number is None or number > _FLOAT32_MAX:
+    if number is None or number > _STRENGTH_MAX:
         raise ValueError(message(
             name, value, expected,
-            note=f", which overflows float32 (at most {_FLOAT32_MAX:.8g}), "
-                 "the dtype penalties are computed in."))
+            note=f", which is more than half of float32's maximum (at most "
+                 f"{_STRENGTH_MAX:.8g}): twice a strength must be finite in "
+                 "float32, the dtype penalties are computed in."))
     return number
 
 

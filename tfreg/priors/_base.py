@@ -98,7 +98,7 @@ class Prior(base.Regularizer):
 
     def _negative_log_prob_sum(self, x, factor):
         """Closed forms override this with a faster form."""
-        return factor * -tf.reduce_sum(self._log_prob(x))
+        return factor * -penalties.total(self._log_prob(x))
 
     def penalty(self, x):
         return self.negative_log_prob_sum(x, self._factor(x.dtype))

@@ -407,5 +407,5 @@ class MeanFieldKL(_base.Prior):
         log_scale = (rho if self.parameterization == "log"
                      else _math.log_softplus(rho))
         kl = _math.normal_kl(mean, log_scale, self.prior_loc, self.prior_scale)
-        return self._factor(x.dtype) * tf.reduce_sum(kl)
+        return self._factor(x.dtype) * penalties.total(kl)
 
