@@ -11,6 +11,8 @@ inf input: the value is then NaN or inf, never finite. An empty input (a
 zero-length axis) gives 0.
 """
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -29,6 +31,7 @@ __all__ = [
     "soft_orthogonality",
     "spectral_norm",
     "squared_distance",
+    "squared_spectral_norm",
     "srip",
     "start_vector",
     "top_singular_vectors",
@@ -99,11 +102,6 @@ def gram_minus_identity(matrix, identity=1.0):
     gram = tf.matmul(matrix, matrix, transpose_a=transpose_a,
                      transpose_b=not transpose_a)
     return gram - identity * tf.eye(min(rows, columns), dtype=matrix.dtype)
-
-
-def soft_orthogonality(matrix):
-    """||G - I||_F^2 with G the smaller Gram matrix of `matrix`."""
-    return tf.reduce_sum(tf.square(gram_minus_identity(matrix)))
 
 
 def start_vector(size, dtype):
@@ -178,22 +176,79 @@ def spectral_norm(matrix, iterations):
     return tf.reduce_sum(u * tf.matmul(matrix, v))
 
 
-def srip(matrix, iterations):
-    """sigma_max(G - I), G the smaller Gram matrix (Bansal et al. 2018).
+def squared_spectral_norm(matrix, iterations, factor=1.0):
+    """factor sigma_max(W)^2 as (sum(sqrt(factor) u * W v))^2, u and v as
+    in `spectral_norm`: sigma_max^2 may overflow where its product with the
+    factor does not. The factor multiplies inside the sum: XLA rewrites
+    (c sigma)^2 of a constant c as c^2 sigma^2, which overflows."""
+    u, v = top_singular_vectors(matrix, iterations)
+    return tf.square(
+        tf.reduce_sum(_root(factor) * (u * tf.matmul(matrix, v))))
 
-    Computed as s (s sigma_max(G' - I / s^2)), G' the Gram matrix of W / s
-    and s = max(1, max |W|) held constant: G overflows from |W| ~ 1.8e19 in
-    float32 and its power iteration would give NaN, where G' does not, so a
-    true value that overflows is inf. For |W| <= 1, s = 1: G - I itself.
-    """
+
+def _gram_scale(matrix):
+    """s = max(1, max |W|), held constant; 1 for an inf or NaN entry, which
+    then reaches the Gram matrix."""
     peak = tf.stop_gradient(tf.reduce_max(tf.abs(matrix)))
-    # s = 1 also for an inf or NaN peak, which then reaches G - I.
-    s = tf.where(tf.math.is_finite(peak) & (peak > 1), peak,
-                 tf.ones_like(peak))
-    # 1 / s may be subnormal (flushed to 0): divide by s instead.
-    sigma = spectral_norm(
-        gram_minus_identity(matrix / s, 1.0 / s / s), iterations)
-    return s * (s * sigma)
+    return tf.where(tf.math.is_finite(peak) & (peak > 1), peak,
+                    tf.ones_like(peak))
+
+
+def _scaled_gram_minus_identity(matrix, s):
+    """G' - I / s^2, G' the smaller Gram matrix of W / s: G - I = s^2 times
+    it. 1 / s may be subnormal (flushed to 0): W is divided by s instead."""
+    return gram_minus_identity(matrix / s, 1.0 / s / s)
+
+
+def _root(factor):
+    """sqrt(factor) of a Python number or a scalar tensor."""
+    if isinstance(factor, (int, float)):
+        return math.sqrt(factor)
+    return tf.sqrt(factor)
+
+
+def _split(factor):
+    """(min(factor, 1), max(factor, 1)), whose product is factor.
+
+    b (a x y) for x, y >= 0 finite: a x cannot overflow, and b multiplies
+    a finite value, inf or 0, so the product is never inf * 0 = NaN.
+    """
+    if isinstance(factor, (int, float)):
+        return min(factor, 1.0), max(factor, 1.0)
+    return tf.minimum(factor, 1.0), tf.maximum(factor, 1.0)
+
+
+def soft_orthogonality(matrix, factor=1.0):
+    """factor ||G - I||_F^2 with G the smaller Gram matrix of `matrix`.
+
+    Computed as sum((b (s ((a s) (G' - I / s^2))))^2) with s as in `srip`
+    and a b = sqrt(factor) (`_split`): neither G (from |W| ~ 1.8e19 in
+    float32) nor its square (from |W| ~ 1e10) overflows before a factor
+    below 1 applies. For |W| <= 1 and factor = 1 it is the formula as
+    written.
+    """
+    s = _gram_scale(matrix)
+    difference = _scaled_gram_minus_identity(matrix, s)
+    small, large = _split(_root(factor))
+    return tf.reduce_sum(
+        tf.square(large * (s * ((small * s) * difference))))
+
+
+def srip(matrix, iterations, factor=1.0):
+    """factor sigma_max(G - I), G the smaller Gram matrix (Bansal et al.
+    2018).
+
+    Computed as b (s ((a s) sigma_max(G' - I / s^2))), G' the Gram matrix
+    of W / s, s = max(1, max |W|) held constant and a b = factor
+    (`_split`): G overflows from |W| ~ 1.8e19 in float32 and its power
+    iteration would give NaN, where G' does not, and a factor below 1
+    applies before the product with s^2 could overflow. A true value that
+    overflows is inf. For |W| <= 1, s = 1: factor sigma_max(G - I).
+    """
+    s = _gram_scale(matrix)
+    sigma = spectral_norm(_scaled_gram_minus_identity(matrix, s), iterations)
+    small, large = _split(factor)
+    return large * (s * ((small * s) * sigma))
 
 
 def _polar_pairs(matrix):
@@ -269,8 +324,8 @@ def _sample_mean(activity):
     return tf.reduce_sum(activity, axis=0, keepdims=True) / samples, samples
 
 
-def decov(activity):
-    """1/2 sum_{i != j} C_ij^2, C the batch covariance (1/N).
+def decov(activity, factor=1.0):
+    """factor/2 sum_{i != j} C_ij^2, C the batch covariance (1/N).
 
     `activity` is (samples, features); C = (h - mean)^T (h - mean) / N. No
     samples give C = 0. Each feature j is first divided by its largest
@@ -278,8 +333,10 @@ def decov(activity):
     covariance C' of h / m has |C'_ij| <= 4 and C_ij = m_i (m_j C'_ij):
     neither a mean nor a product overflows or underflows on the way at
     large or tiny activations. The diagonal (which may be the only part of
-    C to overflow) is masked out rather than subtracted, so a penalty whose
-    true value overflows is inf, never inf - inf = NaN.
+    C to overflow) is masked out rather than subtracted, and sqrt(factor)
+    multiplies each C_ij before it is squared (its part below 1 first, see
+    `_split`), so a penalty whose true value overflows is inf, never
+    inf - inf or inf * 0 = NaN.
     """
     peak = tf.stop_gradient(
         tf.reduce_max(tf.abs(activity), axis=0, keepdims=True))
@@ -291,7 +348,9 @@ def decov(activity):
     off_diagonal = tf.where(
         tf.eye(tf.shape(scaled)[0], dtype=tf.bool), tf.zeros_like(scaled),
         scaled)
-    covariance = tf.transpose(peak) * (peak * off_diagonal)
+    small, large = _split(_root(factor))
+    covariance = large * (
+        (small * tf.transpose(peak)) * (peak * off_diagonal))
     return 0.5 * tf.reduce_sum(tf.square(covariance))
 
 

@@ -52,11 +52,17 @@ import tfreg  # pylint: disable=g-import-not-at-top,unused-import
 from tfreg import serialization  # pylint: disable=g-import-not-at-top
 
 # Custom-call targets that are portable to TPU. Keep this list short: every
-# entry must be an annotation, not a computation that runs on one backend.
+# entry must be an annotation or expanded into HLO by a backend-independent
+# XLA pass, not a computation that runs on one backend.
 ALLOWED_CUSTOM_CALLS = {
     "Sharding": "sharding annotation (XlaSharding, DTensor); no computation",
     "SPMDFullToShardShape": "SPMD partitioner marker; no computation",
     "SPMDShardToFullShape": "SPMD partitioner marker; no computation",
+    # tf.linalg.qr (NuclearNorm of a tall kernel): XLA's backend-independent
+    # QrExpander (xla/hlo/transforms/expanders) rewrites both into plain HLO.
+    "Qr": "QR decomposition; expanded into HLO by XLA's QrExpander",
+    "ProductOfElementaryHouseholderReflectors": (
+        "Q of a QR decomposition; expanded into HLO by XLA's QrExpander"),
 }
 
 WEIGHT_SHAPES = (("dense", (8, 4)), ("conv", (3, 3, 2, 4)))
