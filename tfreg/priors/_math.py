@@ -196,6 +196,68 @@ def log_softplus(r):
     return tf.where(linear, r, tf.math.log(tf.math.softplus(safe)))
 
 
+# Elements per block of `_blockwise`: the long elementwise chains below
+# (Horseshoe: some 30 full-size intermediates, a tape keeping those its
+# derivative reads) hold their temporaries a block at a time, so a penalty's
+# peak memory is a few times its weight's, not tens of times.
+_BLOCK = 1 << 20
+
+
+def _blockwise(x, terms, with_derivative):
+    """(sum of terms over x, derivative of x's shape or None), by blocks.
+
+    `terms(block)` gives the block's sum and a function of no arguments
+    giving its elementwise derivative. The flat x is cut into blocks of
+    `_BLOCK` elements (and the remainder): a Python loop in eager mode, a
+    `tf.while_loop` of one iteration at a time in a graph (XLA included).
+    The block sums are summed by `penalties.total`.
+    """
+    size = x.shape.num_elements()
+    flat = tf.reshape(x, [-1])
+    count = size // _BLOCK
+    whole = count * _BLOCK
+    sums, pieces = [], []
+    if tf.executing_eagerly():
+        for index in range(count):
+            block_sum, derivative = terms(
+                flat[index * _BLOCK:(index + 1) * _BLOCK])
+            sums.append(block_sum)
+            if with_derivative:
+                pieces.append(derivative())
+        sums = [tf.stack(sums)]
+    else:
+        blocks = tf.reshape(flat if whole == size else flat[:whole],
+                            [count, _BLOCK])
+
+        def body(index, block_sums, derivatives):
+            block_sum, derivative = terms(blocks[index])
+            block_sums = block_sums.write(index, block_sum)
+            if with_derivative:
+                derivatives = derivatives.write(index, derivative())
+            return index + 1, block_sums, derivatives
+
+        loop = (tf.constant(0),
+                tf.TensorArray(x.dtype, size=count),
+                tf.TensorArray(x.dtype, size=count if with_derivative else 0,
+                               element_shape=[_BLOCK]))
+        _, block_sums, derivatives = tf.while_loop(
+            lambda index, *_: index < count, body, loop,
+            parallel_iterations=1)
+        sums = [block_sums.stack()]
+        if with_derivative:
+            pieces = [tf.reshape(derivatives.stack(), [-1])]
+    if whole < size:
+        block_sum, derivative = terms(flat[whole:])
+        sums.append(tf.reshape(block_sum, [1]))
+        if with_derivative:
+            pieces.append(derivative())
+    total = penalties.total(tf.concat(sums, 0) if len(sums) > 1 else sums[0])
+    if not with_derivative:
+        return total, None
+    flat_derivative = tf.concat(pieces, 0) if len(pieces) > 1 else pieces[0]
+    return total, tf.reshape(flat_derivative, tf.shape(x))
+
+
 def _sum_with_derivative(x, terms, factor, offset):
     """factor * sum + offset, its gradient upstream * factor * derivative.
 
@@ -205,14 +267,50 @@ def _sum_with_derivative(x, terms, factor, offset):
     ops through every intermediate again. `factor` and `offset` (Python
     floats or scalar tensors) are applied inside the custom gradient:
     outside it each scalar op would trace its own gradient's ops for every
-    regularized weight (Student-t: 13 of 41 graph ops per weight).
+    regularized weight (Student-t: 13 of 41 graph ops per weight). The
+    forward pass reads x through `stop_gradient`: an eager tape would
+    otherwise record every intermediate op and keep its tensors alive.
+
+    Tensors of more than `_BLOCK` elements (static size) go by blocks
+    (`_blockwise`), so the intermediates are block-sized: the peak memory
+    is the derivative's and the gradient's, about twice x's bytes.
     """
+    size = x.shape.num_elements()
+    if size is not None and size > _BLOCK:
+        def value(x):
+            return factor * _blockwise(x, terms, False)[0] + offset
+
+        def forward(x):
+            total, derivative = _blockwise(tf.stop_gradient(x), terms, True)
+            return (factor * total + offset,
+                    lambda upstream: (upstream * factor) * derivative)
+        return penalties.differentiated_as(x, value, forward)
+
     def forward(x):
-        total, derivative = terms(x)
+        total, derivative = terms(tf.stop_gradient(x))
         return (factor * total + offset,
                 lambda upstream: (upstream * factor) * derivative())
     return penalties.differentiated_as(
         x, lambda x: factor * terms(x)[0] + offset, forward)
+
+
+def autodiff_sum(x, elementwise, factor=1.0):
+    """factor * sum(elementwise(x)) for an elementwise function of x.
+
+    On a tensor of more than `_BLOCK` elements (static size) it goes by
+    blocks, each block's derivative by autodiff of that block alone, so
+    that no full-size intermediate of `elementwise` is kept.
+    """
+    size = x.shape.num_elements()
+    if size is None or size <= _BLOCK:
+        return factor * penalties.total(elementwise(x))
+
+    def terms(block):
+        with tf.GradientTape() as tape:
+            tape.watch(block)
+            block_sum = penalties.total(elementwise(block))
+        return block_sum, lambda: tape.gradient(block_sum, block)
+    return _sum_with_derivative(x, terms, factor, 0.0)
 
 
 def _num_elements(x):
@@ -244,7 +342,7 @@ def log1p_square_sum(x, loc, inverse_width, factor=1.0, offset=0.0):
     def terms(x):
         z = centered(x, loc) * inverse_width
         square = tf.square(z)
-        return (penalties.log1p_sum(square),
+        return (penalties.total(tf.math.log1p(square)),
                 lambda: (twice * z) / (1.0 + square))
     return _sum_with_derivative(x, terms, factor, offset)
 
@@ -289,7 +387,7 @@ def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
         one_plus_q = 1.0 + q
         hb = 1.0 / one_plus_u_1_5 + h_inf * q / one_plus_q + b * u
         big_b = (1.0 - g) / tf.square(hb)
-        log_term = penalties.log1p(g / u - big_b)
+        log_term = tf.math.log1p(g / u - big_b)
         e = tf.exp(_HORSESHOE_Z - u / (1.0 - g))
 
         def derivative():
@@ -306,8 +404,8 @@ def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
 
         # log(log_term) = log(log_term u) - log u, and log_term u -> g as
         # u -> inf: with u clipped and log u not, this is the far tail too.
-        values = penalties.log1p(e) - tf.math.log(log_term * u) + log_u
-        return tf.reduce_sum(values), derivative
+        values = tf.math.log1p(e) - tf.math.log(log_term * u) + log_u
+        return penalties.total(values), derivative
     return _sum_with_derivative(
         x, terms, factor,
         constant_sum(x, factor, _horseshoe_log_normalizer(scale)))
@@ -351,10 +449,9 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
                 return tf.sigmoid(t)
         else:
             # t <= log_odds, so exp(t) is finite: one exp gives softplus and
-            # sigmoid (Eigen's own are slow on CPU). Not log1p_sum: XLA would
-            # compute the exp anew in each of its two reductions (slower).
+            # sigmoid (Eigen's own are slow on CPU).
             e = tf.exp(t)
-            softplus = penalties.log1p(e)
+            softplus = tf.math.log1p(e)
 
             def sigmoid():
                 return e / (1.0 + e)
@@ -367,7 +464,7 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
                 (2.0 * k) * kx, sigmoid())
 
         slab = (0.5 * slab_precision) * tf.square(x)
-        return tf.reduce_sum(slab - softplus), derivative
+        return penalties.total(slab - softplus), derivative
     return _sum_with_derivative(x, terms, factor,
                                 constant_sum(x, factor, constant))
 

@@ -9,6 +9,7 @@ from tfreg import serialization
 from tfreg import validation
 from tfreg.priors import _base
 from tfreg.priors import _dtypes
+from tfreg.priors import _math
 
 __all__ = ["ALLOWED_DISTRIBUTIONS", "Prior"]
 
@@ -183,5 +184,10 @@ class Prior(_base.Prior):
 
     def _log_prob(self, x):
         return self._build(_distributions(), x.dtype).log_prob(x)
+
+    def _negative_log_prob_sum(self, x, factor):
+        # By blocks on a large tensor: TFP's log_prob is a chain of full-size
+        # ops whose outputs autodiff would keep.
+        return _math.autodiff_sum(x, lambda x: -self._log_prob(x), factor)
 
 
