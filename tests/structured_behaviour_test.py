@@ -234,6 +234,50 @@ class StructuredBehaviourTest(parameterized.TestCase):
             for value, _ in util.all_modes(tfreg.DeCov(1.0), tf.constant(h)):
                 self.assertEqual(value, np.inf)
 
+    def test_srip_where_the_gram_matrix_overflows(self):
+        # G = W^T W overflows float32 from |W| ~ 1.8e19; the true penalty
+        # 1e-20 sigma_max(G - I) ~ 1e21 does not (it was NaN).
+        base = util.gapped_sample(np.random.default_rng(3), (5, 3))
+        w = (base / np.abs(base).max() * 1e20).astype(np.float32)
+        exact = w.astype(np.float64)
+        for value, gradient in self.assertFiniteEverywhere(
+                tfreg.SRIP(1e-20, power_iterations=40), tf.constant(w)):
+            np.testing.assert_allclose(
+                value, util.srip_reference(1e-20)(exact), rtol=1e-5)
+            np.testing.assert_allclose(
+                gradient, util.srip_gradient(1e-20)(exact), rtol=1e-4,
+                atol=1e-4 * np.abs(util.srip_gradient(1e-20)(exact)).max())
+        # Where the true value overflows too it is inf, not NaN.
+        for value, _ in util.all_modes(tfreg.SRIP(1.0),
+                                       tf.constant(w * 1e18)):
+            self.assertEqual(value, np.inf)
+
+    @parameterized.named_parameters(
+        ("decov", tfreg.DeCov, util.decov_reference, 4),
+        ("soft_orthogonal", tfreg.SoftOrthogonal,
+         util.soft_orthogonal_reference, 4),
+        ("spectral_norm", lambda factor: tfreg.SpectralNorm(factor, 40),
+         util.spectral_reference, 2),
+        ("srip", lambda factor: tfreg.SRIP(factor, 40),
+         util.srip_reference, 2))
+    def test_small_factor_times_a_penalty_beyond_float32(
+            self, make, reference, degree):
+        # The penalty without its factor (about 1e50) overflows float32; the
+        # factor applies first, so the value is the finite true one, and a
+        # zero factor gives 0 (it gave inf * 0 = NaN).
+        base = util.gapped_sample(np.random.default_rng(5), (5, 3))
+        w = (base / np.abs(base).max() * 1e50 ** (1 / degree)).astype(
+            np.float32)
+        exact = w.astype(np.float64)
+        for value, gradient in util.all_modes(make(1e-30), tf.constant(w)):
+            np.testing.assert_allclose(value, reference(1e-30)(exact),
+                                       rtol=1e-4)
+            self.assertTrue(np.all(np.isfinite(gradient)))
+        for value, gradient in self.assertFiniteEverywhere(make(0.0),
+                                                           tf.constant(w)):
+            self.assertEqual(value, 0.0)
+            np.testing.assert_array_equal(gradient, 0.0)
+
     def test_l2sp_reference_beyond_float32_for_narrower_weights(self):
         reference = np.array([[1e100, 0.0], [0.0, -4e38]])
         regularizer = tfreg.L2SP(1e-30, reference=reference)

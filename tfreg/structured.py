@@ -162,8 +162,12 @@ class SoftOrthogonal(_MatrixPenalty):
     9.0
     """
 
-    def _of_matrix(self, matrix):
-        return structured_math.soft_orthogonality(matrix)
+    def penalty(self, x):
+        # The factor goes inside: G - I may overflow, or its square, where
+        # their product with the factor does not.
+        return structured_math.soft_orthogonality(
+            penalties.matrix_view(x, name="kernel"),
+            penalties.operand(self.factor, x.dtype))
 
 
 class _PowerIteration(_MatrixPenalty):
@@ -210,9 +214,12 @@ class SpectralNorm(_PowerIteration):
     4.5
     """
 
-    def _of_matrix(self, matrix):
-        return tf.square(
-            structured_math.spectral_norm(matrix, self.power_iterations))
+    def penalty(self, x):
+        # sqrt(factor) sigma_max, squared: sigma_max^2 may overflow where
+        # its product with the factor does not.
+        return structured_math.squared_spectral_norm(
+            penalties.matrix_view(x, name="kernel"), self.power_iterations,
+            penalties.operand(self.factor, x.dtype))
 
 
 @serialization.register
@@ -246,8 +253,12 @@ class SRIP(_PowerIteration):
     1.5
     """
 
-    def _of_matrix(self, matrix):
-        return structured_math.srip(matrix, self.power_iterations)
+    def penalty(self, x):
+        # The factor goes inside: G's scale s^2 may overflow where
+        # factor s^2 does not.
+        return structured_math.srip(
+            penalties.matrix_view(x, name="kernel"), self.power_iterations,
+            penalties.operand(self.factor, x.dtype))
 
 
 @serialization.register
@@ -385,7 +396,8 @@ class DeCov(base.Regularizer):
 
     def penalty(self, x):
         activity = _activity_matrix(x)
-        return self.factor * structured_math.decov(activity)
+        return structured_math.decov(
+            activity, penalties.operand(self.factor, activity.dtype))
 
 
 @serialization.register
