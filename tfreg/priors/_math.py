@@ -258,7 +258,7 @@ def _blockwise(x, terms, with_derivative):
     return total, tf.reshape(flat_derivative, tf.shape(x))
 
 
-def _sum_with_derivative(x, terms, factor, offset):
+def _sum_with_derivative(x, terms, factor, offset, xla_fuses=False):
     """factor * sum + offset, its gradient upstream * factor * derivative.
 
     `terms(x)` gives the sum over x and a function of no arguments that
@@ -273,10 +273,13 @@ def _sum_with_derivative(x, terms, factor, offset):
 
     Tensors of more than `_BLOCK` elements (static size) go by blocks
     (`_blockwise`), so the intermediates are block-sized: the peak memory
-    is the derivative's and the gradient's, about twice x's bytes.
+    is the derivative's and the gradient's, about twice x's bytes. Under
+    XLA a chain that XLA fuses into one pass (`xla_fuses`) keeps no
+    intermediate and stays whole (1x: the gradient alone).
     """
     size = x.shape.num_elements()
-    if size is not None and size > _BLOCK:
+    if (size is not None and size > _BLOCK
+            and not (xla_fuses and penalties.under_xla())):
         def value(x):
             return factor * _blockwise(x, terms, False)[0] + offset
 
@@ -344,7 +347,7 @@ def log1p_square_sum(x, loc, inverse_width, factor=1.0, offset=0.0):
         square = tf.square(z)
         return (penalties.total(tf.math.log1p(square)),
                 lambda: (twice * z) / (1.0 + square))
-    return _sum_with_derivative(x, terms, factor, offset)
+    return _sum_with_derivative(x, terms, factor, offset, xla_fuses=True)
 
 
 def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
@@ -466,7 +469,8 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
         slab = (0.5 * slab_precision) * tf.square(x)
         return penalties.total(slab - softplus), derivative
     return _sum_with_derivative(x, terms, factor,
-                                constant_sum(x, factor, constant))
+                                constant_sum(x, factor, constant),
+                                xla_fuses=True)
 
 
 def normal_kl(loc, log_scale, prior_loc, prior_scale):
