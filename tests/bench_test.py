@@ -129,15 +129,16 @@ class BenchTest(absltest.TestCase):
             for limit in bench._limits_of(goal):
                 self.assertEqual(section.count(f"- **{limit.title}.** "), 1)
 
-    def test_a_full_run_document_stays_under_270_lines(self):
+    def test_a_full_run_document_stays_under_300_lines(self):
         full = _full_shaped(self.results)
         self.assertLen(full["cases"]["train_step"], 12)
         # The longest document: every target unmet, so every limit printed.
         full["targets"] = [dict(target, met=False)
                            for target in full["targets"]]
         # 250 before the memory case, which adds 17 lines (its targets,
-        # limit and one row per mode).
-        self.assertLess(len(bench.document(full).splitlines()), 270)
+        # limit and one row per mode), and the accuracy case, which adds 22
+        # (its targets and one row per contender).
+        self.assertLess(len(bench.document(full).splitlines()), 300)
 
     def test_memory_targets_take_the_worst_class_of_each_bound(self):
         row = {"elements": 1 << 24, "eager tape": 1.0, "eager value": 0.5,
