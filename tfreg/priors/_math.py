@@ -203,31 +203,31 @@ def log_softplus(r):
 _BLOCK = 1 << 20
 
 
-def _blockwise(x, terms, with_derivative):
+def _blockwise(x, terms, with_derivative, block):
     """(sum of terms over x, derivative of x's shape or None), by blocks.
 
     `terms(block)` gives the block's sum and a function of no arguments
     giving its elementwise derivative. The flat x is cut into blocks of
-    `_BLOCK` elements (and the remainder): a Python loop in eager mode, a
+    `block` elements (and the remainder): a Python loop in eager mode, a
     `tf.while_loop` of one iteration at a time in a graph (XLA included).
     The block sums are summed by `penalties.total`.
     """
     size = x.shape.num_elements()
     flat = tf.reshape(x, [-1])
-    count = size // _BLOCK
-    whole = count * _BLOCK
+    count = size // block
+    whole = count * block
     sums, pieces = [], []
     if tf.executing_eagerly():
         for index in range(count):
             block_sum, derivative = terms(
-                flat[index * _BLOCK:(index + 1) * _BLOCK])
+                flat[index * block:(index + 1) * block])
             sums.append(block_sum)
             if with_derivative:
                 pieces.append(derivative())
         sums = [tf.stack(sums)]
     else:
         blocks = tf.reshape(flat if whole == size else flat[:whole],
-                            [count, _BLOCK])
+                            [count, block])
 
         def body(index, block_sums, derivatives):
             block_sum, derivative = terms(blocks[index])
@@ -239,7 +239,7 @@ def _blockwise(x, terms, with_derivative):
         loop = (tf.constant(0),
                 tf.TensorArray(x.dtype, size=count),
                 tf.TensorArray(x.dtype, size=count if with_derivative else 0,
-                               element_shape=[_BLOCK]))
+                               element_shape=[block]))
         _, block_sums, derivatives = tf.while_loop(
             lambda index, *_: index < count, body, loop,
             parallel_iterations=1)
@@ -258,7 +258,8 @@ def _blockwise(x, terms, with_derivative):
     return total, tf.reshape(flat_derivative, tf.shape(x))
 
 
-def _sum_with_derivative(x, terms, factor, offset, xla_fuses=False):
+def _sum_with_derivative(x, terms, factor, offset, xla_fuses=False,
+                         block=_BLOCK):
     """factor * sum + offset, its gradient upstream * factor * derivative.
 
     `terms(x)` gives the sum over x and a function of no arguments that
@@ -271,20 +272,21 @@ def _sum_with_derivative(x, terms, factor, offset, xla_fuses=False):
     forward pass reads x through `stop_gradient`: an eager tape would
     otherwise record every intermediate op and keep its tensors alive.
 
-    Tensors of more than `_BLOCK` elements (static size) go by blocks
+    Tensors of more than `block` elements (static size) go by blocks
     (`_blockwise`), so the intermediates are block-sized: the peak memory
     is the derivative's and the gradient's, about twice x's bytes. Under
     XLA a chain that XLA fuses into one pass (`xla_fuses`) keeps no
     intermediate and stays whole (1x: the gradient alone).
     """
     size = x.shape.num_elements()
-    if (size is not None and size > _BLOCK
+    if (size is not None and size > block
             and not (xla_fuses and penalties.under_xla())):
         def value(x):
-            return factor * _blockwise(x, terms, False)[0] + offset
+            return factor * _blockwise(x, terms, False, block)[0] + offset
 
         def forward(x):
-            total, derivative = _blockwise(tf.stop_gradient(x), terms, True)
+            total, derivative = _blockwise(tf.stop_gradient(x), terms, True,
+                                           block)
             return (factor * total + offset,
                     lambda upstream: (upstream * factor) * derivative)
         return penalties.differentiated_as(x, value, forward)
@@ -409,9 +411,11 @@ def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
         # u -> inf: with u clipped and log u not, this is the far tail too.
         values = tf.math.log1p(e) - tf.math.log(log_term * u) + log_u
         return penalties.total(values), derivative
+    # Some 25 block-sized intermediates live at once: half a block.
     return _sum_with_derivative(
         x, terms, factor,
-        constant_sum(x, factor, _horseshoe_log_normalizer(scale)))
+        constant_sum(x, factor, _horseshoe_log_normalizer(scale)),
+        block=_BLOCK // 2)
 
 
 def spike_and_slab_inverse_width(spike_scale, slab_scale):
