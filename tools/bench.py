@@ -677,9 +677,11 @@ def targets_memory(rows, settings):
 
 
 MEMORY_LIMITS = Limit("Memory at small sizes", (
-    "The priors of `tfreg.priors` go by blocks of 1M elements above that "
-    "size; a smaller tensor keeps its whole chain of intermediates, so its "
-    "multiple is larger (Horseshoe: 17x, under 70 MB). MeanFieldKL differentiates "
+    "The priors of `tfreg.priors` go by blocks of 1M elements (Horseshoe: "
+    "512K) above that size; a smaller tensor keeps its whole chain of "
+    "intermediates, so its multiple is larger (Horseshoe: 17x, under "
+    "40 MB), and the blocks' own weigh more on a few million elements. "
+    "MeanFieldKL differentiates "
     "through its softplus by autodiff. Orthogonal(mode=\"rows\") needs a "
     "rows x rows Gram matrix, 64 x 64 here."))
 
