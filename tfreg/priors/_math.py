@@ -255,7 +255,7 @@ def _blockwise(x, terms, with_derivative, block):
     if not with_derivative:
         return total, None
     flat_derivative = tf.concat(pieces, 0) if len(pieces) > 1 else pieces[0]
-    return total, tf.reshape(flat_derivative, tf.shape(x))
+    return total, tf.reshape(flat_derivative, x.shape)
 
 
 def _sum_with_derivative(x, terms, factor, offset, xla_fuses=False,
