@@ -278,6 +278,26 @@ class StructuredBehaviourTest(parameterized.TestCase):
             self.assertEqual(value, 0.0)
             np.testing.assert_array_equal(gradient, 0.0)
 
+    @parameterized.named_parameters(
+        ("group_lasso", tfreg.GroupLasso,
+         lambda factor: util.group_lasso_reference(factor)),
+        ("sparse_group_lasso", lambda factor: tfreg.SparseGroupLasso(
+            0.0, factor),
+         lambda factor: util.group_lasso_reference(factor, l1=0.0)))
+    def test_small_factor_times_group_norms_beyond_float32(
+            self, make, reference):
+        # Each group norm (2.8e38) fits float32, their sum does not.
+        w = np.array([[2e38, -2e38], [2e38, 2e38]], np.float32)
+        exact = w.astype(np.float64)
+        for value, gradient in self.assertFiniteEverywhere(
+                make(1e-30), tf.constant(w)):
+            np.testing.assert_allclose(value, reference(1e-30)(exact),
+                                       rtol=1e-6)
+        for value, gradient in self.assertFiniteEverywhere(
+                make(0.0), tf.constant(w)):
+            self.assertEqual(value, 0.0)
+            np.testing.assert_array_equal(gradient, 0.0)
+
     def test_l2sp_reference_beyond_float32_for_narrower_weights(self):
         reference = np.array([[1e100, 0.0], [0.0, -4e38]])
         regularizer = tfreg.L2SP(1e-30, reference=reference)

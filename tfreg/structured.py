@@ -78,7 +78,8 @@ class GroupLasso(base.Regularizer):
 
     def penalty(self, x):
         _check_axis(x, self.axis)
-        return self.factor * structured_math.group_lasso(x, self.axis)
+        return structured_math.group_lasso(
+            x, self.axis, penalties.operand(self.factor, x.dtype))
 
 
 @serialization.register
@@ -116,8 +117,12 @@ class SparseGroupLasso(base.Regularizer):
 
     def penalty(self, x):
         _check_axis(x, self.axis)
+        factor = penalties.operand(self.factor, x.dtype)
+        if isinstance(self.l1, (int, float)) and self.l1 == 0:
+            # Not 0 * sum|w|: NaN where the sum overflows.
+            return structured_math.group_lasso(x, self.axis, factor)
         return (penalties.l1(x, self.l1)
-                + self.factor * structured_math.group_lasso(x, self.axis))
+                + structured_math.group_lasso(x, self.axis, factor))
 
 
 class _MatrixPenalty(base.Regularizer):

@@ -82,16 +82,18 @@ def group_norms(x, axis):
     return _safe_norm(x, axis=others)
 
 
-def group_lasso(x, axis):
-    """sum_g sqrt(p_g) * ||x_g||_2, one group per index along `axis`.
+def group_lasso(x, axis, factor=1.0):
+    """factor sum_g sqrt(p_g) * ||x_g||_2, one group per index along `axis`.
 
     p_g is the number of entries in a group: x.size / x.shape[axis]. A
-    tensor with a zero-length axis has no groups or empty ones: 0.
+    tensor with a zero-length axis has no groups or empty ones: 0. With
+    a b = factor sqrt(p) (`_split`) it is b sum_g (a ||x_g||): a factor
+    below 1 applies before the sum can overflow, and a zero factor gives 0.
     """
     groups = x.shape[axis]
     size = x.shape.num_elements() // groups if groups else 0
-    return tf.sqrt(tf.cast(size, x.dtype)) * penalties.total(
-        group_norms(x, axis))
+    small, large = _split(factor * math.sqrt(size))
+    return large * penalties.total(small * group_norms(x, axis))
 
 
 def gram_minus_identity(matrix, identity=1.0):
