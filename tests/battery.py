@@ -36,7 +36,7 @@ import tensorflow as tf
 import tfreg
 from tfreg import _keras
 
-from tests import memory
+from tools import memory
 
 keras = _keras.keras
 

@@ -610,7 +610,7 @@ MEMORY_MODES = ("eager tape", "eager value", "tf.function", "jit")
 
 
 def run_memory(settings):
-    from tests import memory  # pylint: disable=g-import-not-at-top
+    from tools import memory  # pylint: disable=g-import-not-at-top
     rows_of = settings.pick(full=1 << 18, quick=1 << 16, tiny=1 << 10)
     contenders = _memory_contenders(rows_of)
     # Compiling every class takes a minute: a smoke run measures two.
@@ -662,7 +662,7 @@ _GOAL_MEMORY = "peak extra memory <= its bound x the weight's bytes"
 
 
 def targets_memory(rows, settings):
-    """The worst class of each bound (tests/memory.py), over every mode."""
+    """The worst class of each bound (tools/memory.py), over every mode."""
     del settings
     out = []
     for bound in sorted({row["bound"] for row in rows}):
@@ -691,7 +691,7 @@ MEMORY_CASE = Case(
     about="peak extra memory of every regularizer class on one large "
           "float32 tensor in eager mode (value+gradient with a tape, value "
           "only), tf.function and jit_compile (value+gradient), as a "
-          "multiple of the weight's bytes (`tests/memory.py`: TF's CPU "
+          "multiple of the weight's bytes (`tools/memory.py`: TF's CPU "
           "allocator peak, and the resident-set peak).",
     run=run_memory,
     table=table_memory,
