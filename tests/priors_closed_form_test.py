@@ -183,6 +183,40 @@ class ClosedFormPriorsTest(battery.battery(util.CLOSED_FORM_CASES)):
 
     # -- Meaning.
 
+    @parameterized.product(
+        prior=(lambda: priors.StudentT(3.0, 0.5), lambda: priors.Cauchy(0.5),
+               lambda: priors.SpikeAndSlab(), lambda: priors.Horseshoe(),
+               lambda: priors.Normal(0.5),
+               lambda: priors.Prior(tfp.distributions.Logistic(0.0, 0.5))),
+        # Whole, and past the block size of the priors' blocked forms.
+        size=(6, (1 << 20) + 5),
+        jit=(None, True))
+    def test_second_derivative_matches_differences(self, prior, size, jit):
+        # A Hessian-vector product differentiates the custom gradient:
+        # its derivative must stay a function of x (the forward pass reads
+        # x through stop_gradient). Weights away from 0, where Horseshoe's
+        # curvature is finite.
+        rng = np.random.default_rng(size)
+        x = tf.constant(rng.choice([-1.0, 1.0], size) * rng.uniform(
+            0.3, 3.0, size))
+        regularizer = prior()
+
+        def row_sums(x):
+            with tf.GradientTape() as outer:
+                outer.watch(x)
+                _, gradient = battery.value_and_gradient(regularizer, x)
+            return outer.gradient(gradient, x)
+
+        run = row_sums if jit is None else tf.function(row_sums,
+                                                       jit_compile=True)
+        step = 1e-5
+        differences = (battery.value_and_gradient(regularizer, x + step)[1]
+                       - battery.value_and_gradient(regularizer, x - step)[1]
+                       ) / (2 * step)
+        np.testing.assert_allclose(
+            run(x), differences, rtol=0,
+            atol=1e-6 * np.abs(differences.numpy()).max())
+
     @parameterized.named_parameters(
         ("normal", priors.Normal), ("laplace", priors.Laplace),
         ("student_t", priors.StudentT), ("cauchy", priors.Cauchy),

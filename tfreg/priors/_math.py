@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 import tensorflow as tf
+# No public API tells whether a gradient tape is recording.
+from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
 
 from tfreg import penalties
 from tfreg.priors import _dtypes
@@ -242,7 +244,10 @@ def _blockwise(x, terms, with_derivative, block):
                                element_shape=[block]))
         _, block_sums, derivatives = tf.while_loop(
             lambda index, *_: index < count, body, loop,
-            parallel_iterations=1)
+            parallel_iterations=1,
+            # A static count: XLA differentiates the loop (a second
+            # derivative) only with bounded accumulators.
+            maximum_iterations=count)
         sums = [block_sums.stack()]
         if with_derivative:
             pieces = [tf.reshape(derivatives.stack(), [-1])]
@@ -270,7 +275,9 @@ def _sum_with_derivative(x, terms, factor, offset, xla_fuses=False,
     outside it each scalar op would trace its own gradient's ops for every
     regularized weight (Student-t: 13 of 41 graph ops per weight). The
     forward pass reads x through `stop_gradient`: an eager tape would
-    otherwise record every intermediate op and keep its tensors alive.
+    otherwise record every intermediate op and keep its tensors alive. A
+    gradient taken under a recording tape (a second derivative) recomputes
+    the derivative from x instead.
 
     Tensors of more than `block` elements (static size) go by blocks
     (`_blockwise`), so the intermediates are block-sized: the peak memory
@@ -287,14 +294,25 @@ def _sum_with_derivative(x, terms, factor, offset, xla_fuses=False,
         def forward(x):
             total, derivative = _blockwise(tf.stop_gradient(x), terms, True,
                                            block)
-            return (factor * total + offset,
-                    lambda upstream: (upstream * factor) * derivative)
+
+            def gradient(upstream):
+                if record.could_possibly_record():
+                    # Differentiated again: the derivative as a function of x.
+                    return (upstream * factor) * _blockwise(
+                        x, terms, True, block)[1]
+                return (upstream * factor) * derivative
+            return factor * total + offset, gradient
         return penalties.differentiated_as(x, value, forward)
 
     def forward(x):
         total, derivative = terms(tf.stop_gradient(x))
-        return (factor * total + offset,
-                lambda upstream: (upstream * factor) * derivative())
+
+        def gradient(upstream):
+            if record.could_possibly_record():
+                # Differentiated again: the derivative as a function of x.
+                return (upstream * factor) * terms(x)[1]()
+            return (upstream * factor) * derivative()
+        return factor * total + offset, gradient
     return penalties.differentiated_as(
         x, lambda x: factor * terms(x)[0] + offset, forward)
 
