@@ -323,7 +323,13 @@ def _sample_mean(activity):
     """(mean over samples, N): N the number of samples, at least 1, so that
     the mean (and a covariance) of no samples is 0."""
     samples = tf.cast(tf.maximum(tf.shape(activity)[0], 1), activity.dtype)
-    return tf.reduce_sum(activity, axis=0, keepdims=True) / samples, samples
+    rows = activity.shape[0]
+    if rows is None or rows < 2 * _PRODUCT_BLOCK:
+        sums = tf.reduce_sum(activity, axis=0, keepdims=True)
+    else:  # sums of many rows: by blocks, as in _transposed_product
+        sums = tf.transpose(_transposed_product(
+            activity, tf.ones((rows, 1), activity.dtype)))
+    return sums / samples, samples
 
 
 def decov(activity, factor=1.0):
