@@ -29,7 +29,7 @@ def orthogonal_reference(factor, mode):
 
 
 # Past penalties._TOTAL_BY_ROWS_MIN_ELEMENTS: XLA:CPU takes row sums.
-LARGE = (256, 256)
+LARGE = (1024, 512)
 
 
 def traced_graph(function, shape, jit=False):
@@ -242,7 +242,7 @@ class RegularizersTest(battery.battery(CASES)):
                               traced_op_types(regularizer, LARGE, jit=True))
                 self.assertNotIn("MatMul", traced_op_types(regularizer, LARGE))
                 self.assertNotIn("MatMul", traced_op_types(
-                    regularizer, (255, 256), jit=True))
+                    regularizer, (1023, 512), jit=True))
 
     def test_custom_gradients_are_traced_only_under_a_tape(self):
         # Without a tape the custom gradient's identity node is an op per

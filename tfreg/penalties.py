@@ -82,10 +82,12 @@ def under_xla():
 # multiply in one running accumulator per lane: terms below half the
 # accumulator's ulp are lost, -1e-3 relative at 64M elements. A matrix-vector
 # product with ones sums rows of this many terms each (Eigen's GEMV), and
-# then the few row sums: within 1e-6 relative, and faster.
+# then the few row sums: within 1e-6 relative, and faster on one tensor.
 _TOTAL_ROW = 1024
-# Below this size the running accumulator errs by less than 1e-6.
-_TOTAL_BY_ROWS_MIN_ELEMENTS = 1 << 16
+# Below this size the running accumulator errs by at most a few 1e-6, and
+# XLA fuses a plain sum with the rest of a step (many weights of a model
+# summed in one pass), where the product's separate pass costs more.
+_TOTAL_BY_ROWS_MIN_ELEMENTS = 1 << 19
 
 
 def _xla_on_cpu():
@@ -99,7 +101,7 @@ def _xla_on_cpu():
 def total(terms):
     """sum(terms) over every element, within 1e-6 relative under XLA:CPU.
 
-    Outside XLA:CPU, for sizes unknown at tracing, below 64K elements and
+    Outside XLA:CPU, for sizes unknown at tracing, below 512K elements and
     for types other than float32 and float64 it is reduce_sum. Otherwise,
     with the flat terms cut into rows of 1024 (and the remainder r):
 
@@ -120,7 +122,7 @@ def total(terms):
 
 
 def _total_pays(x):
-    """True where `total` takes row sums (XLA:CPU, 64K elements or more)."""
+    """True where `total` takes row sums (XLA:CPU, 512K elements or more)."""
     size = x.shape.num_elements()
     return (size is not None and size >= _TOTAL_BY_ROWS_MIN_ELEMENTS
             and _xla_on_cpu())

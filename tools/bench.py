@@ -411,7 +411,7 @@ LOGS = Limit("Logarithms and exponentials on CPU", (
     "`tfreg.optimizers.Regularized` needs only the gradient, which for "
     "Normal, Laplace, Student-t, Cauchy and SpikeAndSlab takes no log."))
 XLA_WRITES = Limit("XLA:CPU writes the summed terms out", (
-    "From 64K elements the terms (`x^2`, `|x|`) are summed as rows of 1024 "
+    "From 512K elements the terms (`x^2`, `|x|`) are summed as rows of 1024 "
     "by a matrix-vector product with ones (`penalties.total`): XLA:CPU's "
     "own reduction of a large tensor keeps one running accumulator per "
     "lane and loses up to 1e-3 relative at 64M elements. With TF's default CPU allocator, "
@@ -716,7 +716,7 @@ def _accuracy_contenders():
 
 def run_accuracy(settings):
     sizes = settings.pick(full=(1 << 20, 1 << 24, 1 << 26),
-                          quick=(1 << 20, 1 << 24), tiny=(1 << 16,))
+                          quick=(1 << 20, 1 << 24), tiny=(1 << 19,))
     rounds = settings.rounds(full=7, quick=5, tiny=1)
     rows = []
     for size in sizes:
@@ -778,12 +778,10 @@ def targets_accuracy(rows, settings):
     for size in sizes:
         ours = [row for row in rows if row["elements"] == size
                 and row["contender"].startswith("tfreg")]
-        worst = max(ours, key=lambda row: abs(row["relative_error"]))
-        error = abs(worst["relative_error"])
+        error = max(abs(row["relative_error"]) for row in ours)
         out.append(Target(_GOAL_ACCURACY,
                           f"worst of {len(ours)} tfreg classes",
-                          f"{_size(size)} ({worst['contender']})", error,
-                          error <= ACCURACY_BOUND))
+                          _size(size), error, error <= ACCURACY_BOUND))
     for row in _find(rows, elements=sizes[-1]):
         twin = _find(rows, elements=sizes[-1], contender=row["contender"]
                      .replace("tfreg", "keras"))
