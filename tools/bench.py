@@ -426,6 +426,14 @@ GRAPH_ABS = Limit("Graph mode, L1 and L1L2", (
 GRADIENT = Limit("The gradient's own traffic", (
     "Value+gradient adds a read and a write of every weight: its floor is "
     "about 0.5 of the read floor."))
+ACCURATE_SUMS = Limit("Accurate sums under XLA", (
+    "Below 512K elements per weight tfreg's L1, L2 and L1L2 compile under "
+    "XLA to about the same program as Keras' own (a plain sum fused with "
+    "the step), so their ratio is 1 within noise. A faster XLA:CPU "
+    "reduction (an operand ending in a max, summed by its library "
+    "reduction) errs by up to 1e-3 relative at 64M elements and is not "
+    "used; from 512K elements the row sums of `penalties.total` are both "
+    "accurate and faster than Keras' (the accuracy case)."))
 NOISE = Limit("Noise", (
     "Ratios of calls a few milliseconds long, and differences of two step "
     "times, move between runs by more than some gaps to their lines; L1 "
@@ -446,7 +454,7 @@ PENALTY = Case(
     limits={
         _GOAL_VALUE: (GRAPH_ABS, XLA_WRITES, LOGS),
         _GOAL_GRADIENT: (GRADIENT, XLA_WRITES, LOGS),
-        _GOAL_NOT_SLOWER: (NOISE,),
+        _GOAL_NOT_SLOWER: (NOISE, ACCURATE_SUMS),
     })
 
 
