@@ -201,10 +201,12 @@ class StrengthTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, r"Received: name='l2\\n'"):
             tfreg.Strength(0.1, name="l2\n")
         with self.assertRaisesRegex(ValueError,
-                                    "Received: value=1e.39, which overflows"):
+                                    "Received: value=1e.39, which is more than "
+                                    "half of float32.s maximum"):
             tfreg.Strength(1e39)
         with self.assertRaisesRegex(ValueError,
-                                    "Received: value=1e.39, which overflows"):
+                                    "Received: value=1e.39, which is more than "
+                                    "half of float32.s maximum"):
             strength.assign(1e39)
         with self.assertRaisesRegex(ValueError, "Expected a strength"):
             tfreg.L2({"class_name": "os.system", "config": {}})
