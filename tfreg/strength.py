@@ -13,7 +13,7 @@ import threading
 
 import tensorflow as tf
 
-from tfreg import validation
+from tfreg import _checks
 
 __all__ = ["Strength", "compute_dtype", "from_json", "to_json"]
 
@@ -67,12 +67,12 @@ class Strength(tf.__internal__.tracking.Trackable):
 
     def __init__(self, value=0.0, name="strength"):
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ValueError(validation.message(
+            raise ValueError(_checks.message(
                 "name", name, "an identifier of at most 64 characters "
                 "(letters, digits, '_', '.', '-')"))
         self.name = name
         self.variable = tf.Variable(
-            validation.non_negative_float("value", value), trainable=False,
+            _checks.non_negative_float("value", value), trainable=False,
             dtype=tf.float32, name=name)
 
     @property
@@ -82,7 +82,7 @@ class Strength(tf.__internal__.tracking.Trackable):
 
     def assign(self, value):
         """Sets the strength; compiled steps see it on their next run."""
-        self.variable.assign(validation.non_negative_float("value", value))
+        self.variable.assign(_checks.non_negative_float("value", value))
 
     def get_config(self):
         return {"value": self.value, "name": self.name}
@@ -96,7 +96,7 @@ class Strength(tf.__internal__.tracking.Trackable):
     @classmethod
     def from_config(cls, config):
         if not isinstance(config, dict) or not set(config) <= {"value", "name"}:
-            raise ValueError(validation.message(
+            raise ValueError(_checks.message(
                 "config", config,
                 "a Strength config: a dict with keys among ['name', 'value']"))
         return cls(**config)
@@ -156,7 +156,7 @@ def from_json(value, name="strength"):
     if isinstance(value, dict):
         if set(value) != {"class_name", "config"} or (
                 value["class_name"] != "Strength"):
-            raise ValueError(validation.message(
+            raise ValueError(_checks.message(
                 name, value, 'a strength as a number or as {"class_name": '
                 '"Strength", "config": {...}}'))
         return Strength.from_config(value["config"])
