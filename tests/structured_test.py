@@ -105,17 +105,19 @@ class StructuredTest(battery.battery(util.CASES)):
         for shape in ((4,), (1, 1, 1, 1, 2, 3)):
             with self.subTest(shape=shape):
                 with self.assertRaisesRegex(ValueError, util.escaped(
-                        "Expected a kernel of rank 2 (Dense) or 3 to 5 "
-                        "(Conv1D/2D/3D) for `kernel`. Received: "
-                        f"kernel.shape={tf.TensorShape(shape)}")):
+                        "Invalid value for argument `kernel`. Expected a "
+                        "kernel of rank 2 (Dense) or 3 to 5 (Conv1D/2D/3D). "
+                        "Received: kernel=<a tensor of shape "
+                        f"{tf.TensorShape(shape)}>")):
                     cls()(tf.ones(shape))
 
     @parameterized.named_parameters(("decov", tfreg.DeCov),
                                     ("kl", tfreg.KLSparsity))
     def test_activity_penalties_reject_rank_one(self, cls):
         with self.assertRaisesRegex(ValueError, util.escaped(
-                "Expected activations of shape (batch, ..., features), rank "
-                ">= 2. Received: activity.shape=(4,)")):
+                "Invalid value for argument `activity`. Expected activations "
+                "of shape (batch, ..., features), rank >= 2. Received: "
+                "activity=<a tensor of shape (4,)>")):
             cls()(tf.ones((4,)))
 
     def test_l2sp_rejects_bad_references(self):
@@ -191,8 +193,9 @@ class StructuredTest(battery.battery(util.CASES)):
 
     def test_l2sp_rejects_kernels_of_another_shape(self):
         with self.assertRaisesRegex(ValueError, util.escaped(
-                "Expected a tensor of the shape of `reference`, (3, 4), for "
-                "L2SP. Received: x.shape=(4, 3)")):
+                "Invalid value for argument `x`. Expected a tensor of the "
+                "shape of `reference`, (3, 4). Received: x=<a tensor of "
+                "shape (4, 3)>")):
             tfreg.L2SP(reference=util.REFERENCE_34)(tf.ones((4, 3)))
 
     # ------------------------------------------------ L2SP state and helper

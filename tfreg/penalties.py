@@ -12,6 +12,8 @@ import tensorflow as tf
 # No public API tells whether a gradient tape is recording.
 from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
 
+from tfreg import validation
+
 __all__ = [
     "differentiated_as",
     "l1",
@@ -227,14 +229,14 @@ def matrix_view(x, name="x"):
       ValueError: when the rank is not 2 to 5 or a dimension is unknown.
     """
     shape = x.shape
+    shown = f"<a tensor of shape {shape}>"
     if shape.rank is None or not 2 <= shape.rank <= 5:
-        raise ValueError(
-            f"Expected a kernel of rank 2 (Dense) or 3 to 5 (Conv1D/2D/3D) for "
-            f"`{name}`. Received: {name}.shape={shape}")
+        raise ValueError(validation.message(
+            name, x, "a kernel of rank 2 (Dense) or 3 to 5 (Conv1D/2D/3D)",
+            shown))
     if not shape.is_fully_defined():
-        raise ValueError(
-            f"Expected a kernel with a fully defined (static) shape for "
-            f"`{name}`. Received: {name}.shape={shape}")
+        raise ValueError(validation.message(
+            name, x, "a kernel with a fully defined (static) shape", shown))
     if shape.rank == 2:
         return x
     # Static rows: (-1, 0) would leave them unknown in a graph (no filters).

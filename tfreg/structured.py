@@ -338,10 +338,9 @@ class L2SP(base.Regularizer):
 
     def penalty(self, x):
         if tuple(x.shape) != self.reference.shape:
-            raise ValueError(
-                f"Expected a tensor of the shape of `reference`, "
-                f"{self.reference.shape}, for L2SP. Received: "
-                f"x.shape={tuple(x.shape)}")
+            raise ValueError(validation.message(
+                "x", x, f"a tensor of the shape of `reference`, "
+                f"{self.reference.shape}", _tensor_shown(x)))
         if x.dtype != tf.float64 and self._largest > _FLOAT32_MAX:
             # Weights narrower than float64 are computed in float32, where
             # a larger reference value would be inf: an inf penalty and a
@@ -449,21 +448,26 @@ class KLSparsity(base.Regularizer):
 def _check_axis(x, axis):
     rank = x.shape.rank
     if rank is None or rank < 1 or not x.shape.is_fully_defined():
-        raise ValueError(
-            "Expected a weight tensor of rank >= 1 with a fully defined "
-            f"(static) shape. Received: x.shape={x.shape}")
+        raise ValueError(validation.message(
+            "x", x, "a weight tensor of rank >= 1 with a fully defined "
+            "(static) shape", _tensor_shown(x)))
     if not -rank <= axis < rank:
         raise ValueError(validation.message(
             "axis", axis, f"an int in [{-rank}, {rank}) for a tensor of rank "
             f"{rank}", note=f" with x.shape={x.shape}"))
 
 
+def _tensor_shown(x):
+    """A tensor as an error message shows it: by its shape."""
+    return f"<a tensor of shape {x.shape}>"
+
+
 def _activity_matrix(x):
     shape = x.shape
     if shape.rank is not None and shape.rank < 2:
-        raise ValueError(
-            "Expected activations of shape (batch, ..., features), rank >= 2. "
-            f"Received: activity.shape={shape}")
+        raise ValueError(validation.message(
+            "activity", x, "activations of shape (batch, ..., features), "
+            "rank >= 2", _tensor_shown(x)))
     # tf_keras' SavedModel loader traces activity regularizers on inputs of
     # unknown rank; the reshape then takes the feature count at run time.
     return structured_math.samples_by_features(x)
