@@ -59,6 +59,8 @@ _GROUP_MAX_ELEMENTS = 1 << 14
 # The "layer" of a Keras 3 weight whose regularizer was taken off the variable
 # itself (`walk.set_regularizer` needs no layer there).
 _ON_VARIABLE = "variable"
+_CONFIG_KEYS = frozenset({"name", "optimizer", "mode", "regularizer",
+                          "include", "exclude"})
 
 
 class _State:
@@ -277,8 +279,11 @@ class Regularized(_Base):
       include: None (kernels and embeddings: a last path component ending
         in "kernel", or "embeddings") or a regular expression searched in
         the variable's path (Keras 3 `variable.path`, tf_keras the
-        variable's name without ":0").
-      exclude: None or a regular expression; matching weights are skipped.
+        variable's name without ":0"). Saved in the config, so searched in
+        linear time: at most 256 characters, no backreferences,
+        lookarounds, atomic groups, possessive quantifiers or flags.
+      exclude: None or such a regular expression; matching weights are
+        skipped.
       penalties: Optional list of coupled penalties spanning several
         variables (see docs/optimizers.md); not part of the config.
       model: Optional model whose weight regularizers move into the
@@ -297,10 +302,10 @@ class Regularized(_Base):
                 "itself Regularized"))
         mode = validation.choice("mode", mode, MODES)
         regularizer = serialization.get(regularizer)
-        if regularizer is not None and not callable(regularizer):
-            raise TypeError(validation.message(
-                "regularizer", regularizer, "None or a Keras regularizer"))
-        walk.selection(include, exclude, predicates=False)
+        if regularizer is not None:
+            # Saved in the config: what is accepted here must load again.
+            serialization.check_reloadable("regularizer", regularizer)
+        walk.selection(include, exclude, predicates=False, linear=True)
         if penalties is not None and not isinstance(penalties, (list, tuple)):
             raise TypeError(validation.message(
                 "penalties", penalties, "None or a list of coupled penalties"))
@@ -481,7 +486,7 @@ class Regularized(_Base):
         taken = {id(entry[1]) for entry in state.entries}
         if self.regularizer is not None:
             selected = walk.selection(self.include, self.exclude,
-                                      predicates=False)
+                                      predicates=False, linear=True)
             for variable in state.var_list:
                 path = _variable_path(variable)
                 if (selected(None, variable, path)
@@ -576,18 +581,40 @@ class Regularized(_Base):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        """Rebuilds the optimizer; a bad field raises ValueError with the
+        reason (Keras would bury a TypeError in its generic message)."""
+        if not isinstance(config, dict):
+            raise ValueError(validation.message(
+                "config", config, "a dict made by Regularized.get_config"))
+        unknown = sorted(set(config) - _CONFIG_KEYS, key=str)
+        if unknown:
+            raise ValueError(
+                f"Unknown key(s) {validation.short_repr(unknown)} in a "
+                "tfreg.optimizers.Regularized config. Expected a subset of "
+                f"{sorted(_CONFIG_KEYS)}.")
         # Keras' deserialize edits the config it reads.
         config = copy.deepcopy(config)
-        inner = config.pop("optimizer", None)
-        if isinstance(inner, dict):
-            if _keras.LEGACY:
-                inner = keras.optimizers.deserialize(
-                    inner, custom_objects=custom_objects,
-                    use_legacy_optimizer=False)
-            else:
-                inner = keras.optimizers.deserialize(
-                    inner, custom_objects=custom_objects)
-        return cls(inner, **config)
+        try:
+            inner = config.pop("optimizer", None)
+            if isinstance(inner, dict):
+                if _keras.LEGACY:
+                    inner = keras.optimizers.deserialize(
+                        inner, custom_objects=custom_objects,
+                        use_legacy_optimizer=False)
+                else:
+                    inner = keras.optimizers.deserialize(
+                        inner, custom_objects=custom_objects)
+            if not custom_objects:
+                return cls(inner, **config)
+            # The constructor checks that the regularizer loads again. (A
+            # scope replaces the one around it: without custom_objects,
+            # that of Keras' loading stays.)
+            with keras.saving.custom_object_scope(custom_objects):
+                return cls(inner, **config)
+        except TypeError as error:
+            raise ValueError(
+                f"Invalid tfreg.optimizers.Regularized config: {error}"
+            ) from None
 
 
 def _find(model):

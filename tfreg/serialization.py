@@ -3,8 +3,10 @@
 One table maps every accepted name to a class: the class name ('L1L2'), its
 snake_case name ('l1_l2'), the Keras-registered name ('tfreg>L1L2') and any
 alias (Keras' 'orthogonal_regularizer'). Deserializing looks names up in this
-table only: a config never imports a module or calls anything but a
-registered class's validating constructor.
+table, then in Keras' own registry of classes registered with
+`register_keras_serializable` and the `custom_objects` in scope: a config
+never imports a module or calls anything but a registered class's
+`from_config`.
 """
 
 import re
@@ -77,12 +79,22 @@ def registered_names():
     return sorted(set(_REGISTRY) | set(_PRESETS))
 
 
-def _lookup(name):
+def _lookup(name, custom_objects=None):
+    """tfreg's class of that name, else a Keras regularizer class that Keras'
+    registry or `custom_objects` (also a `custom_object_scope`) maps it to."""
     cls = _REGISTRY.get(name) or _REGISTRY.get(name.lower())
+    if cls is None:
+        found = _keras.keras.saving.get_registered_object(
+            name, custom_objects=custom_objects)
+        if isinstance(found, type) and issubclass(
+                found, _keras.Regularizer) and not _is_abstract(found):
+            cls = found
     if cls is None:
         raise ValueError(
             f"Unknown regularizer: {validation.short_repr(name)}. Expected "
-            f"one of {registered_names()}.")
+            f"one of {registered_names()}, or a regularizer class registered "
+            "with Keras (`keras.saving.register_keras_serializable`) or "
+            "given in `custom_objects`.")
     return cls
 
 
@@ -96,18 +108,19 @@ def serialize(regularizer):
     return _keras.keras.saving.serialize_keras_object(regularizer)
 
 
-def deserialize(config):
-    """Builds a tfreg regularizer from a name or a dict made by `serialize`.
+def deserialize(config, custom_objects=None):
+    """Builds a regularizer from a name or a dict made by `serialize`.
 
-    Only registered tfreg classes are resolved; the "module" entry is never
-    imported. Unknown names, unknown keys and invalid values raise
-    `ValueError` or `TypeError`.
+    Resolves registered tfreg classes, then Keras-registered regularizer
+    classes and those in `custom_objects` (a dict name -> class); the
+    "module" entry is never imported. Unknown names, unknown keys and
+    invalid values raise `ValueError` or `TypeError`.
     """
     if isinstance(config, str):
         if config in _PRESETS or config.lower() in _PRESETS:
             cls, kwargs = _PRESETS.get(config) or _PRESETS[config.lower()]
             return cls(**kwargs)
-        return _lookup(config)()
+        return _lookup(config, custom_objects)()
     if not isinstance(config, dict):
         raise TypeError(validation.message(
             "config", config, "a regularizer name (str) or a config dict"))
@@ -128,7 +141,7 @@ def deserialize(config):
             "Expected a string `class_name` in a regularizer config. "
             "Received: class_name="
             f"{validation.short_repr(config.get('class_name'))}")
-    cls = _lookup(name)
+    cls = _lookup(name, custom_objects)
     if "config" not in config:
         # As `serialize` writes it; tf_keras refuses it too, Keras 3 would
         # build its own class of that name.
@@ -137,6 +150,26 @@ def deserialize(config):
             f"defaults). Received: config={validation.short_repr(config)}")
     # None ("config": null) is refused by `from_config`, not taken for {}.
     return cls.from_config(config["config"])
+
+
+def check_reloadable(name, regularizer):
+    """Raises TypeError naming `name` unless `deserialize(serialize(
+    regularizer))` rebuilds a regularizer of the same class."""
+    reason = None
+    try:
+        clone = deserialize(serialize(regularizer))
+    except (TypeError, ValueError, NotImplementedError) as error:
+        reason = str(error) or type(error).__name__
+    else:
+        if type(clone) is not type(regularizer):
+            reason = f"it loads as {type(clone).__name__}"
+    if reason is not None:
+        raise TypeError(validation.message(
+            name, regularizer,
+            "a regularizer that loads again from its config: a tfreg or "
+            "Keras regularizer, or a class registered with Keras "
+            "(`keras.saving.register_keras_serializable`)",
+            note=f" ({reason})"))
 
 
 def _is_abstract(cls):

@@ -1,7 +1,8 @@
 """Walking a model: its layers, weight paths, regularized weights and losses.
 
 The one module of tfreg that reads Keras internals (those no public API
-gives), for both Keras generations:
+gives). It is private to tfreg (docs/api.md does not list it), so that it can
+follow where each Keras generation keeps things:
 
 - Keras 3 keeps a weight's regularizer on the variable (`variable.regularizer`)
   and computes its penalty whenever `layer.losses` is read, for the model's
@@ -42,6 +43,7 @@ import re
 
 import tensorflow as tf
 
+from tfreg import _linear_regex
 from tfreg import _keras
 from tfreg import validation
 
@@ -50,8 +52,6 @@ __all__ = [
     "OPTIMIZER",
     "RegularizedWeight",
     "Tree",
-    "argument_attributes",
-    "attribute_layers",
     "backing_variables",
     "call_losses",
     "check_model",
@@ -60,7 +60,6 @@ __all__ = [
     "keeping_call_losses",
     "layers",
     "learning_rate_schedule",
-    "losses_in_order",
     "node_call",
     "nodes_by_depth",
     "optimizer_penalties",
@@ -73,7 +72,6 @@ __all__ = [
     "tensor_key",
     "weight_losses",
     "weight_name",
-    "weight_paths",
 ]
 
 LOSS = "loss"
@@ -185,11 +183,6 @@ class Tree:
                     found.append((layer, variable,
                                   "/".join(links + (label,))))
         return found
-
-
-def weight_paths(model):
-    """{id(variable): path} of every weight of `model` (see the module doc)."""
-    return {id(variable): path for _, variable, path in Tree(model).weights()}
 
 
 class _BoundPenalty:
@@ -341,27 +334,6 @@ def regularizers(model):
     return list(found.values())
 
 
-def argument_attributes(layer, arguments):
-    """The attributes of `layer` that hold the constructor `arguments`.
-
-    The argument's own name or, as in MultiHeadAttention, the same name
-    with a leading underscore.
-    """
-    return [attribute for argument in arguments
-            for attribute in (argument, f"_{argument}")
-            if hasattr(layer, attribute)]
-
-
-def attribute_layers(layer):
-    """Layers held in `layer`'s attributes, tracked as sublayers or not.
-
-    tf_keras' Bidirectional holds the wrapped layer whose config it saves
-    without tracking it.
-    """
-    return [value for value in vars(layer).values()
-            if isinstance(value, _keras.keras.layers.Layer)]
-
-
 # The losses a call adds. Keras 3 collects them in a StatelessScope; tf_keras
 # keeps them in per-layer lists that a trace fills with graph tensors.
 
@@ -396,14 +368,6 @@ def call_losses(model, inputs):
     outputs = model(inputs, training=False)
     return outputs, [loss for layer in layers(model)
                      for loss in layer._eager_losses]  # pylint: disable=protected-access
-
-
-def losses_in_order(model, call, weight):
-    """`call_losses` and `weight_losses` results as `model.losses` orders
-    them right after the call."""
-    if not _keras.LEGACY:
-        return call + weight
-    return model.losses
 
 
 @contextlib.contextmanager
@@ -453,8 +417,9 @@ def is_kernel(layer, variable):
     return name.endswith("kernel") or name in _KERNEL_NAMES
 
 
-def _matcher(argument, selector, predicates):
-    """`selector` as a function (layer, variable, path) -> bool, or None."""
+def _matcher(argument, selector, predicates, linear=False):
+    """`selector` as a function (layer, variable, path) -> bool, or None;
+    `linear`: a pattern is searched in linear time (`_linear_regex`)."""
     expected = ("None, a regular expression (str) or a predicate (layer, "
                 "variable) -> bool" if predicates else
                 "None or a regular expression (str) searched in the "
@@ -468,6 +433,13 @@ def _matcher(argument, selector, predicates):
             raise ValueError(validation.message(
                 argument, selector, "a valid regular expression",
                 note=f" ({error})")) from None
+        if linear:
+            try:
+                pattern = _linear_regex.compile(selector)
+            except _linear_regex.Refused as error:
+                raise ValueError(validation.message(
+                    argument, selector, _linear_regex.ACCEPTED,
+                    note=f" (refused: {error})")) from None
         return lambda layer, variable, path: bool(pattern.search(path))
     if predicates and callable(selector):
         return lambda layer, variable, path: bool(selector(layer, variable))
@@ -475,18 +447,19 @@ def _matcher(argument, selector, predicates):
 
 
 def selection(include=None, exclude=None, predicates=True,
-              default=is_kernel):
+              default=is_kernel, linear=False):
     """A function (layer, variable, path) -> bool: is the weight selected?
 
     `include`: None (`default`, a predicate (layer, variable) -> bool:
     `is_kernel`) or a regular expression searched in the weight's path, or
     (with `predicates`) a function (layer, variable) -> bool; `exclude`
-    likewise (None: nothing excluded). Bad arguments raise here, naming
-    them.
+    likewise (None: nothing excluded). `linear`: patterns (read from a
+    file) are searched in time linear in the path (`_linear_regex`, a
+    subset of `re`). Bad arguments raise here, naming them.
     """
-    included = _matcher("include", include, predicates) or (
+    included = _matcher("include", include, predicates, linear) or (
         lambda layer, variable, path: default(layer, variable))
-    excluded = _matcher("exclude", exclude, predicates)
+    excluded = _matcher("exclude", exclude, predicates, linear)
     return lambda layer, variable, path: included(layer, variable, path) and (
         not (excluded and excluded(layer, variable, path)))
 
