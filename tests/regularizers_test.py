@@ -206,6 +206,45 @@ class RegularizersTest(battery.battery(CASES)):
                             gradient[0, 1], 2 * largest * 1e-3, rtol=1e-5)
                         np.testing.assert_array_equal(gradient[0, 0], 0.0)
 
+    @parameterized.named_parameters(
+        ("l1", tfreg.L1, lambda x, s: s * np.abs(x).sum(),
+         lambda x, s: s * np.sign(x)),
+        ("l2", tfreg.L2, lambda x, s: s * np.square(x).sum(),
+         lambda x, s: 2 * s * x),
+        ("l1l2", lambda s: tfreg.L1L2(s, s),
+         lambda x, s: s * (np.abs(x).sum() + np.square(x).sum()),
+         lambda x, s: s * (np.sign(x) + 2 * x)),
+        ("l1l2_tiny_l2", lambda s: tfreg.L1L2(1e-3, s),
+         lambda x, s: 1e-3 * np.abs(x).sum() + s * np.square(x).sum(),
+         lambda x, s: 1e-3 * np.sign(x) + 2 * s * x))
+    def test_zero_and_tiny_strengths_give_no_nan_where_the_sum_overflows(
+            self, make, reference, gradient):
+        # sum(x^2) is inf in float32: a zero strength gives 0, not inf * 0;
+        # one below float32's smallest normal number (flushed to 0 on CPU)
+        # gives its true value.
+        entries = np.array([1e20, -3e38, 0.0, 1e-3])
+        for shape in ((2, 2), LARGE):
+            x = np.zeros(shape)
+            x.flat[:4] = entries
+            for strength in (0.0, 1e-45, 1e-300, tfreg.Strength(0.0)):
+                s = float(strength)
+                for jit in (None, False, True):
+                    with self.subTest(strength=strength, shape=shape, jit=jit):
+                        run = (battery.value_and_gradient if jit is None else
+                               tf.function(battery.value_and_gradient,
+                                           jit_compile=jit))
+                        value, grad = run(make(strength),
+                                          tf.constant(x, tf.float32))
+                        # The true value, rounded to float32 (0 where it
+                        # underflows).
+                        np.testing.assert_allclose(
+                            float(value), np.float32(reference(x, s)),
+                            rtol=1e-6)
+                        # Gradients below float32's normal range are 0.
+                        expected = gradient(x, s).astype(np.float32)
+                        expected[np.abs(expected) < 1.2e-38] = 0.0
+                        np.testing.assert_allclose(grad, expected, rtol=1e-6)
+
     @parameterized.parameters(1e-20, 1e-8, 1.0, 1e20, 1e30)
     def test_orthogonal_is_scale_invariant(self, scale):
         # Two equal rows: mean |cosine| 1 at every scale (the squared norm

@@ -8,6 +8,7 @@ handling and configs.
 
 import math
 
+import numpy as np
 import tensorflow as tf
 # No public API tells whether a gradient tape is recording.
 from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
@@ -56,6 +57,45 @@ def operand(strength, dtype):
     return tf.cast(strength, dtype)
 
 
+def _smallest_normal(dtype):
+    # bfloat16 has float32's exponents, and NumPy has no finfo for it.
+    numpy_dtype = np.float32 if dtype == tf.bfloat16 else dtype.as_numpy_dtype
+    return float(np.finfo(numpy_dtype).tiny)
+
+
+def _below_normal(x, *strengths):
+    """True when a Python-number strength is above 0 but below the smallest
+    normal number of x's dtype: TensorFlow flushes it to 0 on CPU, and 0
+    times an overflowing sum is NaN."""
+    smallest = _smallest_normal(x.dtype)
+    return any(isinstance(strength, (int, float)) and 0 < strength < smallest
+               for strength in strengths)
+
+
+def _with_normal_strengths(function, x, *strengths):
+    """function(x, *strengths) for strengths that `_below_normal` flags.
+
+    Narrower weights are computed in float64, where such a strength is
+    normal and x^2 cannot overflow: the true value, cast back. In float64
+    a strength below 2.2e-308 acts as 0, as TensorFlow computes it.
+    """
+    if x.dtype == tf.float64:
+        smallest = _smallest_normal(x.dtype)
+        return function(x, *(
+            0.0 if isinstance(strength, (int, float)) and strength < smallest
+            else strength for strength in strengths))
+    return tf.cast(function(tf.cast(x, tf.float64), *strengths), x.dtype)
+
+
+def _times_strength(strength, value):
+    """strength * value for a scalar `value` >= 0, which may be inf: a zero
+    strength gives 0, not inf * 0 = NaN (so does a `Strength` below
+    float32's smallest normal number, which TensorFlow flushes to 0)."""
+    if isinstance(strength, (int, float)) and strength:
+        return strength * value
+    return tf.math.multiply_no_nan(value, tf.cast(strength, value.dtype))
+
+
 def _with_gradient(x, value, gradient):
     """value(x), differentiated as gradient(x, upstream) under a tape."""
     return differentiated_as(
@@ -71,9 +111,12 @@ def l1(x, strength=1.0):
     `Strength`) is applied inside the custom gradient: a multiply outside it
     would trace its own gradient's ops for every regularized weight.
     """
+    if _below_normal(x, strength):
+        return _with_normal_strengths(l1, x, strength)
     strength = operand(strength, x.dtype)
-    return _with_gradient(x, lambda x: strength * total(tf.abs(x)),
-                          lambda x, upstream: (upstream * strength) * tf.sign(x))
+    return _with_gradient(
+        x, lambda x: _times_strength(strength, total(tf.abs(x))),
+        lambda x, upstream: (upstream * strength) * tf.sign(x))
 
 
 def under_xla():
@@ -139,12 +182,21 @@ def l2(x, strength=1.0):
     tracing time per variable). A Python-number strength folds into the one
     constant 2 * strength: every op per weight costs tracing time. Large
     tensors under XLA:CPU take `total`.
+
+    A zero strength gives 0 where sum(x^2) overflows, and a Python-number
+    strength below float32's smallest normal number its true value on
+    float32 weights (`_with_normal_strengths`).
     """
+    if _below_normal(x, strength):
+        return _with_normal_strengths(l2, x, strength)
     if not _total_pays(x):
-        return (2.0 * strength) * tf.nn.l2_loss(x)
+        if isinstance(strength, (int, float)) and strength:
+            return (2.0 * strength) * tf.nn.l2_loss(x)
+        return tf.math.multiply_no_nan(
+            tf.nn.l2_loss(x), 2.0 * operand(strength, x.dtype))
     strength = operand(strength, x.dtype)
     return _with_gradient(
-        x, lambda x: strength * total(tf.square(x)),
+        x, lambda x: _times_strength(strength, total(tf.square(x))),
         lambda x, upstream: (upstream * (2.0 * strength)) * x)
 
 
@@ -176,6 +228,8 @@ def l1_l2(x, l1_strength, l2_strength):
         return l2(x, l2_strength)
     if isinstance(l2_strength, (int, float)) and l2_strength == 0:
         return l1(x, l1_strength)
+    if _below_normal(x, l1_strength, l2_strength):
+        return _with_normal_strengths(l1_l2, x, l1_strength, l2_strength)
     l1_strength = operand(l1_strength, x.dtype)
     l2_strength = operand(l2_strength, x.dtype)
 
@@ -191,8 +245,8 @@ def l1_l2(x, l1_strength, l2_strength):
         def value(x):
             # 2 * l2_strength folds into one constant: on a deep stack of
             # small layers each op per variable is measurable.
-            return (l1_strength * tf.reduce_sum(tf.abs(x))
-                    + (2.0 * l2_strength) * tf.nn.l2_loss(x))
+            return (_times_strength(l1_strength, tf.reduce_sum(tf.abs(x)))
+                    + _times_strength(2.0 * l2_strength, tf.nn.l2_loss(x)))
     if _op_count_matters(x):
         return differentiated_as(x, value, lambda x: _l1_l2_in_eight_ops(
             x, l1_strength, l2_strength))
