@@ -1,7 +1,9 @@
 """tfreg.apply and tfreg.remove on built models, in the active Keras."""
 
+import collections
 import os
 import tempfile
+from unittest import mock
 import warnings
 
 from absl.testing import absltest
@@ -10,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfreg
+from tfreg import _coverage
 from tfreg import _keras
 from tfreg import walk
 from tests import battery
@@ -70,6 +73,22 @@ class _Twins(keras.layers.Layer):
 
     def call(self, inputs):
         return self.first(inputs) + self.second(inputs)
+
+
+class _Outer(keras.layers.Layer):
+    """A kernel of its own and a Dense sublayer named like the layer."""
+
+    def __init__(self, **kwargs):
+        super().__init__(name="outer", **kwargs)
+        self.inner = keras.layers.Dense(1, name="outer")
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(1,), name="kernel")
+        self.inner.build(input_shape)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return self.inner(inputs) * self.kernel
 
 
 @keras.saving.register_keras_serializable(package="tfreg_attach_test")
@@ -208,19 +227,63 @@ class ApplyTest(parameterized.TestCase):
                     rtol=1e-6)
 
     def test_errors(self):
-        with self.assertRaisesRegex(ValueError, "built model"):
-            tfreg.apply(keras.Sequential([keras.layers.Dense(2)]), "l2")
+        unbuilt = keras.Sequential([keras.layers.Dense(2)], name="unbuilt")
+        with self.assertRaisesWithLiteralMatch(
+                ValueError,
+                "Invalid value for argument `model`. Expected a built model "
+                "(call it on data or build it first). Received: "
+                "model='unbuilt', which has no weights"):
+            tfreg.apply(unbuilt, "l2")
         model = _model()
-        with self.assertRaisesRegex(ValueError, "Expected a regularizer"):
+        with self.assertRaisesWithLiteralMatch(
+                ValueError,
+                "Invalid value for argument `regularizer`. Expected a "
+                "regularizer (tfreg.remove takes regularizers off). "
+                "Received: regularizer=None"):
             tfreg.apply(model, None)
-        with self.assertRaisesRegex(TypeError, "Keras regularizer"):
-            tfreg.apply(model, lambda x: tf.reduce_sum(x))
+        not_a_regularizer = lambda x: tf.reduce_sum(x)
+        with self.assertRaisesWithLiteralMatch(
+                TypeError,
+                "Invalid value for argument `regularizer`. Expected a Keras "
+                "regularizer (for example a tfreg.Regularizer). Received: "
+                f"regularizer={not_a_regularizer!r}"):
+            tfreg.apply(model, not_a_regularizer)
         with self.assertRaisesRegex(ValueError, "argument `include`"):
             tfreg.apply(model, "l2", include="(")
         with self.assertRaisesRegex(TypeError, "argument `exclude`"):
             tfreg.apply(model, "l2", exclude=3)
         with self.assertRaisesRegex(ValueError, "Unknown regularizer"):
             tfreg.apply(model, "no_such_regularizer")
+
+    def test_attach_l2sp_refuses_a_regularized_weight(self):
+        model = _model()
+        regularizer = tfreg.L2(0.5)
+        tfreg.apply(model, regularizer, include="second/kernel")
+        with self.assertRaisesWithLiteralMatch(
+                ValueError,
+                "Invalid value for argument `model`. Expected selected "
+                f"weights without a regularizer. Received: model={model.name!r}"
+                ", whose weight 'second/kernel' already has a regularizer "
+                f"({regularizer!r}): attach_l2sp does not stack regularizers"):
+            tfreg.attach_l2sp(model)
+
+    def test_reads_each_layer_config_once(self):
+        # Finding the constructor argument of each weight, and whether the
+        # model's config saves it, reads a layer's config once, not once
+        # per weight and step.
+        model = _model()
+        reads = collections.Counter()
+        config = _coverage._config  # pylint: disable=protected-access
+
+        def counted(layer):
+            reads[layer.name] += 1
+            return config(layer)
+
+        with mock.patch.object(_coverage, "_config", counted):
+            attached = tfreg.apply(model, tfreg.L2(0.1), include="first|second")
+        self.assertLen(attached, 4)  # two kernels, two biases
+        self.assertEqual(reads["first"], 1)
+        self.assertEqual(reads["second"], 1)
 
 
 class PathTest(absltest.TestCase):
@@ -257,6 +320,19 @@ class PathTest(absltest.TestCase):
         self.assertEqual(tfreg.remove(model, include="proj#1"),
                          ["twins/proj#1/kernel"])
         self.assertEqual(_penalties(model), {"twins/proj/kernel": 3.0})
+
+    def test_a_layer_named_like_its_parent_is_refused(self):
+        # The layer's own kernel and its sublayer's are both "outer/kernel".
+        layer = _Outer()
+        layer(tf.ones((1, 3)))
+        with self.assertRaisesWithLiteralMatch(
+                ValueError,
+                "Invalid value for argument `model`. Expected a distinct path "
+                "for every selected weight (rename one of the layers). "
+                "Received: model='outer', with several weights at "
+                "['outer/kernel']"):
+            tfreg.apply(layer, tfreg.L1(1.0))
+        self.assertEmpty(layer.losses)
 
 
 class SavingTest(absltest.TestCase):

@@ -179,9 +179,20 @@ class ExportTest(absltest.TestCase):
         x = np.ones((2, 3), np.float32)
         model(x)
         with tempfile.TemporaryDirectory() as directory:
-            with self.assertRaisesRegex(ValueError, "Pass `input_signature`"):
+            with self.assertRaisesWithLiteralMatch(
+                    ValueError,
+                    "Invalid value for argument `input_signature`. Expected "
+                    "a tf.TensorSpec (or a nested structure of them) for a "
+                    "model without `inputs` (a subclassed model, or a "
+                    "Sequential model without an Input), e.g. "
+                    "tf.TensorSpec((None, 3), tf.float32). Received: "
+                    f"input_signature=None for model={model.name!r}"):
                 tfreg.export_saved_model(model, directory)
-            with self.assertRaisesRegex(TypeError, "tf.TensorSpec"):
+            with self.assertRaisesWithLiteralMatch(
+                    TypeError,
+                    "Invalid value for argument `input_signature`. Expected "
+                    "a tf.TensorSpec or a nested structure of tf.TensorSpec. "
+                    "Received: input_signature=[(None, 3)]"):
                 tfreg.export_saved_model(model, directory,
                                          input_signature=[(None, 3)])
             tfreg.export_saved_model(
@@ -196,8 +207,12 @@ class ExportTest(absltest.TestCase):
                 _graph_total(model))
 
     def test_rejects_non_models(self):
-        with self.assertRaisesRegex(TypeError, "Expected a .* Model"):
-            tfreg.export_saved_model(keras.layers.Dense(2), "unused")
+        layer = keras.layers.Dense(2)
+        with self.assertRaisesWithLiteralMatch(
+                TypeError,
+                "Invalid value for argument `model`. Expected a "
+                f"{keras.__name__} Model. Received: model={layer!r}"):
+            tfreg.export_saved_model(layer, "unused")
 
 
 if __name__ == "__main__":

@@ -46,22 +46,55 @@ def _config(layer):
         return None
 
 
-def _settable_arguments(layer, variable):
-    """Attributes of `layer` behind its config arguments named for `variable`."""
-    config = _config(layer)
-    if config is None:
-        return []
-    return walk.argument_attributes(
-        layer, [name for name in _argument_names(variable) if name in config])
+def _argument_attributes(layer, arguments):
+    """The attributes of `layer` that hold the constructor `arguments`.
+
+    The argument's own name or, as in MultiHeadAttention, the same name
+    with a leading underscore.
+    """
+    return [attribute for argument in arguments
+            for attribute in (argument, f"_{argument}")
+            if hasattr(layer, attribute)]
 
 
-def config_argument(layer, variable):
-    """The attribute of `layer`'s constructor argument named for `variable`
-    (`kernel_regularizer` for its "kernel"), or None."""
-    names = _argument_names(variable)
-    return next((attribute for attribute
-                 in _settable_arguments(layer, variable)
-                 if attribute in names), None)
+def _attribute_layers(layer):
+    """Layers held in `layer`'s attributes, tracked as sublayers or not.
+
+    tf_keras' Bidirectional holds the wrapped layer whose config it saves
+    without tracking it.
+    """
+    return [value for value in vars(layer).values()
+            if isinstance(value, _keras.keras.layers.Layer)]
+
+
+class Arguments:
+    """The regularizer arguments of layers, each layer's config read once.
+
+    One instance serves one attach or removal: a layer's config keys do not
+    change meanwhile, and the layers it has read are kept alive, so that no
+    other layer can take over an `id` in its table.
+    """
+
+    def __init__(self):
+        self._read = {}  # id(layer) -> (layer, regularizer arguments)
+
+    def settable(self, layer, variable):
+        """Attributes of `layer` behind its config arguments named for
+        `variable` (own names first, then underscored ones)."""
+        if id(layer) not in self._read:
+            config = _config(layer)
+            self._read[id(layer)] = (layer, () if config is None else {
+                key for key in config if key.endswith("_regularizer")})
+        held = self._read[id(layer)][1]
+        return _argument_attributes(
+            layer, [name for name in _argument_names(variable) if name in held])
+
+    def own(self, layer, variable):
+        """The attribute of `layer`'s constructor argument named for
+        `variable` (`kernel_regularizer` for its "kernel"), or None."""
+        names = _argument_names(variable)
+        return next((attribute for attribute in self.settable(layer, variable)
+                     if attribute in names), None)
 
 
 class _Probe(_keras.Regularizer):
@@ -171,14 +204,15 @@ def _relative_layers(tree):
     return {tree.relative(tree.root, layer): layer for layer in tree.layers}
 
 
-def _rebuilt_coverage(ancestor, holder, attribute, needed):
+def _rebuilt_coverage(ancestor, holder, attribute, needed, arguments):
     """Which weights get a probe when `ancestor` is rebuilt from its config.
 
     The config is read while `holder.attribute` holds a probe and loaded as
     a saved model is; the rebuilt layer is also built from `ancestor`'s build
     config when the layers at `needed` (label tuples relative to `ancestor`)
-    do not exist before. Returns a function (labels, variable) -> bool, or
-    None when `ancestor` cannot be rebuilt here.
+    do not exist before. `arguments` is the operation's `Arguments`.
+    Returns a function (labels, variable) -> bool, or None when `ancestor`
+    cannot be rebuilt here.
     """
     config = _with_probes([(holder, attribute)], lambda: _config(ancestor))
     if config is None:
@@ -202,7 +236,7 @@ def _rebuilt_coverage(ancestor, holder, attribute, needed):
         if layer is None:
             return False
         if any(isinstance(getattr(layer, name), _Probe)
-               for name in _settable_arguments(layer, variable)):
+               for name in arguments.settable(layer, variable)):
             return True
         return any(isinstance(walk.regularizer_of(layer, own), _Probe)
                    for own in walk.own_weights(layer)
@@ -211,10 +245,11 @@ def _rebuilt_coverage(ancestor, holder, attribute, needed):
     return covers
 
 
-def holders(tree, items):
+def holders(tree, items, arguments):
     """For each (layer, variable) of `items`, its `Holder`, or None.
 
-    `tree` is the `walk.Tree` of the model. The holder is the layer's own
+    `tree` is the `walk.Tree` of the model, `arguments` the `Arguments` of
+    the attach or removal. The holder is the layer's own
     argument when the model's config shows it. Otherwise, going up from the
     layer while the layer on the way is not saved in its parent's config,
     an argument of a layer under that parent which the model's config shows
@@ -223,21 +258,22 @@ def holders(tree, items):
     """
     saved = {(id(layer), attribute) for layer, attribute in _saved_settings(
         tree.root, [(layer, attribute) for layer, variable in items
-                    for attribute in _settable_arguments(layer, variable)])}
+                    for attribute in arguments.settable(layer, variable)])}
     shared = {}
     found = []
     for layer, variable in items:
         attributes = [attribute for attribute
-                      in _settable_arguments(layer, variable)
+                      in arguments.settable(layer, variable)
                       if (id(layer), attribute) in saved]
         if attributes:
             found.append(Holder(layer, attributes[0], [(layer, variable)]))
         else:
-            found.append(_shared_holder(tree, layer, variable, shared))
+            found.append(_shared_holder(tree, layer, variable, arguments,
+                                        shared))
     return found
 
 
-def _shared_holder(tree, layer, variable, cache):
+def _shared_holder(tree, layer, variable, arguments, cache):
     """The `Holder` of a weight that its layer's own config does not save.
 
     `cache` keeps, per (ancestor, weight name), the holders found under that
@@ -253,14 +289,15 @@ def _shared_holder(tree, layer, variable, cache):
             return None
         key = (id(ancestor), walk.weight_name(variable))
         if key not in cache:
-            cache[key] = _shared_holders_under(tree, ancestor, variable)
+            cache[key] = _shared_holders_under(tree, ancestor, variable,
+                                               arguments)
         for holder in cache[key]:
             if any(other is variable for _, other in holder.covered):
                 return holder
     return None
 
 
-def _shared_holders_under(tree, ancestor, variable):
+def _shared_holders_under(tree, ancestor, variable, arguments):
     """`Holder`s under `ancestor` for weights named like `variable`: saved
     arguments of layers that own no such weight themselves.
 
@@ -278,18 +315,19 @@ def _shared_holders_under(tree, ancestor, variable):
     owners = {id(layer) for layer, _ in targets}
     candidates = {id(layer): layer for layer in under}
     for layer in under:
-        for value in walk.attribute_layers(layer):
+        for value in _attribute_layers(layer):
             if id(value) not in tree.chains:
                 candidates.update((id(held), held)
                                   for held in walk.layers(value))
     settings = _saved_settings(tree.root, [
         (layer, attribute) for layer in candidates.values()
         if id(layer) not in owners
-        for attribute in _settable_arguments(layer, variable)])
+        for attribute in arguments.settable(layer, variable)])
     needed = {tree.relative(ancestor, layer) for layer, _ in targets}
     found = []
     for holder, attribute in settings:
-        covers = _rebuilt_coverage(ancestor, holder, attribute, needed)
+        covers = _rebuilt_coverage(ancestor, holder, attribute, needed,
+                                   arguments)
         if covers is None:
             continue
         covered = [(layer, own) for layer, own in targets

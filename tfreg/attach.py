@@ -6,7 +6,7 @@ functions attach a regularizer to the weights themselves, the way the active
 Keras generation computes `model.losses` (`walk.set_regularizer`), and set
 the layer's constructor argument too, so that saving writes it.
 
-Weights are named by their path in the model (`walk.weight_paths`): the
+Weights are named by their path in the model (`walk.Tree`): the
 names of the layers from the model down to the layer that owns the weight,
 then the weight's name ("dense/kernel" for a layer of the model itself,
 "inner/dense/kernel" inside a nested model "inner",
@@ -57,9 +57,9 @@ def _select(model, include=None, exclude=None, default_include=None):
 def _check_built(model):
     walk.check_model(model)
     if not getattr(model, "built", False) or not model.weights:
-        raise ValueError(
-            "Expected a built model (call it on data or build it first). "
-            f"Received: model={getattr(model, 'name', model)!r} with no weights.")
+        raise ValueError(validation.message(
+            "model", model, "a built model (call it on data or build it "
+            "first)", shown=repr(model.name), note=", which has no weights"))
 
 
 def _check_distinct(model, selected):
@@ -69,22 +69,17 @@ def _check_distinct(model, selected):
     duplicates = sorted(path for path, count in collections.Counter(
         path for _, _, path in selected).items() if count > 1)
     if duplicates:
-        raise ValueError(
-            "Expected a distinct path for every selected weight. Received: "
-            f"several weights at {duplicates!r} in {model.name!r}; rename "
-            "one of their layers.")
+        raise ValueError(validation.message(
+            "model", model, "a distinct path for every selected weight "
+            "(rename one of the layers)", shown=repr(model.name),
+            note=f", with several weights at {duplicates!r}"))
 
 
-def _drop_compiled_functions(model):
-    for name in ("train_function", "test_function"):
-        if getattr(model, name, None) is not None:
-            setattr(model, name, None)
-
-
-def _set(layer, variable, regularizer):
-    """Sets the penalty and the layer's own constructor argument, if any."""
+def _set(layer, variable, regularizer, arguments):
+    """Sets the penalty and the layer's own constructor argument, if any
+    (found through `arguments`, a `_coverage.Arguments`)."""
     walk.set_regularizer(layer, variable, regularizer)
-    argument = _coverage.config_argument(layer, variable)
+    argument = arguments.own(layer, variable)
     if argument is not None:
         setattr(layer, argument, regularizer)
 
@@ -138,13 +133,13 @@ def apply(model, regularizer, include=None, exclude=None):
     """
     regularizer = serialization.get(regularizer)
     if regularizer is None:
-        raise ValueError(
-            "Expected a regularizer. Received: regularizer=None "
-            "(use tfreg.remove to take regularizers off).")
+        raise ValueError(validation.message(
+            "regularizer", None,
+            "a regularizer (tfreg.remove takes regularizers off)"))
     if not isinstance(regularizer, _keras.Regularizer):
-        raise TypeError(
-            "Expected a Keras regularizer (for example a tfreg.Regularizer). "
-            f"Received: regularizer={regularizer!r}")
+        raise TypeError(validation.message(
+            "regularizer", regularizer,
+            "a Keras regularizer (for example a tfreg.Regularizer)"))
     _check_built(model)
     return _attach_each(model, _select(model, include, exclude),
                         lambda layer, variable: regularizer)
@@ -154,15 +149,16 @@ def _attach_each(model, selected, make_regularizer):
     """Attaches `make_regularizer(layer, variable)` to each selected weight
     (layer, variable, path); returns the dict `apply` returns."""
     _check_distinct(model, selected)
+    arguments = _coverage.Arguments()
     for layer, variable, _ in selected:
-        _set(layer, variable, make_regularizer(layer, variable))
+        _set(layer, variable, make_regularizer(layer, variable), arguments)
     pairs = [(layer, variable) for layer, variable, _ in selected]
     attached = {}
     for (layer, variable, path), holder in zip(
-            selected, _coverage.holders(walk.Tree(model), pairs)):
+            selected, _coverage.holders(walk.Tree(model), pairs, arguments)):
         attached[path] = holder is not None and (
             holder.sync() is walk.regularizer_of(layer, variable))
-    _drop_compiled_functions(model)
+    walk.drop_compiled_functions(model)
     return attached
 
 
@@ -189,11 +185,12 @@ def remove(model, include=None, exclude=None):
         model, include, exclude, lambda layer, variable: True)
                if walk.regularizer_of(layer, variable) is not None]
     _check_distinct(model, targets)
+    arguments = _coverage.Arguments()
     for layer, variable, _ in targets:
-        _set(layer, variable, None)
+        _set(layer, variable, None, arguments)
     pairs = [(layer, variable) for layer, variable, _ in targets]
     restored = [path for (_, _, path), holder in zip(
-        targets, _coverage.holders(walk.Tree(model), pairs))
+        targets, _coverage.holders(walk.Tree(model), pairs, arguments))
                 if holder is not None and holder.sync() is not None]
     if restored:
         warnings.warn(
@@ -202,7 +199,7 @@ def remove(model, include=None, exclude=None):
             "parent layer that also covers weights that keep theirs, so they "
             "get it back on loading. Remove it from all of those weights to "
             "save the removal.", stacklevel=2)
-    _drop_compiled_functions(model)
+    walk.drop_compiled_functions(model)
     return sorted(path for _, _, path in targets)
 
 
@@ -244,10 +241,12 @@ def attach_l2sp(model, factor=0.01, include=None, exclude=None):
     for layer, variable, path in selected:
         regularizer = walk.regularizer_of(layer, variable)
         if regularizer is not None:
-            raise ValueError(
-                f"Weight {path!r} already has a regularizer "
-                f"({regularizer!r}); attach_l2sp does not stack "
-                "regularizers.")
+            raise ValueError(validation.message(
+                "model", model, "selected weights without a regularizer",
+                shown=repr(model.name),
+                note=f", whose weight {path!r} already has a regularizer "
+                     f"({regularizer!r}): attach_l2sp does not stack "
+                     "regularizers"))
     return _attach_each(
         model, selected, lambda layer, variable: structured.L2SP(
             factor, reference=variable.numpy()))

@@ -60,12 +60,12 @@ def _input_specs(model, input_signature):
         except (AttributeError, ValueError):
             inputs = None
         if not inputs:
-            raise ValueError(
-                "Cannot infer the inputs of the model: it has no `inputs` "
-                "(a subclassed model, or a Sequential model without an "
-                "Input). Pass `input_signature`, e.g. "
-                "`input_signature=tf.TensorSpec((None, 3), tf.float32)`. "
-                f"Received: model={model!r}")
+            raise ValueError(validation.message(
+                "input_signature", None,
+                "a tf.TensorSpec (or a nested structure of them) for a model "
+                "without `inputs` (a subclassed model, or a Sequential model "
+                "without an Input), e.g. tf.TensorSpec((None, 3), "
+                "tf.float32)", note=f" for model={model.name!r}"))
         # Keras 3's Sequential has no `input` structure; it has one input.
         structure = inputs[0] if len(inputs) == 1 else model.input
         structure = tf.nest.map_structure(
@@ -77,10 +77,9 @@ def _input_specs(model, input_signature):
     flat = tf.nest.flatten(structure)
     for spec in flat:
         if not isinstance(spec, tf.TensorSpec):
-            raise TypeError(
-                "Expected `input_signature` to be a tf.TensorSpec or a "
-                "nested structure of tf.TensorSpec. "
-                f"Received: input_signature={input_signature!r}")
+            raise TypeError(validation.message(
+                "input_signature", input_signature,
+                "a tf.TensorSpec or a nested structure of tf.TensorSpec"))
     return structure, _named(flat)
 
 
@@ -103,6 +102,15 @@ def _optimizer_losses(model):
     return [weight.regularizer(weight.variable)
             for weight in walk.regularized_weights(model)
             if weight.via == walk.OPTIMIZER]
+
+
+def _losses_in_order(model, call, weight):
+    """The losses of a call (`walk.call_losses`) and the weight penalties
+    (`walk.weight_losses`) in the order of `model.losses` right after the
+    call, so that their float32 sum is `sum(model.losses)` to the bit."""
+    if not _keras.LEGACY:
+        return call + weight
+    return model.losses
 
 
 def _other_variables(functions, model_variables):
@@ -174,9 +182,8 @@ def export_saved_model(model, path, input_signature=None, options=None):
         existing file (or lies under one).
     """
     if not isinstance(model, _keras.keras.Model):
-        raise TypeError(
-            f"Expected a {_keras.keras.__name__} Model. Received: "
-            f"model={model!r}")
+        raise TypeError(validation.message(
+            "model", model, f"a {_keras.keras.__name__} Model"))
     path = _check_path(path)
     structure, flat_specs = _input_specs(model, input_signature)
 
@@ -196,7 +203,7 @@ def export_saved_model(model, path, input_signature=None, options=None):
         in_model = walk.weight_losses(model)
         optimizer = _optimizer_losses(model)
         weights = in_model + optimizer
-        total = walk.losses_in_order(model, activity, in_model) + optimizer
+        total = _losses_in_order(model, activity, in_model) + optimizer
         return {"regularization_loss": _losses.total(total),
                 "weight_regularization_loss": _losses.total(weights),
                 "activity_regularization_loss": _losses.total(activity)}
