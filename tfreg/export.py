@@ -147,8 +147,9 @@ def export_saved_model(model, path, input_signature=None, options=None):
       regularizer) on the current variables: `sum(model.losses)` for a model
       that has not been called. Under tf_keras this includes zero-argument
       callables given to `add_loss`, which `model.losses` counts too. The
-      penalties that the model's optimizer applies in its update (see
-      `tfreg.walk`) are added to it.
+      penalties that the model's optimizer applies in its update (those its
+      `tfreg_penalties()` lists, as `tfreg.optimizers.Regularized` does)
+      are added to it.
     - `regularization_loss_on_inputs`: the model's inputs ->
       `{"regularization_loss", "weight_regularization_loss",
       "activity_regularization_loss"}`, the total being `sum(model.losses)`

@@ -27,10 +27,11 @@ def penalties(model):
     names it: unique even where layers share a name), "layer", "weight",
     "regularizer" (its repr), "penalty" (a float), "share" (of the sum of
     all rows; 0 when that sum is 0) and "via" ("loss" for a penalty in
-    `model.losses`, "optimizer" for one the model's optimizer applies; see
-    `tfreg.walk`). A shared layer or weight has one row. Activity
-    regularizers depend on inputs and are not listed. `model` is a Keras
-    model or layer (TypeError otherwise).
+    `model.losses`, "optimizer" for one the model's optimizer applies: its
+    `tfreg_penalties()` lists it, as `tfreg.optimizers.Regularized` does). A
+    shared layer or weight has one row. Activity regularizers depend on
+    inputs and are not listed. `model` is a Keras model or layer (TypeError
+    otherwise).
     """
     walk.check_model(model)
     rows = []
