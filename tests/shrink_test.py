@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from unittest import mock
 import warnings
 
 from absl.testing import absltest
@@ -11,7 +12,9 @@ import tensorflow as tf
 
 import tfreg
 from tfreg import optimizers
+from tfreg import _keras
 from tfreg._keras import keras
+from tfreg.pruning import surgery
 
 L = keras.layers
 
@@ -439,6 +442,182 @@ class ShrinkTest(parameterized.TestCase):
             "flops_before": 84, "flops_after": 2 * (6 + 10 + 10)})
         self.assertEqual([row["layer"] for row in rows], ["a", "b", "total"])
         self.assertIn("1.51x fewer parameters, 1.62x fewer FLOPs", lines[0])
+
+
+def _shrunk_quietly(model, **kwargs):
+    """`tfreg.shrink(model)` and the texts of its warnings."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = tfreg.shrink(model, **kwargs)
+    return small, [str(warning.message) for warning in caught]
+
+
+def _outputs_agree(test, model, small, x, atol=2e-5):
+    np.testing.assert_allclose(small(x, training=False),
+                               model(x, training=False), atol=atol, rtol=1e-5)
+
+
+def two_constants_concatenated(axis):
+    """d1, d2 concatenated along `axis`; their unit 0 is +1 and -1."""
+    x = keras.Input((3, 4))
+    d1, d2 = L.Dense(5, name="d1"), L.Dense(5, name="d2")
+    h = L.Concatenate(axis=axis, name="cat")([d1(x), d2(x)])
+    if axis != -2:
+        h = L.Flatten()(h)
+    h = L.Dense(4, name="d3")(h)
+    model = keras.Model(x, L.Dense(2, name="out")(h))
+    _randomize(model)
+    for layer, constant in ((d1, 1.0), (d2, -1.0)):
+        _zero(model, layer.name, 1, [0])
+        bias = layer.bias.numpy()
+        bias[0] = constant
+        layer.bias.assign(bias)
+    return model
+
+
+class ShrinkSafetyTest(parameterized.TestCase):
+    """shrink folds only uniform constants, checks itself, never crashes."""
+
+    def test_constant_that_differs_between_positions_is_kept(self):
+        model = two_constants_concatenated(axis=-2)
+        self.assertIn((("d1", 0), ("d2", 0)),
+                      _units(tfreg.channel_groups(model)))
+        small, caught = _shrunk_quietly(model)
+        self.assertEqual(small.get_layer("d1").units, 5)
+        self.assertIn("shrink keeps the zero group ChannelGroup(d1[0], "
+                      "d2[0]; 5 slices): its constant output differs "
+                      "between the positions `d3` reads (not foldable).",
+                      caught)
+        _outputs_agree(self, model, small, np.ones((2, 3, 4), "float32"))
+
+    def test_constant_per_position_after_flatten_is_folded(self):
+        model = two_constants_concatenated(axis=1)
+        small, caught = _shrunk_quietly(model)
+        self.assertEqual((small.get_layer("d1").units,
+                          small.get_layer("d2").units), (4, 4))
+        self.assertEqual(caught, [])
+        _outputs_agree(self, model, small, np.ones((2, 3, 4), "float32"))
+
+    def test_the_check_names_the_group_of_a_wrong_fold(self):
+        model = dense_chain()
+        _randomize(model)
+        _zero(model, "a", 1, [0])   # folded: relu(1)
+        _zero(model, "out", 0, [2])  # unread: exact without a fold
+        bias = model.get_layer("a").bias
+        bias.assign(np.abs(bias.numpy()) + 1)
+        real_fold = surgery._fold
+
+        def wrong_fold(group, *args):
+            fold, reason = real_fold(group, *args)
+            return {key: delta + 1.0 for key, delta in fold.items()}, reason
+
+        with mock.patch.object(surgery, "_fold", wrong_fold):
+            with self.assertRaisesRegex(
+                    ValueError, r"shrink would change the outputs of `.*` by "
+                    r"[0-9.e-]+ \(relative to their scale\) on the probe "
+                    r"batch; removing ChannelGroup\(a\[0\]; 3 slices\) "
+                    r"changes them"):
+                tfreg.shrink(model)
+            self.assertEqual(tfreg.shrink(model, check=False).layers[0].units,
+                             3)
+        x = np.ones((2, 3), "float32")
+        _outputs_agree(self, model, tfreg.shrink(model, probe=x),
+                       np.random.default_rng(3).normal(size=(4, 3)))
+
+    def test_bad_check_arguments(self):
+        model = dense_chain()
+        with self.assertRaisesRegex(ValueError, r"argument `probe`. Expected "
+                                    r"a batch of the model's inputs \(shapes "
+                                    r"\[\(None, 3\)\]\)"):
+            tfreg.shrink(model, probe=np.zeros((1, 4), "float32"))
+        with self.assertRaisesRegex(TypeError, "argument `check`"):
+            tfreg.shrink(model, check="yes")
+
+    def test_tolerance_warns_with_the_difference(self):
+        model = keras.Sequential([
+            keras.Input((3,)), L.Dense(3, activation="sigmoid", name="a"),
+            L.Dense(2, name="out")])
+        _randomize(model)
+        kernel = model.get_layer("a").kernel
+        kernel.assign(kernel.numpy() * [1, 0.05, 1])
+        small, caught = _shrunk_quietly(model, tolerance=0.2)
+        self.assertEqual(small.layers[0].units, 2)
+        self.assertTrue(any(text.startswith(
+            "shrink(tolerance=0.2) changes the outputs on the probe batch by")
+            for text in caught), caught)
+
+    @parameterized.named_parameters(("lstm", "LSTM"), ("gru", "GRU"),
+                                    ("pooling", "GlobalAveragePooling1D"))
+    def test_masked_embedding(self, reader):
+        x = keras.Input((5,), dtype="int32")
+        h = L.Embedding(10, 4, mask_zero=True, name="embed")(x)
+        h = L.Dense(6, activation="relu", name="d")(h)
+        h = L.Dense(3, name="e")(h)
+        h = getattr(L, reader)(**({"units": 3} if reader != (
+            "GlobalAveragePooling1D") else {}), name="reader")(h)
+        model = keras.Model(x, L.Dense(2, name="out")(h))
+        _randomize(model)
+        _zero(model, "e", 0, [1, 4])
+        groups = tfreg.channel_groups(model)
+        listed = {entry.layer: entry.reason for entry in groups.unsupported}
+        self.assertIn("embed", listed)
+        if reader != "GlobalAveragePooling1D":
+            self.assertIn("reader", listed)
+        small = tfreg.shrink(model, groups=groups)
+        self.assertEqual(small.get_layer("d").units, 4)
+        tokens = np.array([[1, 2, 0, 0, 0], [3, 4, 5, 6, 0]], "int32")
+        _outputs_agree(self, model, small, tokens)
+
+    def test_transposed_channels_end_the_coupling(self):
+        x = keras.Input((3, 4))
+        h = L.Dense(5, name="a")(x)
+        h = L.Permute((2, 1), name="permute")(h)
+        h = L.Dense(2, name="b")(h)
+        model = keras.Model(x, L.Dense(2, name="out")(L.Flatten()(h)))
+        _randomize(model)
+        _zero(model, "a", 1, [0])
+        groups = tfreg.channel_groups(model)
+        self.assertEqual([(entry.layer, entry.class_name)
+                          for entry in groups.unsupported],
+                         [("permute", "Permute")])
+        self.assertNotIn((("a", 0),), _units(groups))
+        small = tfreg.shrink(model)
+        self.assertEqual(small.get_layer("a").units, 5)
+        _outputs_agree(self, model, small, np.ones((2, 3, 4), "float32"))
+
+    @absltest.skipIf(_keras.LEGACY, "tf_keras has no keras.ops")
+    def test_ops_transpose_ends_the_coupling(self):
+        x = keras.Input((3, 4))
+        h = L.Dense(5, name="a")(x)
+        h = keras.ops.transpose(h, (0, 2, 1))
+        h = L.Dense(2, name="b")(h)
+        model = keras.Model(x, L.Flatten()(h))
+        _randomize(model)
+        _zero(model, "a", 1, [0])
+        _zero(model, "b", 1, [1])
+        groups = tfreg.channel_groups(model)
+        self.assertEqual([entry.class_name for entry in groups.unsupported],
+                         ["Transpose"])
+        small = tfreg.shrink(model, groups=groups)
+        self.assertEqual(small.get_layer("a").units, 5)
+        _outputs_agree(self, model, small, np.ones((2, 3, 4), "float32"))
+
+    def test_layer_applied_to_its_own_output(self):
+        x = keras.Input((4,))
+        twice = L.Dense(4, name="twice")
+        h = L.Dense(3, name="after")(twice(twice(x)))
+        model = keras.Model(x, L.Dense(2, name="out")(h))
+        _randomize(model)
+        _zero(model, "twice", 1, [0])
+        groups = tfreg.channel_groups(model)
+        self.assertEqual(
+            [(entry.layer, entry.reason) for entry in groups.unsupported],
+            [("twice", "a shared layer whose calls read channels that "
+                       "cannot be removed together")])
+        self.assertEqual(_units(groups), [(("after", i),) for i in range(3)])
+        small = tfreg.shrink(model, groups=groups)
+        self.assertEqual(small.get_layer("twice").units, 4)
+        _outputs_agree(self, model, small, np.ones((2, 4), "float32"))
 
 
 class CoupledGroupLassoTest(parameterized.TestCase):

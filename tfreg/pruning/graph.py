@@ -20,8 +20,10 @@ keras = _keras.keras
 Call = collections.namedtuple("Call", ["layer", "inputs", "outputs"])
 Call.__doc__ = """One call of a layer: its input and output symbolic tensors."""
 
-Graph = collections.namedtuple("Graph", ["calls", "inputs", "outputs"])
-Graph.__doc__ = """A model's calls in an order where producers come first."""
+Graph = collections.namedtuple("Graph",
+                               ["calls", "inputs", "outputs", "input"])
+Graph.__doc__ = """A model's calls in an order where producers come first;
+`input` is the structure of its inputs (a tensor, list or dict)."""
 
 def _functional(model):
     if not isinstance(model, keras.Model):
@@ -43,5 +45,5 @@ def graph(model):
     calls = [Call(*walk.node_call(node))
              for depth in sorted(by_depth, reverse=True)
              for node in by_depth[depth]]
-    return Graph(calls, list(functional.inputs),
-                 tf.nest.flatten(functional.outputs))
+    return Graph(calls, tf.nest.flatten(functional.input),
+                 tf.nest.flatten(functional.outputs), functional.input)

@@ -203,6 +203,7 @@ class _Tracer:
         self.blocked = []
         self.owner = {}           # (id(variable), axis, index) -> node.
         self.slices = {}          # (id(variable), axis, index) -> Slice.
+        self.unread = {}          # (id(variable), axis, index) -> layer.
         self.unsupported = {}     # id(layer) -> Unsupported.
 
     def unit(self, layer, index):
@@ -233,16 +234,34 @@ class _Tracer:
                 self.blocked[self.find(node)] = True
 
     def attach(self, node, layer, variable, axis, index, role):
-        """Puts entry `index` along `axis` of `variable` in `node`'s group."""
-        if variable is None or node is None:
+        """Puts entry `index` along `axis` of `variable` in `node`'s group.
+
+        A None node (a channel that cannot be removed) makes the entry
+        unremovable: a shared layer whose other call reads a removable
+        channel through it ends that channel's coupling.
+        """
+        if variable is None:
             return
         axis = axis % len(variable.shape)
         key = (id(variable), axis, index)
+        if node is None:
+            self.unread.setdefault(key, layer)
+            if key in self.owner:
+                self._conflict(self.owner[key], layer)
+            return
+        if key in self.unread:
+            self._conflict(node, layer)
         if key in self.owner:
             self.union(self.owner[key], node)
         else:
             self.owner[key] = node
             self.slices[key] = (layer, variable, axis, index, role)
+
+    def _conflict(self, node, layer):
+        self.blocked[self.find(node)] = True
+        self.unsupported_layer(layer, "a shared layer whose calls read "
+                                      "channels that cannot be removed "
+                                      "together")
 
     def unsupported_layer(self, layer, reason):
         self.unsupported.setdefault(id(layer), Unsupported(
@@ -284,7 +303,8 @@ def _trace_call(tracer, call, maps):
         return [None]
     if isinstance(layer, PRODUCERS) and not isinstance(layer, _TRANSPOSED) \
             and _channels_last(layer) and getattr(layer, "groups", 1) == 1:
-        for index, node in enumerate(inputs[0] or ()):
+        for index, node in enumerate(inputs[0] or [None] * _last_dim(
+                call.inputs[0])):
             tracer.attach(node, layer, layer.kernel, -2, index, CONSUMER)
         if _activation_name(layer) in _CHANNEL_MIXING:
             return [None]

@@ -20,6 +20,7 @@ import collections
 import warnings
 
 import numpy as np
+import tensorflow as tf
 
 from tfreg import _keras
 from tfreg import validation
@@ -32,6 +33,9 @@ __all__ = ["shrink"]
 keras = _keras.keras
 
 _CONFIG_WIDTH = {"Dense": "units"}  # Convolutions: "filters".
+# Largest difference of outputs (relative to their scale) that float32
+# rounding explains; a wrong surgery changes them by far more.
+CHECK_TOLERANCE = 1e-4
 
 
 def _tolerance(tolerance):
@@ -48,81 +52,156 @@ def _zero(group, role, tolerance):
     return bool(pieces) and group.max_abs(role) <= tolerance
 
 
-def _consumer_constants(model_graph, group_list):
-    """{id(consumer call input): value of its channels} for a zero input.
+def _probe_batch(model_graph, probe):
+    """The inputs of the check (a flat list): `probe`, or a random batch
+    of 2."""
+    tensors = model_graph.inputs
+    shapes = [tensor.shape for tensor in tensors]
+    if probe is not None:
+        batch = tf.nest.flatten(probe)
+        if len(batch) != len(shapes) or any(
+                np.shape(value)[1:] != tuple(
+                    d if d is not None else np.shape(value)[i + 1]
+                    for i, d in enumerate(shape[1:]))
+                for value, shape in zip(batch, shapes)):
+            raise ValueError(validation.message(
+                "probe", probe, f"a batch of the model's inputs (shapes "
+                                f"{[tuple(shape) for shape in shapes]})"))
+        return [np.asarray(value) for value in batch]
+    rng = np.random.default_rng(0)
+    batch = []
+    for tensor, shape in zip(tensors, shapes):
+        # Free axes get 3 positions; integer inputs (token ids) 0 or 1.
+        size = (2,) + tuple(3 if d is None else d for d in shape[1:])
+        dtype = np.dtype(getattr(tensor.dtype, "name", tensor.dtype))
+        if np.issubdtype(dtype, np.floating):
+            batch.append(rng.normal(size=size).astype(dtype))
+        elif dtype == np.bool_:
+            batch.append(rng.integers(0, 2, size=size).astype(bool))
+        else:
+            batch.append(rng.integers(0, 2, size=size).astype(dtype))
+    return batch
 
-    The value at the first position of every non-channel axis: where the
-    kernels of a group are zero its channel is the same at every position.
+
+def _run(model, structure, batch):
+    """The outputs of `model` on `batch` (the flat list of its inputs, of
+    `structure`), as a list of float64 arrays."""
+    outputs = model(tf.nest.pack_sequence_as(structure, batch),
+                    training=False)
+    return [np.asarray(value, "float64")
+            for value in tf.nest.flatten(outputs)]
+
+
+def _consumer_constants(model_graph, group_list, calls_of, batch,
+                        tolerance):
+    """{id(consumer input): per-channel constant, NaN where not constant}.
+
+    A channel of a zero-kernel group does not depend on the input, yet its
+    value can still differ between positions (zero padding on the way, a
+    concatenation along another axis): its entry is NaN unless it is the
+    same at every position and example of `batch`.
     """
-    calls = {}
+    tensors = {}
     for group in group_list:
         for piece in group.slices:
             if piece.role == groups_lib.CONSUMER:
-                for call in model_graph.calls:
-                    if call.layer is piece.layer:
-                        calls[id(call.inputs[0])] = call.inputs[0]
-    if not calls:
+                for call in calls_of[id(piece.layer)]:
+                    tensors[id(call.inputs[0])] = call.inputs[0]
+    if not tensors:
         return {}
-    probe = keras.Model(model_graph.inputs, list(calls.values()))
-    shapes = [tensor.shape for tensor in model_graph.inputs]
-    if any(d is None for shape in shapes for d in shape[1:]):
-        raise ValueError(validation.message(
-            "model", shapes, "inputs of static shape (to fold the constant "
-                             "channels of removed units into biases)",
-            shown=f"<a model with input shapes {shapes}>"))
-    zeros = [np.zeros((1,) + tuple(shape[1:]), "float32") for shape in shapes]
-    values = probe(zeros, training=False)
-    values = values if isinstance(values, (list, tuple)) else [values]
-    return {key: np.asarray(value).reshape(-1, value.shape[-1])[0]
-            for key, value in zip(calls, values)}
+    probe = keras.Model(model_graph.input, list(tensors.values()))
+    # Kernel entries within the tolerance count as zero: the constant is
+    # the channel's value with them set to 0.
+    cuts = collections.defaultdict(list)
+    for group in group_list if tolerance > 0 else ():
+        for piece in group.slices:
+            if piece.role == groups_lib.KERNEL:
+                cuts[id(piece.variable)].append(piece)
+    saved = {}
+    try:
+        for pieces in cuts.values():
+            variable = pieces[0].variable
+            saved[id(variable)] = (variable, variable.numpy())
+            value = saved[id(variable)][1].copy()
+            for piece in pieces:
+                index = [slice(None)] * value.ndim
+                index[piece.axis] = list(piece.indices)
+                value[tuple(index)] = 0
+            variable.assign(value)
+        values = _run(probe, model_graph.input, batch)
+    finally:
+        for variable, value in saved.values():
+            variable.assign(value)
+    constants = {}
+    for key, value in zip(tensors, values):
+        value = value.reshape(-1, value.shape[-1])
+        constant = value.mean(0)
+        # Vectorized activations round the same value differently at
+        # different positions: equal within float32 rounding counts.
+        spread = np.abs(value - constant).max(0)
+        constant[spread > 1e-5 * np.maximum(1.0, np.abs(constant))] = np.nan
+        constants[key] = constant
+    return constants
 
 
-def _fold(model_graph, group, constants, tolerance):
-    """{id(layer): bias change} folding `group`'s constant, or None."""
+def _fold(group, constants, calls_of, tolerance):
+    """({id(layer): bias change} folding `group`'s constant, None) or
+    (None, why it cannot be folded)."""
     deltas = {}
     for piece in group.slices:
         if piece.role != groups_lib.CONSUMER:
             continue
         kernel = np.asarray(piece.variable.numpy(), "float64")
         rows = np.take(kernel, piece.indices, axis=piece.axis)
-        values = {tuple(constants[id(call.inputs[0])][list(piece.indices)])
-                  for call in model_graph.calls if call.layer is piece.layer}
-        if len(values) > 1:
-            return None  # A shared consumer sees different constants.
-        value = np.asarray(values.pop())
+        values = [constants[id(call.inputs[0])][list(piece.indices)]
+                  for call in calls_of[id(piece.layer)]]
+        if any(np.isnan(value).any() for value in values):
+            return None, (f"its constant output differs between the "
+                          f"positions `{piece.layer.name}` reads (not "
+                          f"foldable)")
+        if any(not np.allclose(value, values[0], rtol=1e-5, atol=1e-5)
+               for value in values):
+            return None, (f"the calls of the shared layer "
+                          f"`{piece.layer.name}` see different constants")
+        value = values[0]
         if not value.any() or np.abs(rows).max(initial=0) <= tolerance:
             continue
         if getattr(piece.layer, "padding", "valid") != "valid":
-            return None
+            return None, ("its nonzero constant output reaches a "
+                          "convolution with padding (not foldable)")
         shape = [1] * rows.ndim
         shape[piece.axis] = len(value)
         delta = (rows * value.reshape(shape)).reshape(-1, rows.shape[-1])
         deltas[id(piece.layer)] = deltas.get(id(piece.layer), 0) + delta.sum(0)
-    return deltas
+    return deltas, None
 
 
-def _removable(model_graph, group_list, tolerance):
+def _removable(model_graph, group_list, tolerance, batch):
     """(removed groups, {id(layer): bias change}, [(group, why kept)])."""
+    calls_of = collections.defaultdict(list)
+    for call in model_graph.calls:
+        calls_of[id(call.layer)].append(call)
     removed, kept, deltas = [], [], collections.defaultdict(float)
     candidates = [group for group in group_list
                   if _zero(group, groups_lib.CONSUMER, tolerance)
                   or _zero(group, groups_lib.KERNEL, tolerance)]
     constants = _consumer_constants(
         model_graph, [group for group in candidates
-                      if not _zero(group, groups_lib.CONSUMER, tolerance)])
+                      if not _zero(group, groups_lib.CONSUMER, tolerance)],
+        calls_of, batch, tolerance)
     for group in candidates:
-        fold = {} if _zero(group, groups_lib.CONSUMER, tolerance) else _fold(
-            model_graph, group, constants, tolerance)
+        fold, reason = ({}, None) if _zero(
+            group, groups_lib.CONSUMER, tolerance) else _fold(
+                group, constants, calls_of, tolerance)
         if fold is None:
-            kept.append((group, "its nonzero constant output reaches a "
-                                "convolution with padding (not foldable)"))
+            kept.append((group, reason))
             continue
         removed.append((group, fold))
     removed = _keep_one_per_layer(group_list, removed, kept)
     for _, fold in removed:
         for key, delta in fold.items():
             deltas[key] = deltas[key] + delta
-    return [group for group, _ in removed], dict(deltas), kept
+    return removed, dict(deltas), kept
 
 
 def _keep_one_per_layer(group_list, removed, kept):
@@ -167,7 +246,8 @@ def _plans(model_graph, removed, deltas):
                 config[key] = width
             if id(layer) in deltas and not layer.use_bias:
                 config["use_bias"] = True
-        if config or any(id(v) in cuts for v in layer.weights) or (
+        if config or any(id(v) in cuts for v in getattr(
+                layer, "weights", ())) or (
                 id(layer) in deltas):
             plans[id(layer)] = (config, deltas.get(id(layer)))
     return cuts, plans
@@ -190,7 +270,61 @@ def _new_weights(layer, new_layer, cuts, delta):
             for variable in new_layer.weights]
 
 
-def shrink(model, tolerance=0.0, groups=None):
+def _build(model, model_graph, removed):
+    """The model without the `removed` (group, fold) pairs."""
+    deltas = collections.defaultdict(float)
+    for _, fold in removed:
+        for key, delta in fold.items():
+            deltas[key] = deltas[key] + delta
+    cuts, plans = _plans(model_graph, [group for group, _ in removed],
+                         dict(deltas))
+    by_name = {layer.name: layer for layer in model.layers}
+
+    def clone(layer):
+        config = layer.get_config()
+        config.update(plans.get(id(layer), ({}, None))[0])
+        return type(layer).from_config(config)
+
+    small = keras.models.clone_model(model, clone_function=clone)
+    for new_layer in small.layers:
+        if isinstance(new_layer, keras.layers.InputLayer):
+            continue
+        layer = by_name[new_layer.name]
+        if id(layer) in plans:
+            new_layer.set_weights(_new_weights(
+                layer, new_layer, cuts, plans[id(layer)][1]))
+        else:
+            new_layer.set_weights(layer.get_weights())
+    return small
+
+
+def _difference(expected, model, structure, batch):
+    """Largest |difference| of `model`'s outputs from `expected`, relative
+    to the outputs' scale (at least 1)."""
+    found = _run(model, structure, batch)
+    return max(float(np.abs(a - b).max(initial=0.0)) / max(
+        1.0, float(np.abs(a).max(initial=0.0)))
+               for a, b in zip(expected, found))
+
+
+def _culprit(model, model_graph, removed, expected, batch):
+    """The first removed group whose removal changes the outputs.
+
+    Binary search over prefixes of `removed`, each built and run once.
+    """
+    low, high = 0, len(removed)  # prefix `low` agrees, `high` differs.
+    while high - low > 1:
+        middle = (low + high) // 2
+        small = _build(model, model_graph, removed[:middle])
+        if _difference(expected, small, model_graph.input,
+                       batch) > CHECK_TOLERANCE:
+            high = middle
+        else:
+            low = middle
+    return removed[high - 1][0]
+
+
+def shrink(model, tolerance=0.0, groups=None, check=True, probe=None):
     """A new model without the zero channel groups of `model`.
 
     Same layer types and names, fewer units and filters, weights copied; on
@@ -204,6 +338,15 @@ def shrink(model, tolerance=0.0, groups=None):
         zero. Above 0 the function changes by up to that much per entry.
       groups: The `ChannelGroups` of `model` (from `channel_groups(model)`);
         traced again when None.
+      check: Whether to compare the shrunk model's outputs with `model`'s
+        on the probe batch before returning (a `ValueError` naming the
+        group when they differ; with `tolerance` > 0 a warning giving the
+        difference).
+      probe: A batch of `model`'s inputs (an array, or a list of arrays
+        for several inputs) for the check and for telling which constant
+        channels are the same at every position. Default: 2 random
+        examples (standard normal; integer inputs 0 or 1; free axes of
+        length 3).
 
     Returns:
       An uncompiled Keras model of the same kind (Sequential or functional).
@@ -223,6 +366,8 @@ def shrink(model, tolerance=0.0, groups=None):
     True
     """
     tolerance = _tolerance(tolerance)
+    if not isinstance(check, bool):
+        raise TypeError(validation.message("check", check, "True or False"))
     model_graph = graph_lib.graph(model)
     if groups is None:
         groups = groups_lib.channel_groups(model)
@@ -231,26 +376,25 @@ def shrink(model, tolerance=0.0, groups=None):
         raise ValueError(validation.message(
             "groups", groups, "the ChannelGroups of `model` (from "
                               "tfreg.channel_groups(model)) or None"))
-    removed, deltas, kept = _removable(model_graph, list(groups), tolerance)
+    batch = _probe_batch(model_graph, probe)
+    removed, _, kept = _removable(model_graph, list(groups), tolerance, batch)
     for group, reason in kept:
         warnings.warn(f"shrink keeps the zero group {group!r}: {reason}.",
                       stacklevel=2)
-    cuts, plans = _plans(model_graph, removed, deltas)
-    by_name = {layer.name: layer for layer in model.layers}
-
-    def clone(layer):
-        config = layer.get_config()
-        config.update(plans.get(id(layer), ({}, None))[0])
-        return type(layer).from_config(config)
-
-    small = keras.models.clone_model(model, clone_function=clone)
-    for new_layer in small.layers:
-        if isinstance(new_layer, keras.layers.InputLayer):
-            continue
-        layer = by_name[new_layer.name]
-        if id(layer) in plans:
-            new_layer.set_weights(_new_weights(
-                layer, new_layer, cuts, plans[id(layer)][1]))
-        else:
-            new_layer.set_weights(layer.get_weights())
+    small = _build(model, model_graph, removed)
+    if check and removed:
+        expected = _run(model, model_graph.input, batch)
+        difference = _difference(expected, small, model_graph.input, batch)
+        if difference > CHECK_TOLERANCE and tolerance > 0:
+            warnings.warn(f"shrink(tolerance={tolerance}) changes the "
+                          f"outputs on the probe batch by {difference:.3g} "
+                          f"(relative to their scale).", stacklevel=2)
+        elif difference > CHECK_TOLERANCE:
+            group = _culprit(model, model_graph, removed, expected, batch)
+            raise ValueError(
+                f"shrink would change the outputs of `{model.name}` by "
+                f"{difference:.3g} (relative to their scale) on the probe "
+                f"batch; removing {group!r} changes them: a rule for one "
+                f"of its layers does not fit this model (a rule registered "
+                f"for your own layer, or a bug in tfreg).")
     return small
