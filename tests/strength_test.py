@@ -295,7 +295,12 @@ class StrengthTest(parameterized.TestCase):
         model = _model(tfreg.L2(tfreg.Strength(0.0, name="l2")))
         model.compile("sgd", "mse")
         x, y = _data()
-        with self.assertRaisesRegex(ValueError, r"No Strength named \['kl'\]"):
+        with self.assertRaisesWithLiteralMatch(
+                ValueError,
+                "Invalid value for argument `schedules`. Expected a dict "
+                "keyed by names of the model's Strengths ['l2']. Received: "
+                "schedules={'kl': ...}, where the model has no Strength "
+                "named ['kl']"):
             model.fit(x, y, epochs=1, verbose=0, callbacks=[
                 tfreg.StrengthScheduler({"kl": lambda epoch: 1.0})])
 

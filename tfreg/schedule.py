@@ -76,9 +76,12 @@ class StrengthScheduler(_keras.keras.callbacks.Callback):
         found = _strength_values(self.model)
         missing = sorted(set(self.schedules) - set(found))
         if missing:
-            raise ValueError(
-                f"No Strength named {missing} in the model. Found: "
-                f"{sorted(found)}.")
+            keys = ", ".join(f"{name!r}: ..." for name in self.schedules)
+            raise ValueError(validation.message(
+                "schedules", self.schedules,
+                f"a dict keyed by names of the model's Strengths "
+                f"{sorted(found)}", shown=f"{{{keys}}}",
+                note=f", where the model has no Strength named {missing}"))
         self._strengths = {name: list(found[name].values())
                            for name in self.schedules}
 
