@@ -88,11 +88,14 @@ def parser():
                         help="the target column of a CSV file")
     source.add_argument("--task", default="auto",
                         choices=("auto", "classification", "regression"))
-    source.add_argument("--model", metavar="FILE.keras",
-                        help="a saved functional Keras model to compare on "
-                             "instead of the MLP: each candidate and seed "
-                             "trains a fresh copy (new initial weights) with "
-                             "the regularizer applied by tfreg.apply")
+    source.add_argument("--model", metavar="FILE",
+                        help="a saved functional Keras model (FILE.keras, or "
+                             "FILE.h5) to compare on instead of the MLP: "
+                             "each candidate and seed trains a fresh copy "
+                             "(new initial weights) with the regularizer "
+                             "applied by tfreg.apply. Files holding code "
+                             "(a Lambda layer, a serialized function) and "
+                             "SavedModel directories are refused")
     source.add_argument("--train-rows", type=_int_at_least(1), metavar="N",
                         help="train on the first N rows of the training "
                              "split (default: 300 for digits, all otherwise)")

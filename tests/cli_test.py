@@ -11,6 +11,7 @@ import sys
 import tempfile
 from unittest import mock
 import warnings
+import zipfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -21,6 +22,7 @@ import tfreg
 from tfreg import _keras
 from tfreg.cli import compare
 from tfreg.cli import data
+from tfreg.cli import model_file
 from tfreg.cli import report
 from tfreg.cli import sweep
 from tfreg.cli import training
@@ -213,11 +215,44 @@ class ErrorTest(parameterized.TestCase):
              os.path.join(self.directory, "none.keras")],
             "no such file: --model")
 
-    def test_model_file_that_is_not_a_model(self):
-        path = _write(self.directory, "broken.keras", "not a zip file")
+    @parameterized.named_parameters(
+        ("text_as_keras", "broken.keras",
+         "is not a Keras model file: a .keras file is a zip archive"),
+        ("text_as_h5", "broken.h5",
+         "is not a Keras model file: an .h5 file is an HDF5 file"),
+        ("text", "notes.txt",
+         "is not a Keras model file: expected a .keras or .h5 file, got the "
+         "extension '.txt'"))
+    def test_model_file_that_is_not_a_model(self, name, fragment):
+        path = _write(self.directory, name, "not a model")
         self._assert_usage_error(
             ["--data", self.csv, "--target", "price", "--model", path],
-            "cannot load --model")
+            f"--model {path} {fragment}")
+
+    def test_model_that_is_a_directory(self):
+        self._assert_usage_error(
+            ["--data", self.csv, "--target", "price", "--model",
+             self.directory],
+            f"--model {self.directory} is a directory, not a Keras model "
+            "file (.keras or .h5)")
+
+    def test_model_that_is_a_saved_model_directory(self):
+        path = os.path.join(self.directory, "exported")
+        features = keras.Input((3,))
+        tfreg.export_saved_model(
+            keras.Model(features, keras.layers.Dense(1)(features)), path)
+        self._assert_usage_error(
+            ["--data", self.csv, "--target", "price", "--model", path],
+            f"--model {path} is a SavedModel directory; tfreg loads only "
+            ".keras and .h5 files")
+
+    @parameterized.named_parameters(("nan", "nan"), ("inf", "-inf"),
+                                    ("empty", ""))
+    def test_nan_in_the_target(self, value):
+        path = _write(self.directory, "target.csv",
+                      "a,y\n" + "1,1\n2,0\n" * 6 + f"3,{value}\n")
+        self._assert_usage_error(["--data", path, "--target", "y"],
+                                 "column 'y' has a")
 
     def test_model_with_other_input_shape(self):
         path = _functional_model(self.directory, inputs=5, outputs=1,
@@ -253,6 +288,163 @@ class ErrorTest(parameterized.TestCase):
             + os.path.join(self.directory, "missing.npz")])
 
 
+def _edit_model_config(path, edit):
+    """Passes the model config of a .keras or .h5 file through `edit`."""
+    if path.endswith(".h5"):
+        import h5py  # pylint: disable=g-import-not-at-top
+        with h5py.File(path, "r+") as file:
+            config = json.loads(file.attrs["model_config"])
+            edit(config)
+            file.attrs["model_config"] = json.dumps(config)
+        return
+    with zipfile.ZipFile(path) as archive:
+        items = {item.filename: archive.read(item) for item in
+                 archive.infolist()}
+    config = json.loads(items["config.json"])
+    edit(config)
+    items["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, value in items.items():
+            archive.writestr(name, value)
+
+
+def _layers(config):
+    return config["config"]["layers"]
+
+
+class ModelFileTest(parameterized.TestCase):
+    """A model file never runs code: what holds code is refused before
+    Keras reads it, with one line and exit code 2."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.directory = tempfile.mkdtemp()
+        cls.npz = _classification_npz(cls.directory)
+        cls.marker = os.path.join(cls.directory, "marker")
+        # Python code that creates the marker file when the layer is called
+        # (Keras calls it while rebuilding the model).
+        function = eval(  # pylint: disable=eval-used
+            f"lambda x: (__import__('pathlib').Path({cls.marker!r})"
+            ".write_text('ran'), x)[1]")
+        features = keras.Input((4,))
+        hidden = keras.layers.Lambda(function)(features)
+        cls.lambda_model = keras.Model(
+            features, keras.layers.Dense(2)(hidden))
+        os.remove(cls.marker)  # Created by the functional build above.
+        features = keras.Input((4,))
+        hidden = keras.layers.Dense(3, name="hidden",
+                                    kernel_regularizer=tfreg.L2(0.1))(features)
+        cls.plain_model = keras.Model(
+            features, keras.layers.Dense(2, name="output")(hidden))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.directory, ignore_errors=True)
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(lambda: os.path.exists(self.marker) and os.remove(
+            self.marker))
+
+    def _save(self, model, name):
+        path = os.path.join(_tempdir(self), name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # .h5 is legacy.
+            model.save(path)
+        return path
+
+    def _assert_refused(self, path, holds):
+        code, out, err = _main(["compare", "--data", self.npz, "--model",
+                                path, "--out",
+                                os.path.join(_tempdir(self), "out")])
+        self.assertFalse(os.path.exists(self.marker), "the file's code ran")
+        self.assertEqual((code, out), (2, ""), err)
+        self.assertEqual(err.splitlines(), [
+            f"tfreg compare: error: --model {path} is refused: it holds "
+            f"{holds}; tfreg loads only models made of Keras and tfreg "
+            "classes, never code from a file"])
+
+    @parameterized.named_parameters(("h5", "lambda.h5"),
+                                    ("keras", "lambda.keras"))
+    def test_a_lambda_layer_never_runs(self, name):
+        self._assert_refused(
+            self._save(self.lambda_model, name),
+            "a Lambda layer (its function is stored as Python code)")
+
+    @parameterized.named_parameters(
+        ("bytecode", lambda layer: layer["config"].update(
+            function_type="lambda"),
+         "a serialized Python function ('function_type')"),
+        ("python_lambda", lambda layer: layer["config"].update(
+            activation={"class_name": "__lambda__", "config": {}}),
+         "a serialized Python lambda"),
+        ("foreign_module", lambda layer: layer["config"].update(
+            kernel_initializer={"module": "os", "class_name": "system",
+                                "config": {}}),
+         "class 'system' from module 'os'"),
+        ("foreign_function", lambda layer: layer["config"].update(
+            activation={"module": "keras.src.saving.saving_api",
+                        "class_name": "function", "config": "save_model",
+                        "registered_name": "save_model"}),
+         "the function 'save_model' from 'keras.src.saving.saving_api'"),
+        ("custom_class", lambda layer: layer.update(
+            class_name="Evil", registered_name="evil>Evil"),
+         "the custom class 'evil>Evil'"),
+        ("unknown_class", lambda layer: layer.update(
+            class_name="DistributionLambda", module=None),
+         "the class 'DistributionLambda', which neither Keras nor tfreg "
+         "provides"),
+        ("saved_model_layer", lambda layer: layer.update(
+            class_name="TFSMLayer"),
+         "a TFSMLayer (it loads and runs a SavedModel's graphs)"),
+        ("tf_io_op", lambda layer: layer.update(
+            class_name="TFOpLambda", config={"name": "w",
+                                             "function": "io.write_file"}),
+         "a TF op layer calling tf.io.write_file, which is not array, math "
+         "or neural-network arithmetic"),
+        ("tf_py_function", lambda layer: layer.update(
+            class_name="TFOpLambda",
+            config={"name": "p", "function": "compat.v1.py_func"}),
+         "a TF op layer calling tf.compat.v1.py_func, which is not array, "
+         "math or neural-network arithmetic"))
+    def test_code_in_a_config_is_refused(self, edit, holds):
+        for name in ("model.keras", "model.h5"):
+            with self.subTest(name=name):
+                path = self._save(self.plain_model, name)
+                _edit_model_config(path, lambda config: edit(
+                    next(layer for layer in _layers(config)
+                         if layer["config"]["name"] == "hidden")))
+                self._assert_refused(path, holds)
+
+    def test_keras_and_tfreg_classes_load(self):
+        features = keras.Input((4,))
+        hidden = keras.layers.Dense(
+            6, activation="relu", kernel_regularizer=tfreg.GroupLasso(0.1),
+            bias_regularizer=tfreg.priors.Laplace(1.0, num_examples=10))(
+                features)
+        hidden = keras.layers.BatchNormalization()(hidden)
+        if _keras.LEGACY:  # TF ops become TFOpLambda layers.
+            import tensorflow as tf  # pylint: disable=g-import-not-at-top
+            hidden = tf.transpose(tf.math.add(tf.transpose(hidden), 1.0))
+            names = ("model.keras", "model.h5")
+        else:  # Keras 3's .h5 loader cannot rebuild operations.
+            hidden = keras.ops.transpose(keras.ops.transpose(hidden))
+            names = ("model.keras",)
+        model = keras.Model(features, keras.layers.Dense(2)(hidden[:, :5]))
+        model.compile(tfreg.optimizers.Regularized(
+            keras.optimizers.Adam(), mode="proximal", model=model), "mse")
+        x = np.ones((2, 4), np.float32)
+        for name in names:
+            with self.subTest(name=name):
+                loaded = model_file.load(self._save(model, name))
+                np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+        path = self._save(self.plain_model, "plain.h5")
+        np.testing.assert_allclose(model_file.load(path)(x),
+                                   self.plain_model(x), rtol=1e-6)
+
+
 class LauncherTest(parameterized.TestCase):
     """The launcher: help without TensorFlow, presets, flags."""
 
@@ -272,7 +464,7 @@ class LauncherTest(parameterized.TestCase):
         self.assertEqual(process.returncode, 0, process.stderr)
         self.assertEqual(process.stdout.splitlines()[-1], "[]")
         self.assertIn("--thorough", process.stdout)
-        self.assertIn("--model FILE.keras", process.stdout)
+        self.assertIn("--model FILE ", process.stdout)
 
     def test_no_command_prints_help_and_exits_2(self):
         code, out, err = _main([])

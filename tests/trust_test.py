@@ -455,5 +455,35 @@ class SavedFormatsTest(absltest.TestCase):
         pathlib.Path(file).write_bytes(metadata.SerializeToString())
 
 
+class CommandLineModelFileTest(absltest.TestCase):
+    """The `tfreg` command's rule per format, as docs/saving.md states it."""
+
+    def test_code_in_any_format_is_refused_before_loading(self):
+        from tfreg.cli import UsageError  # pylint: disable=g-import-not-at-top
+        from tfreg.cli import model_file  # pylint: disable=g-import-not-at-top
+        inputs = keras.Input((3,))
+        model = keras.Model(inputs, keras.layers.Lambda(
+            lambda x: x * 2.0)(inputs))
+        with tempfile.TemporaryDirectory() as directory:
+            for name in ("lambda.keras", "lambda.h5"):
+                path = os.path.join(directory, name)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # .h5 is legacy.
+                    model.save(path)
+                with self.subTest(name=name), self.assertRaisesRegex(
+                        UsageError, "is refused: it holds a Lambda layer"):
+                    model_file.check(path)
+            saved = os.path.join(directory, "saved")
+            tfreg.export_saved_model(_model(None), saved)
+            with self.assertRaisesRegex(UsageError,
+                                        "is a SavedModel directory"):
+                model_file.check(saved)
+        _assert_documented(
+            "`tfreg compare --model FILE` (and every other `tfreg` job that "
+            "loads a model) never runs code from the file, in both Keras "
+            "generations")
+        _assert_documented("**SavedModel directories** are refused")
+
+
 if __name__ == "__main__":
     absltest.main()

@@ -50,8 +50,6 @@ def run(data=None, target=None, task="auto", model=None, regularizers=None,
     _check_int("--seed", seed, 0)
     families = sweep.parse_regularizers(regularizers)
     datasets = data_lib.load_datasets(data, target, task, seed, train_rows)
-    if model is not None and not os.path.isfile(model):
-        raise UsageError(f"no such file: --model {model}")
     architectures = [training.saved_model(model, dataset) if model
                      else training.mlp(dataset) for dataset in datasets]
     try:

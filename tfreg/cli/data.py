@@ -56,6 +56,14 @@ class Dataset:
                 f"rows, {features})")
 
 
+def _number(text, default):
+    """float(text), or `default` when `text` is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return default
+
+
 def _numeric_column(values, column, rows):
     out = np.empty(len(values), np.float64)
     for i, value in enumerate(values):
@@ -110,9 +118,11 @@ def read_csv(path, target):
     try:
         y = _numeric_column(raw_y, target, rows)
     except UsageError:
-        if any(value == "" for value in raw_y):
+        # Text labels are classes; a missing, NaN or infinite value is not.
+        if any(value == "" or not math.isfinite(_number(value, 0.0))
+               for value in raw_y):
             raise
-        y = np.array(raw_y)  # Class labels given as strings.
+        y = np.array(raw_y)
     return x, y
 
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 import tfreg
 from tfreg import _keras
 from tfreg.cli import UsageError
+from tfreg.cli import model_file
 
 keras = _keras.keras
 
@@ -143,19 +144,14 @@ def _shape(shape):
 
 
 def saved_model(path, dataset):
-    """The architecture of the functional model saved in `path` (.keras).
+    """The architecture of the functional model saved in `path` (.keras or
+    .h5, checked by `model_file.load` before Keras reads it).
 
     Each seed trains a fresh copy (`clone_model`: the saved layers and
     configs, new initial weights) with the saved model's own regularizers
     taken off, so that `none` is unregularized.
     """
-    try:
-        loaded = keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a bad file.
-        first = str(error).strip().splitlines()[0] if str(error) else ""
-        raise UsageError(
-            f"cannot load --model {path}: {type(error).__name__}: "
-            f"{first}") from None
+    loaded = model_file.load(path)
     if not isinstance(loaded, keras.Model) or isinstance(
             loaded, keras.Sequential) or not hasattr(loaded, "inputs"):
         raise UsageError(
