@@ -55,11 +55,13 @@ __all__ = [
     "backing_variables",
     "call_losses",
     "check_model",
+    "drop_compiled_functions",
     "functional_graph",
     "is_kernel",
     "keeping_call_losses",
     "layers",
     "learning_rate_schedule",
+    "model_optimizer",
     "node_call",
     "nodes_by_depth",
     "optimizer_penalties",
@@ -259,12 +261,20 @@ def _loss_side(model, tree):
             if variable.regularizer is not None and id(variable) in counted]
 
 
-def _optimizer(model):
+def model_optimizer(model):
+    """The optimizer that updates `model` (inside a loss-scale one), or None."""
     optimizer = getattr(model, "optimizer", None)
     # A loss-scale optimizer (both generations) wraps the one that updates.
     while hasattr(optimizer, "inner_optimizer"):
         optimizer = optimizer.inner_optimizer
     return optimizer
+
+
+def drop_compiled_functions(model):
+    """Makes the next fit or evaluate of `model` trace its step anew."""
+    for attribute in ("train_function", "test_function"):
+        if getattr(model, attribute, None) is not None:
+            setattr(model, attribute, None)
 
 
 def optimizer_penalties(model):
@@ -273,7 +283,7 @@ def optimizer_penalties(model):
     From the optimizer's `tfreg_penalties()` (see the module doc); [] when
     it has none.
     """
-    optimizer = _optimizer(model)
+    optimizer = model_optimizer(model)
     if not callable(getattr(optimizer, "tfreg_penalties", None)):
         return []
     return list(optimizer.tfreg_penalties())
