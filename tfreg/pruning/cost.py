@@ -1,11 +1,10 @@
 """Parameters and FLOPs of a model, and a before/after table for `shrink`."""
 
-import math
 
 from tfreg import _keras
 from tfreg import _table as _table_lib
 from tfreg.pruning import graph as graph_lib
-from tfreg.pruning import groups as groups_lib
+from tfreg.pruning import rules
 
 __all__ = ["model_cost", "shrink_summary"]
 
@@ -13,16 +12,8 @@ keras = _keras.keras
 
 
 def _call_flops(call):
-    """2 x multiply-adds of a Dense, convolution or depthwise call."""
-    layer = call.layer
-    out_shape = call.outputs[0].shape
-    positions = math.prod(d for d in out_shape[1:-1])
-    if isinstance(layer, groups_lib.DEPTHWISE):
-        kernel = groups_lib.depthwise_kernel(layer)
-        return 2 * positions * math.prod(kernel.shape)
-    if isinstance(layer, groups_lib.PRODUCERS):
-        return 2 * positions * math.prod(layer.kernel.shape)
-    return 0
+    """2 x multiply-adds of one call, by its layer's rule."""
+    return rules.rule_for(call.layer).flops(call)
 
 
 def model_cost(model):
@@ -34,7 +25,8 @@ def model_cost(model):
     """
     per_layer = {}
     for call in graph_lib.graph(model).calls:
-        if isinstance(call.layer, keras.layers.InputLayer):
+        if not isinstance(call.layer, keras.layers.Layer) or isinstance(
+                call.layer, keras.layers.InputLayer):
             continue
         params, flops = per_layer.get(call.layer.name, (
             call.layer.count_params(), 0))

@@ -17,8 +17,10 @@ __all__ = ["Call", "Graph", "graph"]
 
 keras = _keras.keras
 
-Call = collections.namedtuple("Call", ["layer", "inputs", "outputs"])
-Call.__doc__ = """One call of a layer: its input and output symbolic tensors."""
+Call = collections.namedtuple("Call",
+                              ["layer", "inputs", "outputs", "constants"])
+Call.__doc__ = """One call of a layer or Keras 3 operation: its input and
+output symbolic tensors, and its other operands (`x * 0.5`: 0.5)."""
 
 Graph = collections.namedtuple("Graph",
                                ["calls", "inputs", "outputs", "input"])
@@ -38,11 +40,22 @@ def _functional(model):
     return found
 
 
+def _constants(node):
+    """The operands of a Keras 3 operation node that are not symbolic
+    tensors (tf_keras graphs hold layers only)."""
+    arguments = getattr(node, "arguments", None)
+    if arguments is None:
+        return ()
+    values = tf.nest.flatten((arguments.args, arguments.kwargs))
+    return tuple(value for value in values
+                 if not isinstance(value, keras.KerasTensor))
+
+
 def graph(model):
     """The `Graph` of a functional model or a built Sequential model."""
     functional = _functional(model)
     by_depth = walk.nodes_by_depth(functional)
-    calls = [Call(*walk.node_call(node))
+    calls = [Call(*walk.node_call(node), _constants(node))
              for depth in sorted(by_depth, reverse=True)
              for node in by_depth[depth]]
     return Graph(calls, tf.nest.flatten(functional.input),

@@ -8,28 +8,12 @@ unit whose channel is added, subtracted or multiplied to it (residual
 connections). A `ChannelGroup` holds all of these; the groups partition the
 prunable units.
 
-How channels travel (channels_last; the channel is the last axis):
-
-- Dense, Conv1D/2D/3D (groups=1): consume their input channels (kernel axis
-  -2) and produce new ones (kernel axis -1 and bias). A softmax activation
-  mixes its outputs, so its units are not prunable.
-- DepthwiseConv1D/2D: output channel c*m + k comes from input channel c
-  (depth multiplier m); its kernel and bias entries join the channel's group.
-- BatchNormalization over the last axis: passes channels through; its
-  entries join the group.
-- Add, Subtract, Multiply, Average, Maximum, Minimum: channel j of every
-  input joins one group. Concatenate on the last axis places its inputs'
-  channels one after another.
-- Flatten (or a Reshape to rank 2) after a convolution: flat index r holds
-  channel r mod C.
-- Pooling, global pooling, upsampling, cropping, Dropout and its kin,
-  activations (softmax excepted), ActivityRegularization, Identity and a
-  Reshape keeping the last axis pass channels through unchanged.
-
-Any other layer ends the coupling: the units whose channels reach it, and
-those whose channels reach a model output, are not prunable. Such layers
-are listed in `ChannelGroups.unsupported` with the reason
-(LayerNormalization and attention normalise or mix across channels).
+Each layer type's rule (`tfreg.pruning.rules`, open to your own layers
+through `register_layer`) says how channels go through it: which slices
+of its variables join a channel's group, which units it makes, or that it
+ends the coupling. The units whose channels reach a layer that ends the
+coupling, or a model output, are not prunable; such layers are listed in
+`ChannelGroups.unsupported` with the reason.
 """
 
 import collections
@@ -40,18 +24,14 @@ import numpy as np
 from tfreg import _keras
 from tfreg import walk
 from tfreg.pruning import graph as graph_lib
+from tfreg.pruning import rules
 
-__all__ = ["CONSUMER", "ChannelGroup", "ChannelGroups", "DEPTHWISE", "KERNEL",
-           "OTHER", "PRODUCERS", "Slice", "Unsupported", "channel_groups",
-           "depthwise_kernel", "slice_size"]
+__all__ = ["CONSUMER", "ChannelGroup", "ChannelGroups", "KERNEL", "OTHER",
+           "Slice", "Unsupported", "channel_groups", "slice_size"]
 
 keras = _keras.keras
-layers = keras.layers
 
-# Roles of a slice in its group.
-KERNEL = "kernel"      # Makes the channel depend on the input.
-CONSUMER = "consumer"  # Reads the channel (an input row of a kernel).
-OTHER = "other"        # Bias, normalization entries and statistics.
+KERNEL, CONSUMER, OTHER = rules.KERNEL, rules.CONSUMER, rules.OTHER
 
 Slice = collections.namedtuple(
     "Slice", ["layer", "variable", "axis", "indices", "role"])
@@ -60,56 +40,6 @@ Slice.__doc__ = """Entries `indices` along `axis` of `variable` (of `layer`)."""
 Unsupported = collections.namedtuple(
     "Unsupported", ["layer", "class_name", "reason"])
 Unsupported.__doc__ = """A layer that ends the coupling, and why."""
-
-PRODUCERS = (layers.Dense, layers.Conv1D, layers.Conv2D, layers.Conv3D)
-_TRANSPOSED = tuple(getattr(layers, name) for name in
-                    ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
-                    if hasattr(layers, name))
-DEPTHWISE = tuple(getattr(layers, name) for name in
-                   ("DepthwiseConv1D", "DepthwiseConv2D")
-                   if hasattr(layers, name))
-_MERGES = (layers.Add, layers.Subtract, layers.Multiply, layers.Average,
-           layers.Maximum, layers.Minimum)
-_PASS_NAMES = (
-    "Activation", "ReLU", "ELU", "LeakyReLU", "Dropout", "SpatialDropout1D",
-    "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
-    "GaussianNoise", "AlphaDropout", "ActivityRegularization", "Identity",
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
-    "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D", "GlobalAveragePooling3D", "UpSampling1D",
-    "UpSampling2D", "UpSampling3D", "Cropping1D", "Cropping2D", "Cropping3D")
-_PASS = tuple(getattr(layers, name) for name in _PASS_NAMES
-              if hasattr(layers, name))
-_CHANNEL_MIXING = ("softmax", "log_softmax")
-_NOT_PRUNABLE = {
-    "LayerNormalization": "normalizes across channels",
-    "GroupNormalization": "normalizes across channels",
-    "UnitNormalization": "normalizes across channels",
-    "MultiHeadAttention": "attention heads are not prunable",
-    "Attention": "attention mixes channels",
-}
-
-
-def _activation_name(layer):
-    activation = getattr(layer, "activation", None)
-    return getattr(activation, "__name__", str(activation))
-
-
-def _channels_last(layer):
-    return getattr(layer, "data_format", "channels_last") in (
-        "channels_last", None)
-
-
-def depthwise_kernel(layer):
-    """The kernel of a depthwise convolution."""
-    # Keras 3 names it `kernel`, tf_keras `depthwise_kernel`.
-    kernel = getattr(layer, "depthwise_kernel", None)
-    return layer.kernel if kernel is None else kernel
-
-
-def _last_dim(tensor):
-    return tensor.shape[-1]
 
 
 class ChannelGroup:
@@ -172,12 +102,19 @@ class ChannelGroups:
       model: The model traced.
       unsupported: List of `Unsupported` (layer name, class name, reason):
         the layers that end the coupling.
+      gates: {(id(layer), unit index): (gamma, index)}: units whose channel
+        only a BatchNormalization reads; a zero gamma entry makes it a
+        constant (its beta).
+      channels: {tensor key: [group index or None per channel]} of the
+        traced tensors.
     """
 
-    def __init__(self, model, groups, unsupported):
+    def __init__(self, model, groups, unsupported, gates=None):
         self.model = model
         self._groups = list(groups)
         self.unsupported = list(unsupported)
+        self.gates = dict(gates or {})
+        self.channels = {}
 
     def __len__(self):
         return len(self._groups)
@@ -196,7 +133,7 @@ class ChannelGroups:
 class _Tracer:
     """Union-find over units, with the slices and blocks found per unit."""
 
-    def __init__(self):
+    def __init__(self, model_graph):
         self.units = []           # (layer, index) per node.
         self.node_of_unit = {}    # (id(layer), index) -> node.
         self.parent = []
@@ -205,6 +142,20 @@ class _Tracer:
         self.slices = {}          # (id(variable), axis, index) -> Slice.
         self.unread = {}          # (id(variable), axis, index) -> layer.
         self.unsupported = {}     # id(layer) -> Unsupported.
+        # (id(producer layer), unit index) -> (gamma, index) of the only
+        # BatchNormalization reading that unit's channel.
+        self.gates = {}
+        self.producer = {}        # tensor key -> call.
+        self.readers = collections.Counter()  # tensor key -> calls.
+        self.calls = collections.Counter()    # id(layer) -> calls.
+        for call in model_graph.calls:
+            self.calls[id(call.layer)] += 1
+            for tensor in call.outputs:
+                self.producer[walk.tensor_key(tensor)] = call
+            for tensor in call.inputs:
+                self.readers[walk.tensor_key(tensor)] += 1
+        for tensor in model_graph.outputs:
+            self.readers[walk.tensor_key(tensor)] += 1
 
     def unit(self, layer, index):
         key = (id(layer), index)
@@ -257,6 +208,29 @@ class _Tracer:
             self.owner[key] = node
             self.slices[key] = (layer, variable, axis, index, role)
 
+    def end(self, call, inputs, reason):
+        """Ends the coupling of `call`'s input channels, listing its layer
+        with `reason` if one of them was prunable; returns its output
+        maps (None)."""
+        if any(node is not None for channel_map in inputs
+               for node in channel_map or ()):
+            self.unsupported_layer(call.layer, reason)
+        for channel_map in inputs:
+            self.block(channel_map)
+        return [None] * len(call.outputs)
+
+    def gate(self, node, call, gamma, index):
+        """Notes that channel `index` of `call`'s input (a unit's channel)
+        is scaled by `gamma[index]`: when the unit's producer is called
+        once and this is the only reader, a zero gamma makes the channel
+        a constant."""
+        key = walk.tensor_key(call.inputs[0])
+        producer = self.producer.get(key)
+        if node is None or producer is None or self.readers[key] != 1 or (
+                self.calls[id(producer.layer)] != 1):
+            return
+        self.gates[(id(producer.layer), index)] = (gamma, index)
+
     def _conflict(self, node, layer):
         self.blocked[self.find(node)] = True
         self.unsupported_layer(layer, "a shared layer whose calls read "
@@ -278,9 +252,11 @@ class _Tracer:
                 (id(variable), axis), [layer, variable, axis, [], role])
             pieces[root][(id(variable), axis)][3].append(index)
         found = []
+        self.group_of = {}        # root -> index in the groups found.
         for root in sorted(members, key=lambda root: min(members[root])):
             if self.blocked[root]:
                 continue
+            self.group_of[root] = len(found)
             units = [(self.units[node][0].name, self.units[node][1])
                      for node in sorted(members[root])]
             slices = [Slice(layer, variable, axis, tuple(sorted(indices)), role)
@@ -288,121 +264,6 @@ class _Tracer:
                       in pieces[root].values()]
             found.append(ChannelGroup(units, slices))
         return found
-
-
-def _trace_call(tracer, call, maps):
-    """Records one call's slices and couplings; returns its output maps.
-
-    A channel map lists, per index of a tensor's last axis, the node of the
-    unit whose channel it carries, or None (not prunable).
-    """
-    layer = call.layer
-    inputs = [maps.get(walk.tensor_key(tensor)) for tensor in call.inputs]
-    name = type(layer).__name__
-    if isinstance(layer, keras.layers.InputLayer):
-        return [None]
-    if isinstance(layer, PRODUCERS) and not isinstance(layer, _TRANSPOSED) \
-            and _channels_last(layer) and getattr(layer, "groups", 1) == 1:
-        for index, node in enumerate(inputs[0] or [None] * _last_dim(
-                call.inputs[0])):
-            tracer.attach(node, layer, layer.kernel, -2, index, CONSUMER)
-        if _activation_name(layer) in _CHANNEL_MIXING:
-            return [None]
-        out = []
-        for index in range(layer.kernel.shape[-1]):
-            node = tracer.unit(layer, index)
-            tracer.attach(node, layer, layer.kernel, -1, index, KERNEL)
-            tracer.attach(node, layer, layer.bias, -1, index, OTHER)
-            out.append(node)
-        return [out]
-    if isinstance(layer, DEPTHWISE) and _channels_last(layer):
-        if inputs[0] is None:
-            return [None]
-        kernel = depthwise_kernel(layer)
-        multiplier = kernel.shape[-1]
-        out = []
-        for channel, node in enumerate(inputs[0]):
-            tracer.attach(node, layer, kernel, -2, channel, KERNEL)
-            for k in range(multiplier):
-                tracer.attach(node, layer, layer.bias, -1,
-                              channel * multiplier + k, OTHER)
-                out.append(node)
-        return [out]
-    if isinstance(layer, layers.BatchNormalization):
-        axis = layer.axis if isinstance(layer.axis, int) else (
-            layer.axis[0] if len(layer.axis) == 1 else None)
-        rank = len(call.inputs[0].shape)
-        if axis is not None and axis % rank == rank - 1:
-            for index, node in enumerate(inputs[0] or ()):
-                for variable in (layer.gamma, layer.beta, layer.moving_mean,
-                                 layer.moving_variance):
-                    tracer.attach(node, layer, variable, -1, index, OTHER)
-            return [inputs[0]]
-        return _end(tracer, layer, inputs, "normalizes over another axis")
-    if isinstance(layer, _MERGES) or (
-            isinstance(layer, layers.Concatenate) and not _on_last_axis(
-                layer.axis, len(call.outputs[0].shape))):
-        return [_merge(tracer, inputs, call)]
-    if isinstance(layer, layers.Concatenate):
-        out = []
-        for tensor, channel_map in zip(call.inputs, inputs):
-            out += channel_map or [None] * _last_dim(tensor)
-        return [out]
-    if isinstance(layer, (layers.Flatten, layers.Reshape)):
-        return _reshape(tracer, layer, call, inputs)
-    if isinstance(layer, _PASS) and _channels_last(layer):
-        if _activation_name(layer) in _CHANNEL_MIXING:
-            return _end(tracer, layer, inputs, "softmax mixes channels")
-        return [inputs[0]]
-    return _end(tracer, layer, inputs, _NOT_PRUNABLE.get(
-        name, "not a layer channel_groups understands"))
-
-
-def _on_last_axis(axis, rank):
-    return axis % rank == rank - 1
-
-
-def _end(tracer, layer, inputs, reason):
-    for channel_map in inputs:
-        tracer.block(channel_map)
-    tracer.unsupported_layer(layer, reason)
-    return [None]
-
-
-def _merge(tracer, inputs, call):
-    """Elementwise merge: channel j of every input joins one group."""
-    widths = {_last_dim(tensor) for tensor in call.inputs}
-    if any(channel_map is None for channel_map in inputs) or len(widths) > 1:
-        for channel_map in inputs:
-            tracer.block(channel_map)
-        return None
-    out = []
-    for nodes in zip(*inputs):
-        if any(node is None for node in nodes):
-            tracer.block(nodes)
-            out.append(None)
-            continue
-        root = nodes[0]
-        for node in nodes[1:]:
-            root = tracer.union(root, node)
-        out.append(root)
-    return out
-
-
-def _reshape(tracer, layer, call, inputs):
-    """Flatten/Reshape: channel kept, or flattened to strided rows."""
-    in_shape, out_shape = call.inputs[0].shape, call.outputs[0].shape
-    if inputs[0] is None:
-        return [None]
-    if len(in_shape) == len(out_shape) == 2 or (
-            isinstance(layer, layers.Reshape)
-            and out_shape[-1] == in_shape[-1] and len(out_shape) > 2):
-        return [inputs[0]]
-    positions = in_shape[1:-1]
-    if len(out_shape) == 2 and all(d is not None for d in positions) and (
-            not isinstance(layer, layers.Flatten) or _channels_last(layer)):
-        return [inputs[0] * math.prod(positions)]
-    return _end(tracer, layer, inputs, "reshape that moves the channel axis")
 
 
 def channel_groups(model):
@@ -428,13 +289,29 @@ def channel_groups(model):
     (4, (('hidden', 0),), 6)
     """
     model_graph = graph_lib.graph(model)
-    tracer = _Tracer()
+    tracer = _Tracer(model_graph)
     maps = {}
     for call in model_graph.calls:
-        for tensor, channel_map in zip(call.outputs,
-                                       _trace_call(tracer, call, maps)):
+        inputs = [maps.get(walk.tensor_key(tensor)) for tensor in call.inputs]
+        first_unit = len(tracer.units)
+        try:
+            outputs = rules.rule_for(call.layer).trace(tracer, call, inputs)
+        except (AttributeError, KeyError, IndexError, TypeError,
+                ValueError) as error:
+            # A layer unlike its rule expects (a subclass, an unusual
+            # config) ends the coupling rather than the trace; the units
+            # it made before failing are not prunable either.
+            tracer.block(range(first_unit, len(tracer.units)))
+            outputs = tracer.end(call, inputs, f"its rule failed: {error!r}")
+        for tensor, channel_map in zip(call.outputs, outputs):
             maps[walk.tensor_key(tensor)] = channel_map
     for tensor in model_graph.outputs:
         tracer.block(maps.get(walk.tensor_key(tensor)))
-    unsupported = [entry for entry in tracer.unsupported.values()]
-    return ChannelGroups(model, tracer.groups(), unsupported)
+    found = ChannelGroups(model, tracer.groups(),
+                          list(tracer.unsupported.values()), tracer.gates)
+    # Per tensor, the index of the group of each channel (None: kept).
+    found.channels = {
+        key: [None if node is None else tracer.group_of.get(
+            tracer.find(node)) for node in channel_map]
+        for key, channel_map in maps.items() if channel_map is not None}
+    return found

@@ -3,13 +3,19 @@
 A group is removed when its channel no longer carries information:
 
 - its consumer slices are zero (nothing reads the channel), or
-- its kernel slices are zero (the channel does not depend on the input).
-  The channel is then a constant c (a bias or BatchNormalization shift
+- its kernel slices are zero, or the BatchNormalization gamma entries
+  that alone read them (network slimming): the channel does not depend on
+  the input. It is then a constant c (a bias or BatchNormalization shift
   through the activation); each consumer that reads it with kernel rows K_c
   gets `sum_c c * sum_positions K_c` added to its bias, which is exact for
-  Dense layers and "valid" convolutions. A "same"/"causal" convolution sees
-  the zero padding instead of c at the borders, so a group whose nonzero
-  constant reaches one is kept (with a warning).
+  Dense layers and "valid" convolutions when c is the same at every
+  position the consumer reads. A group whose constant differs between
+  positions (zero padding on the way, a concatenation along another axis)
+  or whose nonzero constant reaches a "same"/"causal" convolution (which
+  sees zero padding at the borders) is kept, with a warning.
+
+Before returning, the shrunk model's outputs are compared with the
+original's on a probe batch.
 
 "Zero" means every entry has |w| <= tolerance. A layer that would lose all
 its units keeps one of its groups (whose channel is constant or unread, so
@@ -27,12 +33,12 @@ from tfreg import validation
 from tfreg import walk
 from tfreg.pruning import graph as graph_lib
 from tfreg.pruning import groups as groups_lib
+from tfreg.pruning import rules
 
 __all__ = ["shrink"]
 
 keras = _keras.keras
 
-_CONFIG_WIDTH = {"Dense": "units"}  # Convolutions: "filters".
 # Largest difference of outputs (relative to their scale) that float32
 # rounding explains; a wrong surgery changes them by far more.
 CHECK_TOLERANCE = 1e-4
@@ -47,9 +53,50 @@ def _tolerance(tolerance):
     return number
 
 
-def _zero(group, role, tolerance):
-    pieces = [piece for piece in group.slices if piece.role == role]
-    return bool(pieces) and group.max_abs(role) <= tolerance
+class _Values:
+    """The numpy value of each variable, read once."""
+
+    def __init__(self):
+        self._values = {}
+
+    def __call__(self, variable):
+        if id(variable) not in self._values:
+            self._values[id(variable)] = np.asarray(variable.numpy())
+        return self._values[id(variable)]
+
+    def per_index(self, piece):
+        """Largest |entry| of each index of a `Slice`."""
+        value = np.abs(np.take(self(piece.variable), piece.indices,
+                               axis=piece.axis))
+        return np.moveaxis(value, piece.axis, 0).reshape(
+            len(piece.indices), -1).max(1, initial=0.0)
+
+
+def _unread(group, values, tolerance):
+    """Whether every consumer slice of `group` is zero."""
+    pieces = [piece for piece in group.trainable_slices()
+              if piece.role == groups_lib.CONSUMER]
+    return bool(pieces) and all(
+        values.per_index(piece).max(initial=0.0) <= tolerance
+        for piece in pieces)
+
+
+def _gated(piece, index, gates, values, tolerance):
+    gate = gates.get((id(piece.layer), index))
+    return gate is not None and abs(float(values(gate[0])[gate[1]])) <= (
+        tolerance)
+
+
+def _constant(group, values, gates, tolerance):
+    """Whether `group`'s channel does not depend on the input: every
+    kernel slice is zero, or its channel's only reader a zero gamma."""
+    pieces = [piece for piece in group.slices
+              if piece.role == groups_lib.KERNEL]
+    return bool(pieces) and all(
+        largest <= tolerance or _gated(piece, index, gates, values,
+                                       tolerance)
+        for piece in pieces
+        for index, largest in zip(piece.indices, values.per_index(piece)))
 
 
 def _probe_batch(model_graph, probe):
@@ -92,14 +139,15 @@ def _run(model, structure, batch):
             for value in tf.nest.flatten(outputs)]
 
 
-def _consumer_constants(model_graph, group_list, calls_of, batch,
-                        tolerance):
+def _consumer_constants(model_graph, group_list, calls_of, batch, zeroed):
     """{id(consumer input): per-channel constant, NaN where not constant}.
 
-    A channel of a zero-kernel group does not depend on the input, yet its
+    A channel of a constant group does not depend on the input, yet its
     value can still differ between positions (zero padding on the way, a
     concatenation along another axis): its entry is NaN unless it is the
-    same at every position and example of `batch`.
+    same at every position and example of `batch`. `zeroed` lists the
+    entries (variable, axis, index) within the tolerance, set to 0 while
+    the constants are read.
     """
     tensors = {}
     for group in group_list:
@@ -110,23 +158,15 @@ def _consumer_constants(model_graph, group_list, calls_of, batch,
     if not tensors:
         return {}
     probe = keras.Model(model_graph.input, list(tensors.values()))
-    # Kernel entries within the tolerance count as zero: the constant is
-    # the channel's value with them set to 0.
-    cuts = collections.defaultdict(list)
-    for group in group_list if tolerance > 0 else ():
-        for piece in group.slices:
-            if piece.role == groups_lib.KERNEL:
-                cuts[id(piece.variable)].append(piece)
     saved = {}
     try:
-        for pieces in cuts.values():
-            variable = pieces[0].variable
-            saved[id(variable)] = (variable, variable.numpy())
-            value = saved[id(variable)][1].copy()
-            for piece in pieces:
-                index = [slice(None)] * value.ndim
-                index[piece.axis] = list(piece.indices)
-                value[tuple(index)] = 0
+        for variable, axis, index in zeroed:
+            if id(variable) not in saved:
+                saved[id(variable)] = (variable, variable.numpy())
+            value = variable.numpy()
+            entries = [slice(None)] * value.ndim
+            entries[axis] = index
+            value[tuple(entries)] = 0
             variable.assign(value)
         values = _run(probe, model_graph.input, batch)
     finally:
@@ -144,27 +184,52 @@ def _consumer_constants(model_graph, group_list, calls_of, batch,
     return constants
 
 
-def _fold(group, constants, calls_of, tolerance):
+def _zeroed(group_list, values, gates, tolerance):
+    """The nonzero entries within the tolerance that make the groups'
+    channels constant: (variable, axis, index)."""
+    found = []
+    for group in group_list if tolerance > 0 else ():
+        for piece in group.slices:
+            if piece.role != groups_lib.KERNEL:
+                continue
+            for index, largest in zip(piece.indices,
+                                      values.per_index(piece)):
+                if largest <= tolerance:
+                    if largest > 0:
+                        found.append((piece.variable, piece.axis, index))
+                else:
+                    gamma, entry = gates[(id(piece.layer), index)]
+                    found.append((gamma, 0, entry))
+    return found
+
+
+def _fold(group, constants, calls_of, values, tolerance):
     """({id(layer): bias change} folding `group`'s constant, None) or
     (None, why it cannot be folded)."""
     deltas = {}
     for piece in group.slices:
         if piece.role != groups_lib.CONSUMER:
             continue
-        kernel = np.asarray(piece.variable.numpy(), "float64")
-        rows = np.take(kernel, piece.indices, axis=piece.axis)
-        values = [constants[id(call.inputs[0])][list(piece.indices)]
-                  for call in calls_of[id(piece.layer)]]
-        if any(np.isnan(value).any() for value in values):
+        rows = np.take(values(piece.variable), piece.indices,
+                       axis=piece.axis).astype("float64")
+        if np.abs(rows).max(initial=0) <= tolerance:
+            continue
+        if not rules.rule_for(piece.layer).fold:
+            return None, (f"its constant output reaches "
+                          f"`{piece.layer.name}`, whose rule cannot fold "
+                          f"a constant")
+        found = [constants[id(call.inputs[0])][list(piece.indices)]
+                 for call in calls_of[id(piece.layer)]]
+        if any(np.isnan(value).any() for value in found):
             return None, (f"its constant output differs between the "
                           f"positions `{piece.layer.name}` reads (not "
                           f"foldable)")
-        if any(not np.allclose(value, values[0], rtol=1e-5, atol=1e-5)
-               for value in values):
+        if any(not np.allclose(value, found[0], rtol=1e-5, atol=1e-5)
+               for value in found):
             return None, (f"the calls of the shared layer "
                           f"`{piece.layer.name}` see different constants")
-        value = values[0]
-        if not value.any() or np.abs(rows).max(initial=0) <= tolerance:
+        value = found[0]
+        if not value.any():
             continue
         if getattr(piece.layer, "padding", "valid") != "valid":
             return None, ("its nonzero constant output reaches a "
@@ -176,113 +241,156 @@ def _fold(group, constants, calls_of, tolerance):
     return deltas, None
 
 
-def _removable(model_graph, group_list, tolerance, batch):
-    """(removed groups, {id(layer): bias change}, [(group, why kept)])."""
+def _removable(model_graph, groups, tolerance, batch, values):
+    """(removed [(group, {id(layer): bias change})], [(group, why kept)])."""
     calls_of = collections.defaultdict(list)
     for call in model_graph.calls:
         calls_of[id(call.layer)].append(call)
-    removed, kept, deltas = [], [], collections.defaultdict(float)
-    candidates = [group for group in group_list
-                  if _zero(group, groups_lib.CONSUMER, tolerance)
-                  or _zero(group, groups_lib.KERNEL, tolerance)]
+    group_list = list(groups)
+    unread = [_unread(group, values, tolerance) for group in group_list]
+    constant = [not gone and _constant(group, values, groups.gates,
+                                       tolerance)
+                for group, gone in zip(group_list, unread)]
+    folding = [group for group, is_constant in zip(group_list, constant)
+               if is_constant]
     constants = _consumer_constants(
-        model_graph, [group for group in candidates
-                      if not _zero(group, groups_lib.CONSUMER, tolerance)],
-        calls_of, batch, tolerance)
-    for group in candidates:
-        fold, reason = ({}, None) if _zero(
-            group, groups_lib.CONSUMER, tolerance) else _fold(
-                group, constants, calls_of, tolerance)
+        model_graph, folding, calls_of, batch,
+        _zeroed(folding, values, groups.gates, tolerance))
+    removed, kept = [], []
+    for group, gone, is_constant in zip(group_list, unread, constant):
+        if not (gone or is_constant):
+            continue
+        fold, reason = ({}, None) if gone else _fold(
+            group, constants, calls_of, values, tolerance)
         if fold is None:
             kept.append((group, reason))
-            continue
-        removed.append((group, fold))
-    removed = _keep_one_per_layer(group_list, removed, kept)
-    for _, fold in removed:
-        for key, delta in fold.items():
-            deltas[key] = deltas[key] + delta
-    return removed, dict(deltas), kept
+        else:
+            removed.append((group, fold))
+    return _keep_one_per_layer(group_list, removed, kept), kept
 
 
 def _keep_one_per_layer(group_list, removed, kept):
     """Puts back one group of each layer that would lose all its units."""
     # Units in no group (their channel reaches an output) count as kept.
-    units = {piece.layer.name: piece.variable.shape[-1]
+    units = {(piece.layer.name, piece.axis): piece.variable.shape[piece.axis]
              for group in group_list for piece in group.slices
-             if piece.role == groups_lib.KERNEL
-             and piece.axis == len(piece.variable.shape) - 1}
+             if piece.role == groups_lib.KERNEL}
     while True:
-        gone = collections.Counter(name for group, _ in removed
-                                   for name, _ in group.units)
-        empty = [name for name in gone if gone[name] == units[name]]
+        gone = collections.Counter()
+        for group, _ in removed:
+            for piece in group.slices:
+                if piece.role == groups_lib.KERNEL:
+                    gone[(piece.layer.name, piece.axis)] += len(piece.indices)
+        empty = [key for key in gone if gone[key] >= units[key]]
         if not empty:
             return removed
+        name = empty[0][0]
         index = next(i for i, (group, _) in enumerate(removed)
-                     if any(name == empty[0] for name, _ in group.units))
+                     if any(piece.layer.name == name
+                            and piece.role == groups_lib.KERNEL
+                            for piece in group.slices))
         kept.append((removed.pop(index)[0],
-                     f"layer `{empty[0]}` would have no units left"))
+                     f"layer `{name}` would have no units left"))
 
 
-def _plans(model_graph, removed, deltas):
-    """Per layer: {id(variable): {axis: indices}}, config change, bias add."""
+class _Sizes:
+    """What a rule's `config` reads: the sizes after the cut."""
+
+    def __init__(self, cuts, removed_groups, channels, calls_of):
+        self._cuts, self._removed = cuts, removed_groups
+        self._channels, self._calls_of = channels, calls_of
+
+    def size(self, variable, axis):
+        """`variable`'s length along `axis` after the cut."""
+        axis %= len(variable.shape)
+        return variable.shape[axis] - len(
+            self._cuts.get(id(variable), {}).get(axis, ()))
+
+    def channels(self, tensor):
+        """The number of channels of a call's tensor after the cut."""
+        found = self._channels.get(walk.tensor_key(tensor))
+        if found is None:
+            return tensor.shape[-1]
+        return sum(group not in self._removed for group in found)
+
+    def call(self, layer):
+        """The first call of `layer`."""
+        return self._calls_of[id(layer)][0]
+
+
+def _plans(model_graph, groups, removed, deltas):
+    """Cuts {id(variable): {axis: indices}} and, per layer changed,
+    (config changes, bias change or None)."""
     cuts = collections.defaultdict(lambda: collections.defaultdict(set))
-    layer_of = {}
     for group in removed:
         for piece in group.slices:
             cuts[id(piece.variable)][piece.axis].update(piece.indices)
-            layer_of[id(piece.variable)] = piece.layer
+    calls_of = collections.defaultdict(list)
+    for call in model_graph.calls:
+        calls_of[id(call.layer)].append(call)
+    index_of = {id(group): index for index, group in enumerate(groups)}
+    sizes = _Sizes(cuts, {index_of[id(group)] for group in removed},
+                   groups.channels, calls_of)
     plans = {}
     for call in model_graph.calls:
         layer = call.layer
-        if id(layer) in plans:
+        if id(layer) in plans or not isinstance(layer, keras.layers.Layer):
             continue
-        config = {}
-        kernel = getattr(layer, "kernel", None)
-        if isinstance(layer, groups_lib.PRODUCERS) and kernel is not None:
-            axis = len(kernel.shape) - 1
-            width = kernel.shape[-1] - len(cuts[id(kernel)].get(axis, ()))
-            key = _CONFIG_WIDTH.get(type(layer).__name__, "filters")
-            if width != kernel.shape[-1]:
-                config[key] = width
-            if id(layer) in deltas and not layer.use_bias:
-                config["use_bias"] = True
-        if config or any(id(v) in cuts for v in getattr(
-                layer, "weights", ())) or (
-                id(layer) in deltas):
+        changed = id(layer) in deltas or any(
+            id(variable) in cuts for variable in layer.weights)
+        if not changed and not isinstance(layer, keras.layers.Reshape):
+            continue
+        current = layer.get_config()
+        config = {key: value for key, value in rules.rule_for(
+            layer).config(layer, sizes).items() if current.get(key) != value}
+        if id(layer) in deltas and not current.get("use_bias", True):
+            config["use_bias"] = True
+        if changed or config:
             plans[id(layer)] = (config, deltas.get(id(layer)))
     return cuts, plans
 
 
-def _new_weights(layer, new_layer, cuts, delta):
-    """The weights of `new_layer`: `layer`'s with the cut entries removed."""
-    values = {}
+def _new_weights(layer, new_layer, cuts, delta, values):
+    """The weights of `new_layer`: `layer`'s with the cut entries removed,
+    and `delta` added to the bias."""
+    weights = []
     for variable in layer.weights:
-        value = np.asarray(variable.numpy())
+        value = values(variable)
         for axis, indices in sorted(cuts.get(id(variable), {}).items()):
             value = np.delete(value, sorted(indices), axis=axis)
-        values[walk.weight_name(variable)] = value
-    if delta is not None:
-        cut = cuts.get(id(layer.kernel), {}).get(len(layer.kernel.shape) - 1)
-        delta = np.delete(np.asarray(delta), sorted(cut or ()))
-        bias = values.get("bias", np.zeros_like(delta))
-        values["bias"] = (bias.astype("float64") + delta).astype(bias.dtype)
-    return [values[walk.weight_name(variable)]
-            for variable in new_layer.weights]
+        weights.append(value)
+    if delta is None:
+        return weights
+    cut = cuts.get(id(layer.kernel), {}).get(len(layer.kernel.shape) - 1)
+    delta = np.delete(np.asarray(delta), sorted(cut or ()))
+    bias = getattr(layer, "bias", None)
+    if bias is None:
+        # Made with use_bias=True: the bias is new.
+        position = [id(v) for v in new_layer.weights].index(
+            id(new_layer.bias))
+        weights.insert(position, delta.astype(weights[0].dtype))
+        return weights
+    position = [id(v) for v in layer.weights].index(id(bias))
+    weights[position] = (weights[position].astype("float64")
+                         + delta).astype(weights[position].dtype)
+    return weights
 
 
-def _build(model, model_graph, removed):
+def _build(model, model_graph, groups, removed, values):
     """The model without the `removed` (group, fold) pairs."""
     deltas = collections.defaultdict(float)
     for _, fold in removed:
         for key, delta in fold.items():
             deltas[key] = deltas[key] + delta
-    cuts, plans = _plans(model_graph, [group for group, _ in removed],
+    cuts, plans = _plans(model_graph, groups, [group for group, _ in removed],
                          dict(deltas))
     by_name = {layer.name: layer for layer in model.layers}
 
     def clone(layer):
+        if id(layer) not in plans:
+            return type(layer).from_config(layer.get_config())
         config = layer.get_config()
-        config.update(plans.get(id(layer), ({}, None))[0])
+        config.update(plans[id(layer)][0])
         return type(layer).from_config(config)
 
     small = keras.models.clone_model(model, clone_function=clone)
@@ -292,9 +400,9 @@ def _build(model, model_graph, removed):
         layer = by_name[new_layer.name]
         if id(layer) in plans:
             new_layer.set_weights(_new_weights(
-                layer, new_layer, cuts, plans[id(layer)][1]))
+                layer, new_layer, cuts, plans[id(layer)][1], values))
         else:
-            new_layer.set_weights(layer.get_weights())
+            new_layer.set_weights([values(v) for v in layer.weights])
     return small
 
 
@@ -307,7 +415,7 @@ def _difference(expected, model, structure, batch):
                for a, b in zip(expected, found))
 
 
-def _culprit(model, model_graph, removed, expected, batch):
+def _culprit(model, model_graph, groups, removed, expected, batch, values):
     """The first removed group whose removal changes the outputs.
 
     Binary search over prefixes of `removed`, each built and run once.
@@ -315,7 +423,7 @@ def _culprit(model, model_graph, removed, expected, batch):
     low, high = 0, len(removed)  # prefix `low` agrees, `high` differs.
     while high - low > 1:
         middle = (low + high) // 2
-        small = _build(model, model_graph, removed[:middle])
+        small = _build(model, model_graph, groups, removed[:middle], values)
         if _difference(expected, small, model_graph.input,
                        batch) > CHECK_TOLERANCE:
             high = middle
@@ -377,11 +485,12 @@ def shrink(model, tolerance=0.0, groups=None, check=True, probe=None):
             "groups", groups, "the ChannelGroups of `model` (from "
                               "tfreg.channel_groups(model)) or None"))
     batch = _probe_batch(model_graph, probe)
-    removed, _, kept = _removable(model_graph, list(groups), tolerance, batch)
+    values = _Values()
+    removed, kept = _removable(model_graph, groups, tolerance, batch, values)
     for group, reason in kept:
         warnings.warn(f"shrink keeps the zero group {group!r}: {reason}.",
                       stacklevel=2)
-    small = _build(model, model_graph, removed)
+    small = _build(model, model_graph, groups, removed, values)
     if check and removed:
         expected = _run(model, model_graph.input, batch)
         difference = _difference(expected, small, model_graph.input, batch)
@@ -390,7 +499,8 @@ def shrink(model, tolerance=0.0, groups=None, check=True, probe=None):
                           f"outputs on the probe batch by {difference:.3g} "
                           f"(relative to their scale).", stacklevel=2)
         elif difference > CHECK_TOLERANCE:
-            group = _culprit(model, model_graph, removed, expected, batch)
+            group = _culprit(model, model_graph, groups, removed, expected,
+                             batch, values)
             raise ValueError(
                 f"shrink would change the outputs of `{model.name}` by "
                 f"{difference:.3g} (relative to their scale) on the probe "
