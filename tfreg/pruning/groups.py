@@ -107,6 +107,9 @@ class ChannelGroups:
         constant (its beta).
       channels: {tensor key: [group index or None per channel]} of the
         traced tensors.
+      unit_count: The number of units the model has (in a group or not):
+        `sum(len(group.units) for group in groups) / groups.unit_count` is
+        the prunable share.
     """
 
     def __init__(self, model, groups, unsupported, gates=None):
@@ -115,6 +118,7 @@ class ChannelGroups:
         self.unsupported = list(unsupported)
         self.gates = dict(gates or {})
         self.channels = {}
+        self.unit_count = sum(len(group.units) for group in self._groups)
 
     def __len__(self):
         return len(self._groups)
@@ -309,6 +313,7 @@ def channel_groups(model):
         tracer.block(maps.get(walk.tensor_key(tensor)))
     found = ChannelGroups(model, tracer.groups(),
                           list(tracer.unsupported.values()), tracer.gates)
+    found.unit_count = len(tracer.units)
     # Per tensor, the index of the group of each channel (None: kept).
     found.channels = {
         key: [None if node is None else tracer.group_of.get(

@@ -22,7 +22,7 @@ from tfreg import validation
 
 __all__ = ["CONSUMER", "EndsCoupling", "KERNEL", "LayerRule", "OTHER",
            "PassThrough", "Producer", "register_layer", "registered",
-           "rule_for"]
+           "rule_for", "unregister_layer"]
 
 keras = _keras.keras
 layers = keras.layers
@@ -624,6 +624,11 @@ def register_layer(layer_class, rule):
             "rule", rule, "a tfreg.pruning.LayerRule (PassThrough, "
                           "Producer, EndsCoupling or a subclass)"))
     _LAYER_RULES[layer_class] = rule
+
+
+def unregister_layer(layer_class):
+    """Removes the rule registered for `layer_class`."""
+    _LAYER_RULES.pop(layer_class, None)
 
 
 def rule_for(operation):
