@@ -131,6 +131,54 @@ class PriorNumericsTest(parameterized.TestCase):
         np.testing.assert_allclose(gradient, expected,
                                    rtol=util.PARITY_TOLERANCE[dtype])
 
+    @parameterized.named_parameters(
+        ("cauchy", lambda: priors.Cauchy(1e-38, num_examples=7), 1.0, True),
+        ("student_t", lambda: priors.StudentT(2.5, 1e-38, num_examples=7),
+         2.5, True),
+        ("cauchy_far_loc",
+         lambda: priors.Cauchy(1e-38, loc=-3e38, num_examples=7), 1.0, False),
+        ("student_t_unit_scale",
+         lambda: priors.StudentT(3.0, 1.0, num_examples=7), 3.0, False))
+    def test_where_the_squared_distance_overflows(self, make, df, blocked):
+        # ((w - loc) / scale)^2 overflows float32 (and so may w - loc, or
+        # (w - loc) / scale): log1p of it was inf, its gradient inf / inf.
+        # The value is -log p in float64, the gradient
+        # (df + 1) c / (df scale^2 + c^2), c = w - loc.
+        prior = make()
+        size = (1 << 20) + 3  # blocks of 1M elements, and the remainder
+        far = np.array([0.05, -3.0, 1e20, -3e38, 0.0, 1e-30, 1e-3])
+        for shape in ((len(far),), (size,)) if blocked else ((len(far),),):
+            x = np.zeros(shape)
+            x[:len(far)] = far
+            c = x - prior.loc
+            distribution = stats.t(df, prior.loc, prior.scale)
+            expected_value = -distribution.logpdf(x).sum() / 7
+            expected_gradient = np.float32(
+                (df + 1.0) * c / (df * prior.scale**2 + c**2) / 7)
+            for jit in (None, False, True):
+                with self.subTest(shape=shape, jit=jit):
+                    run = (battery.value_and_gradient if jit is None else
+                           tf.function(battery.value_and_gradient,
+                                       jit_compile=jit))
+                    value, gradient = run(prior, tf.constant(x, tf.float32))
+                    np.testing.assert_allclose(value, expected_value,
+                                               rtol=1e-5)
+                    np.testing.assert_allclose(gradient, expected_gradient,
+                                               rtol=1e-5, atol=1e-37)
+        for dtype in (tf.float16, tf.bfloat16):
+            with self.subTest(dtype=dtype.name):
+                x = tf.constant([0.05, -3.0, 0.0, 1e-3], dtype)
+                value, gradient = battery.value_and_gradient(prior, x)
+                rounded = tf.cast(x, tf.float64).numpy()
+                c = rounded - prior.loc
+                np.testing.assert_allclose(
+                    value, -stats.t(df, prior.loc, prior.scale).logpdf(
+                        rounded).sum() / 7, rtol=1e-5)
+                np.testing.assert_allclose(
+                    tf.cast(gradient, tf.float64),
+                    (df + 1.0) * c / (df * prior.scale**2 + c**2) / 7,
+                    rtol=1e-2, atol=1e-37)
+
     def test_spike_narrower_than_float32_in_float64(self):
         # Before: 1 / spike_scale^2 raised ZeroDivisionError.
         x = np.array([0.0, 5e-201, -2e-200, 0.5, -3.0])
@@ -427,6 +475,47 @@ class PriorNumericsTest(parameterized.TestCase):
         # KL ~ -log(scale) = -rho for rho << 0 (mean 0 = prior mean).
         np.testing.assert_allclose(value, 200.0 + 1e4 - 1.0, rtol=1e-6)
         np.testing.assert_allclose(gradient, [[0.0, 0.0], [-1.0, -1.0]])
+
+    @parameterized.parameters(None, False, True)
+    def test_mean_field_kl_with_zero_weight_is_zero_where_kl_overflows(
+            self, jit):
+        # ((mean - loc) / prior_scale)^2 and (scale / prior_scale)^2 overflow
+        # float32: 0 * inf was NaN, in the value and the gradient. With a
+        # nonzero weight the true value overflows: inf, and no NaN.
+        x = tf.constant([[1.0, 3e38, 0.0], [0.0, 3e38, -50.0]], tf.float32)
+        run = (battery.value_and_gradient if jit is None else
+               tf.function(battery.value_and_gradient, jit_compile=jit))
+        for weight in (0.0, tfreg.Strength(0.0)):
+            for parameterization in ("softplus", "log"):
+                with self.subTest(weight=weight, parameterization=parameterization):
+                    value, gradient = run(priors.MeanFieldKL(
+                        1e-20, weight=weight,
+                        parameterization=parameterization), x)
+                    self.assertEqual(float(value), 0.0)
+                    np.testing.assert_array_equal(gradient, np.zeros((2, 3)))
+        value, gradient = run(priors.MeanFieldKL(1e-20), x)
+        self.assertEqual(float(value), np.inf)
+        self.assertFalse(np.isnan(gradient.numpy()).any())
+
+    def test_horseshoe_where_the_scaled_weight_overflows(self):
+        # w / scale overflows float32 (1e20 / 1e-20): the penalty was inf.
+        # It is TFP's float64 value, log(u / g) + c far in the tail, with
+        # gradient 2 / w.
+        for scale in (1e-20, 1e-25, 1e-3):
+            x = np.array([1e20, -3e38, 2.0, 1e-3])
+            prior = priors.Horseshoe(scale)
+            expected = -tfd.Horseshoe(np.float64(scale)).log_prob(x).numpy()
+            for jit in (None, False, True):
+                with self.subTest(scale=scale, jit=jit):
+                    run = (battery.value_and_gradient if jit is None else
+                           tf.function(battery.value_and_gradient,
+                                       jit_compile=jit))
+                    value, gradient = run(prior, tf.constant(x, tf.float32))
+                    np.testing.assert_allclose(value, expected.sum(),
+                                               rtol=1e-6)
+                    np.testing.assert_allclose(gradient[:2], 2.0 / x[:2],
+                                               rtol=1e-6, atol=1e-37)
+                    self.assertTrue(np.isfinite(gradient.numpy()).all())
 
     def test_mean_field_kl_is_zero_at_the_prior(self):
         rho = np.log(np.expm1(0.8))  # softplus(rho) = 0.8

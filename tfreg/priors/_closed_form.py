@@ -403,9 +403,7 @@ class MeanFieldKL(_base.Prior):
                 "means in [0], unconstrained scales in [1]. "
                 f"Received: posterior.shape={x.shape}")
         self._check_constants(x.dtype)
-        mean, rho = x[0], x[1]
-        log_scale = (rho if self.parameterization == "log"
-                     else _math.log_softplus(rho))
-        kl = _math.normal_kl(mean, log_scale, self.prior_loc, self.prior_scale)
-        return self._factor(x.dtype) * penalties.total(kl)
+        return _math.mean_field_kl_sum(
+            x, self.prior_loc, self.prior_scale, self.parameterization,
+            self._factor(x.dtype))
 

@@ -120,15 +120,15 @@ def laplace_log_prob(x, loc, scale):
 
 def student_t_log_prob(x, df, loc, scale):
     """log StudentT(x; df, loc, scale), with the lgamma terms as Python floats."""
-    z = (x - loc) * student_t_inverse_width(df, scale)
-    return (-0.5 * (df + 1.0) * tf.math.log1p(tf.square(z))
+    log1p_square_z = log1p_square(x, loc, student_t_inverse_width(df, scale))[0]
+    return (-0.5 * (df + 1.0) * log1p_square_z
             - student_t_log_normalizer(df, scale))
 
 
 def cauchy_log_prob(x, loc, scale):
     """log Cauchy(x; loc, scale) = -log1p(((x - loc) / scale)^2) - log(pi scale)."""
-    z = (x - loc) * (1.0 / scale)
-    return -tf.math.log1p(tf.square(z)) - cauchy_log_normalizer(scale)
+    return (-log1p_square(x, loc, 1.0 / scale)[0]
+            - cauchy_log_normalizer(scale))
 
 
 def _horseshoe_log_normalizer(scale):
@@ -189,13 +189,6 @@ def spike_and_slab_log_prob(x, spike_scale, slab_scale, slab_probability):
     slab = math.log(slab_probability) + normal_log_prob(x, 0.0, slab_scale)
     spike = math.log1p(-slab_probability) + normal_log_prob(x, 0.0, spike_scale)
     return slab + tf.math.softplus(spike - slab)
-
-
-def log_softplus(r):
-    """log(softplus(r)), exact gradient, finite for every finite r."""
-    linear = r < _LOG_SOFTPLUS_LINEAR_BELOW
-    safe = tf.where(linear, tf.zeros_like(r), r)
-    return tf.where(linear, r, tf.math.log(tf.math.softplus(safe)))
 
 
 # Elements per block of `_blockwise`: the long elementwise chains below
@@ -352,21 +345,66 @@ def centered(x, loc):
     return x - loc if loc else x
 
 
+# Beyond |z| = 1e19, z^2 overflows float32 soon after, and log1p(z^2) is
+# 2 log|z| to within 1e-38.
+_LOG_FORM_FROM = 1e19
+
+
+def log1p_square(x, loc, inverse_width):
+    """(log1p(z^2), its derivative in x), z = (x - loc) * inverse_width,
+    for every finite x.
+
+    Where |z| > 1e19 (z^2 or z itself may overflow) they are
+    2 (log|(x - loc) / 2| + log(2 k)) and 2 / (x - loc), computed from
+    (x - loc) / 2, which cannot overflow.
+    """
+    half = x * 0.5 - loc * 0.5 if loc else x * 0.5
+    twice = 2.0 * inverse_width
+    far = tf.abs(half) > min(0.5 * _LOG_FORM_FROM / inverse_width,
+                             float(x.dtype.max))
+    # Double where: neither the discarded log nor the discarded division
+    # sees the other side's values, so a second derivative stays finite.
+    near = centered(x, loc)  # finite wherever `far` is False
+    z = tf.where(far, tf.zeros_like(near), near) * inverse_width
+    square = tf.square(z)
+    far_half = tf.where(far, half, tf.ones_like(half))
+    value = tf.where(far, 2.0 * (tf.math.log(tf.abs(far_half))
+                                 + math.log(twice)),
+                     tf.math.log1p(square))
+    derivative = tf.where(far, 1.0 / far_half,
+                          z * (twice / (1.0 + square)))
+    return value, derivative
+
+
 def log1p_square_sum(x, loc, inverse_width, factor=1.0, offset=0.0):
     """factor * sum(log1p(z^2)) + offset, z = (x - loc) * inverse_width.
 
     The gradient is factor 2 k z / (1 + z^2) (k = inverse_width). The
     Student-t (k = 1 / (sqrt(df) scale)) and Cauchy (k = 1 / scale) negative
     log densities. Scaling before squaring needs k, not k^2, in x's dtype
-    (scale=1e-20 in float32: 1 / scale^2 overflows), for the same ops.
+    (scale=1e-20 in float32: 1 / scale^2 overflows), for the same ops; the
+    derivative z (2 k / (1 + z^2)) is at most k, so it cannot overflow.
+    Where z^2 overflows (the sum is then inf) the sum and the derivative are
+    recomputed by `log1p_square`: a scalar test on every call, and the
+    extra ops only on that rare path.
     """
     twice = 2.0 * inverse_width
 
     def terms(x):
         z = centered(x, loc) * inverse_width
         square = tf.square(z)
-        return (penalties.total(tf.math.log1p(square)),
-                lambda: (twice * z) / (1.0 + square))
+        fast = penalties.total(tf.math.log1p(square))
+        finite = tf.math.is_finite(fast)
+
+        def far_terms():
+            return log1p_square(x, loc, inverse_width)
+
+        def derivative():
+            return tf.cond(finite, lambda: z * (twice / (1.0 + square)),
+                           lambda: far_terms()[1])
+        return (tf.cond(finite, lambda: fast,
+                        lambda: penalties.total(far_terms()[0])),
+                derivative)
     return _sum_with_derivative(x, terms, factor, offset, xla_fuses=True)
 
 
@@ -392,17 +430,23 @@ def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
     g, b, h_inf = _HORSESHOE_G, _HORSESHOE_B, _HORSESHOE_H_INF
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
     log_tail_u = math.log(_HORSESHOE_TAIL_U)
+    inverse_width = math.sqrt(0.5) / scale
+    # u's floor is tiny, that of |x| tiny's root over inverse_width; where
+    # that is not normal, tiny (then the smallest nonzero u is above tiny).
+    least_x = max(math.sqrt(tiny) / inverse_width, tiny)
+    least_u = max((least_x * inverse_width)**2, tiny)
 
     # Eigen's pow, softplus and sigmoid are slow on CPU; u^p = exp(p log u),
     # and since the logit below is at most z < 0, exp(logit) cannot overflow
     # and gives softplus = log1p(e) and sigmoid = e / (1 + e) from one exp.
-    # u is clipped to [tiny, 1e17]; log u = 2 log|w| is not, so the far tail
-    # stays finite where u itself overflows.
+    # u is clipped to [tiny, 1e17]; log u = 2 (log|x| + log(inverse_width))
+    # is not, so the far tail stays finite where u, or w itself, overflows.
     def terms(x):
-        w = x * (math.sqrt(0.5) / scale)
+        w = x * inverse_width
         raw_u = tf.square(w)
-        u = tf.clip_by_value(raw_u, tiny, _HORSESHOE_TAIL_U)
-        log_u = 2.0 * tf.math.log(tf.maximum(tf.abs(w), math.sqrt(tiny)))
+        u = tf.clip_by_value(raw_u, least_u, _HORSESHOE_TAIL_U)
+        log_u = 2.0 * (tf.math.log(tf.maximum(tf.abs(x), least_x))
+                       + math.log(inverse_width))
         q = (20.0 / 47.0) * tf.exp(
             _HORSESHOE_Q_POWER * tf.minimum(log_u, log_tail_u))
         root_u = tf.sqrt(u)
@@ -495,14 +539,87 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
                                 xla_fuses=True)
 
 
-def normal_kl(loc, log_scale, prior_loc, prior_scale):
-    """Elementwise KL(N(loc, exp(log_scale)) || N(prior_loc, prior_scale)).
+def _times_inverse_square(x, k, x_times_k):
+    """x k^2, given x k; inf where it overflows, 0 at x = 0.
 
-    Written as TFP's `kl_divergence` of two Normals:
-    ((loc - prior_loc) / prior_scale)^2 / 2 + expm1(2 d) / 2 - d,
-    with d = log_scale - log(prior_scale).
+    XLA folds (x k) k into x (k k), which is inf * 0 = NaN at x = 0, and
+    inf for small x, where k^2 overflows x's dtype (prior_scale < 5.4e-20
+    in float32); there it is sign(x) exp(log|x| + 2 log k).
     """
-    d = log_scale - math.log(prior_scale)
-    return (0.5 * tf.square((loc - prior_loc) * (1.0 / prior_scale))
-            + 0.5 * tf.math.expm1(2.0 * d) - d)
+    if k * k <= float(x.dtype.max):
+        return x_times_k * k
+    return tf.sign(x) * tf.exp(tf.math.log(tf.abs(x)) + 2.0 * math.log(k))
 
+
+def mean_field_kl_sum(posterior, prior_loc, prior_scale, parameterization,
+                      factor):
+    """factor * sum_i KL(N(mean_i, scale_i) || N(prior_loc, prior_scale)).
+
+    posterior[0] holds the means, posterior[1] the unconstrained rho, with
+    scale = softplus(rho) or exp(rho) (`parameterization` "softplus" or
+    "log"). Written as TFP's `kl_divergence` of two Normals, with
+    m = (mean - prior_loc) / prior_scale and d = log(scale) - log(prior_scale):
+
+        KL = m^2 / 2 + expm1(2 d) / 2 - d
+        dKL/dmean = m / prior_scale
+        dKL/drho = expm1(2 d) * sigmoid(rho) / softplus(rho)   (softplus)
+                 = expm1(2 d)                                  (log)
+
+    Below rho = -30, log(softplus(rho)) is rho and its derivative 1 to
+    float64's precision, so both stay finite for every finite rho. The
+    derivative is written out, computed in the forward pass (its
+    intermediates freed there: an eager tape holds only the gradient), and
+    multiplied by the factor with `multiply_no_nan`: a zero factor gives 0
+    and a zero gradient where the KL or its derivative overflows.
+    """
+    inverse_scale = 1.0 / prior_scale
+    log_prior_scale = math.log(prior_scale)
+
+    def terms(posterior, with_derivative):
+        """(the KL's sum, its derivative or None)."""
+        distance = centered(posterior[0], prior_loc)
+        m = distance * inverse_scale
+        total = 0.5 * penalties.total(tf.square(m))
+        d_mean = (_times_inverse_square(distance, inverse_scale, m)
+                  if with_derivative else None)
+        del m  # eager mode frees each intermediate once nothing holds it
+        rho = posterior[1]
+        if parameterization == "log":
+            d = rho - log_prior_scale
+            growth = tf.math.expm1(2.0 * d)
+            d_rho = growth
+        else:
+            linear = rho < _LOG_SOFTPLUS_LINEAR_BELOW
+            # Double where: the discarded side sees 0, never a huge -rho.
+            safe = tf.where(linear, tf.zeros_like(rho), rho)
+            softplus = tf.math.softplus(safe)
+            d = tf.where(linear, rho, tf.math.log(softplus)) - log_prior_scale
+            growth = tf.math.expm1(2.0 * d)
+            # growth / softplus first: where growth is inf, the sigmoid
+            # may be flushed to 0 in their product's other order.
+            d_rho = (tf.where(linear, growth,
+                              growth / softplus * tf.math.sigmoid(safe))
+                     if with_derivative else None)
+            del linear, safe, softplus
+        total += penalties.total(0.5 * growth - d)
+        if not with_derivative:
+            return total, None
+        del d, growth
+        return total, tf.stack([d_mean, d_rho])
+
+    def times(value, scalar):
+        return tf.math.multiply_no_nan(
+            value, tf.convert_to_tensor(scalar, value.dtype))
+
+    def forward(posterior):
+        total, derivative = terms(tf.stop_gradient(posterior), True)
+
+        def gradient(upstream):
+            if record.could_possibly_record():
+                # Differentiated again: the derivative as a function of x.
+                return times(terms(posterior, True)[1], upstream * factor)
+            return times(derivative, upstream * factor)
+        return times(total, factor), gradient
+    return penalties.differentiated_as(
+        posterior,
+        lambda posterior: times(terms(posterior, False)[0], factor), forward)
