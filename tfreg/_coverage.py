@@ -80,7 +80,7 @@ class Arguments:
 
     def settable(self, layer, variable):
         """Attributes of `layer` behind its config arguments named for
-        `variable` (own names first, then underscored ones)."""
+        `variable` (`_argument_attributes`)."""
         if id(layer) not in self._read:
             config = _config(layer)
             self._read[id(layer)] = (layer, () if config is None else {
