@@ -3,7 +3,8 @@
 The same MLP (64 pixels -> 64 ReLU units -> 10 classes) trained with the
 penalty through the loss (Keras' way: gradient steps never land a weight on
 zero) and through `tfreg.optimizers.Regularized(mode="proximal")`, which
-soft-thresholds after every SGD step. Prints, per run, the validation
+soft-thresholds after every optimizer step (in the optimizer's own metric:
+Adam's thresholds are per weight). Prints, per run, the validation
 accuracy, the exactly-zero weights of the hidden kernel and its all-zero
 units (columns: the units a smaller model can drop).
 
@@ -29,8 +30,9 @@ def data():
         x, digits.target.astype(np.int32), test_size=0.25, random_state=0)
 
 
-def train(regularizer, through, epochs, split):
-    """Validation accuracy and the hidden kernel after training."""
+def train(regularizer, through, epochs, split, optimizer=None):
+    """Validation accuracy and the hidden kernel after training with
+    `optimizer` (default SGD(0.1, momentum=0.9))."""
     x_train, x_val, y_train, y_val = split
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
@@ -38,7 +40,7 @@ def train(regularizer, through, epochs, split):
         keras.layers.Dense(64, activation="relu", name="hidden",
                            kernel_regularizer=regularizer),
         keras.layers.Dense(10, name="out")])
-    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    optimizer = optimizer or keras.optimizers.SGD(0.1, momentum=0.9)
     if through == "proximal":
         # The model's regularizers move into the optimizer's update.
         optimizer = tfreg.optimizers.Regularized(optimizer, mode="proximal",

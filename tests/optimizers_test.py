@@ -95,12 +95,13 @@ class ProximalTest(parameterized.TestCase):
         self.assertEqual(model.losses, [])
 
     @parameterized.named_parameters(*REGIMES)
-    def test_adam_then_prox(self, jit):
+    def test_adam_then_scalar_prox(self, jit):
         x, y = _data()
         rate, l1, b1, b2, eps = 0.05, 1.0, 0.9, 0.999, 1e-7
         model = _linear(tfreg.L1(l1))
         _compile(model, optimizers.Regularized(
-            keras.optimizers.Adam(rate, epsilon=eps), model=model), jit)
+            keras.optimizers.Adam(rate, epsilon=eps), model=model,
+            metric="scalar"), jit)
         _fit(model, x, y, 20)
         w = _linear().layers[0].kernel.numpy().astype(np.float64)
         m = np.zeros_like(w)
@@ -547,41 +548,10 @@ class WiringTest(parameterized.TestCase):
         for mine, expected in zip(loaded.get_weights(), model.get_weights()):
             np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-6)
 
-    @parameterized.named_parameters(("proximal", "proximal"),
-                                    ("decoupled", "decoupled"))
-    def test_grouped_updates_equal_per_variable(self, mode):
-        def run(grouped):
-            keras.utils.set_random_seed(5)
-            model = keras.Sequential([keras.Input((4,))] + [
-                keras.layers.Dense(4, name=f"d{index}",
-                                   kernel_regularizer=regularizer)
-                for index, regularizer in enumerate(
-                    [tfreg.L1L2(0.1, 0.1)] * 3 + [tfreg.GroupLasso(0.5)] * 2
-                    + [tfreg.priors.Cauchy(0.3)] * 2)])
-            default = optimizers._GROUP_UPDATES  # pylint: disable=protected-access
-            optimizers._GROUP_UPDATES = grouped  # pylint: disable=protected-access
-            try:
-                optimizer = optimizers.Regularized(
-                    keras.optimizers.SGD(0.1), mode=mode, model=model)
-                optimizer.build(model.trainable_variables)
-            finally:
-                optimizers._GROUP_UPDATES = default  # pylint: disable=protected-access
-            layouts = {layout for _, _, layout, _ in optimizer._state.plan}  # pylint: disable=protected-access
-            _compile(model, optimizer, True)
-            x = np.random.RandomState(0).randn(N, 4).astype(np.float32)
-            _fit(model, x, x[:, :1] * 0 + x[:, 4 - 1:], 3)
-            return model.get_weights(), layouts
-
-        grouped, layouts = run(True)
-        single, single_layouts = run(False)
-        self.assertEqual(layouts, {"flat", "stacked"})
-        self.assertEqual(single_layouts, {"single"})
-        for a, b in zip(grouped, single):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-    @parameterized.named_parameters(("proximal", "proximal"),
-                                    ("decoupled", "decoupled"))
-    def test_xla_audit_of_the_update(self, mode):
+    @parameterized.named_parameters(("proximal", "proximal", "SGD"),
+                                    ("proximal_adam", "proximal", "Adam"),
+                                    ("decoupled", "decoupled", "SGD"))
+    def test_xla_audit_of_the_update(self, mode, inner):
         regularizers = [tfreg.L1(0.1), tfreg.L1L2(0.1, 0.1), tfreg.L1L2(0.1, 0.1),
                         tfreg.GroupLasso(0.1), tfreg.SparseGroupLasso(),
                         tfreg.NuclearNorm(0.1), tfreg.priors.StudentT(),
@@ -590,13 +560,13 @@ class WiringTest(parameterized.TestCase):
         model = keras.Sequential([keras.Input((4,))] + [
             keras.layers.Dense(4, name=f"d{index}", kernel_regularizer=reg)
             for index, reg in enumerate(regularizers)])
-        optimizer = optimizers.Regularized(keras.optimizers.SGD(0.1),
-                                           mode=mode, model=model)
+        optimizer = optimizers.Regularized(
+            getattr(keras.optimizers, inner)(0.1), mode=mode, model=model)
         optimizer.build(model.trainable_variables)
 
         def update(step):
-            optimizer._regularize(step, "gradient")  # pylint: disable=protected-access
-            optimizer._regularize(step, "prox")  # pylint: disable=protected-access
+            optimizer._regularize(step, ("gradient", "autodiff"))  # pylint: disable=protected-access
+            optimizer._regularize(step, ("prox",))  # pylint: disable=protected-access
             return step
 
         hlo = tf.function(update, jit_compile=True, autograph=False
@@ -609,6 +579,8 @@ class WiringTest(parameterized.TestCase):
         sgd = keras.optimizers.SGD(0.1)
         with self.assertRaisesRegex(ValueError, "argument `mode`.*mode=sideways"):
             optimizers.Regularized(sgd, mode="sideways")
+        with self.assertRaisesRegex(ValueError, "argument `metric`.*metric=adam"):
+            optimizers.Regularized(sgd, metric="adam")
         with self.assertRaisesRegex(TypeError, "argument `optimizer`.*'adam'"):
             optimizers.Regularized("adam")
         with self.assertRaisesRegex(TypeError, "argument `optimizer`"):
@@ -628,7 +600,7 @@ class WiringTest(parameterized.TestCase):
 
     def test_config_round_trip(self):
         optimizer = optimizers.Regularized(
-            keras.optimizers.Adam(0.01), mode="decoupled",
+            keras.optimizers.Adam(0.01), mode="decoupled", metric="scalar",
             regularizer=tfreg.L1L2(0.1, 0.2), include="dense", exclude="bias")
         config = optimizer.get_config()
         clone = optimizers.Regularized.from_config(config)

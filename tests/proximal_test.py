@@ -105,6 +105,29 @@ class ProxTest(parameterized.TestCase):
             np.testing.assert_allclose(got[index], single, rtol=1e-5,
                                        atol=1e-6)
 
+    @parameterized.named_parameters(*PROX_CASES)
+    def test_per_weight_steps(self, regularizer, reference):
+        """A step per weight (an adaptive optimizer's metric): elementwise
+        penalties use each weight's own, a group the harmonic mean of its
+        group's (NuclearNorm: of the whole kernel)."""
+        w = _weights()
+        steps = np.random.RandomState(1).uniform(0.1, 0.6, w.shape)
+        axes = {"GroupLasso": 0, "SparseGroupLasso": 0, "NuclearNorm": None}
+        if type(regularizer).__name__ in axes:
+            axis = axes[type(regularizer).__name__]
+            if getattr(regularizer, "axis", -1) == 0:
+                axis = 1
+            steps_used = 1.0 / np.mean(1.0 / steps, axis=axis,
+                                       keepdims=axis is not None)
+        else:
+            steps_used = steps
+        for _, jit in REGIMES:
+            got = _run(lambda x, s: proximal.prox(regularizer, x, s), jit,
+                       tf.constant(w), tf.constant(steps, tf.float32))
+            np.testing.assert_allclose(
+                got, reference(w.astype(np.float64), steps_used), rtol=1e-5,
+                atol=1e-6)
+
     def test_exact_zeros_stay_zero(self):
         w = tf.constant(_weights())
         for regularizer in (tfreg.L1(0.5), tfreg.GroupLasso(0.4),

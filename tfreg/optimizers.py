@@ -5,10 +5,11 @@ weight penalties in the update instead of through the loss:
 
 - mode="proximal": after the wrapped optimizer's step,
   w <- prox_{eta R}(w) (`tfreg.proximal`), eta the learning rate of that
-  step. Soft thresholding lands weights (L1, priors.Laplace) and whole
-  groups (GroupLasso, SparseGroupLasso) on exactly 0; NuclearNorm
-  thresholds singular values. A penalty without a closed-form prox is
-  applied as in decoupled mode.
+  step, taken in the optimizer's own per-weight metric (`tfreg._updates`:
+  Adam's thresholds are per weight). Soft thresholding lands weights (L1,
+  priors.Laplace) and whole groups (GroupLasso, SparseGroupLasso) on
+  exactly 0; NuclearNorm thresholds singular values. A penalty without a
+  closed-form prox is applied as in decoupled mode.
 - mode="decoupled": w <- w - eta grad R(w) from the weights before the
   wrapped step, as Keras' AdamW applies its decay (not preconditioned):
   `L2(wd / 2)` with Adam is AdamW(weight_decay=wd). Closed-form gradients
@@ -23,6 +24,10 @@ coupled `penalties` spanning several variables. Activity regularizers stay
 in the loss. The handled penalties stay visible: `tfreg_penalties()` lists
 them and `tfreg.summary`, `PenaltyLogger` and `History` show their values.
 
+This module binds the penalties to the optimizer (which weight carries
+which, taken from the model or selected by path); `tfreg._updates` holds
+the update math.
+
 Finding the model's regularizers: Keras 3 keeps a weight's regularizer on
 the variable, so the optimizer takes them when it is built (`fit` builds it
 before tracing the step; loading a compiled model too). tf_keras keeps them
@@ -31,6 +36,7 @@ works in both generations) or call `tfreg.optimizers.bind(model)`, also
 after loading a model saved with this optimizer.
 """
 
+import collections
 import copy
 import warnings
 import weakref
@@ -38,29 +44,26 @@ import weakref
 import tensorflow as tf
 
 from tfreg import _keras
-from tfreg import proximal
+from tfreg import _updates
 from tfreg import serialization
 from tfreg import validation
 from tfreg import walk
 
-__all__ = ["MODES", "Regularized", "bind"]
+__all__ = ["METRICS", "MODES", "Regularized", "bind"]
 
 keras = _keras.keras
 MODES = ("proximal", "decoupled")
-# True: the updates of small variables grouped into a few ops (concatenated
-# or stacked). Off: on CPU the grouped update was no faster than one short
-# chain per variable (those run in parallel with the optimizer's own
-# updates; a concatenation waits for all of them). tools/bench.py measures
-# both (docs/optimizers.md).
-_GROUP_UPDATES = False
-# Only variables of at most this many elements are grouped: concatenating or
-# stacking large ones copies them twice, which costs more than the update.
-_GROUP_MAX_ELEMENTS = 1 << 14
+METRICS = _updates.METRICS
 # The "layer" of a Keras 3 weight whose regularizer was taken off the variable
 # itself (`walk.set_regularizer` needs no layer there).
 _ON_VARIABLE = "variable"
-_CONFIG_KEYS = frozenset({"name", "optimizer", "mode", "regularizer",
-                          "include", "exclude"})
+_CONFIG_KEYS = frozenset({"name", "optimizer", "mode", "metric",
+                          "regularizer", "include", "exclude"})
+
+# A penalty the optimizer applies: `layer` the one that held it (None when
+# given to the optimizer), `path` the weight's path.
+_Entry = collections.namedtuple(
+    "_Entry", ["layer", "variable", "regularizer", "path"])
 
 
 class _State:
@@ -72,14 +75,14 @@ class _State:
         self.var_list = None
         # True while the step itself builds the optimizer (Keras 3).
         self.applying = False
-        # (layer or None, variable, regularizer, path) per weight.
+        # One `_Entry` per weight.
         self.entries = []
-        # (layer or None, anchor variable, penalty, path) per coupled
-        # penalty: layer None for those given as `penalties`, else where the
-        # model held it (as the anchor's regularizer).
+        # One `_Entry` per coupled penalty and place it was found: layer
+        # None for those given as `penalties`, else where the model held it
+        # (as the regularizer of `variable`, its anchor).
         self.coupled = []
-        # [(regularizer, "elementwise" | "stacked" | "autodiff", entries)]
-        self.plan = []
+        # One `_updates.Update` per entry.
+        self.updates = []
 
 
 def _variable_path(variable):
@@ -105,53 +108,6 @@ def _check_penalty_object(index, penalty):
     return penalty
 
 
-def _hashable(value):
-    if isinstance(value, (int, float, str, bool, type(None))):
-        return value
-    return ("id", id(value))
-
-
-def _parameters(regularizer):
-    """A key equal for regularizers of one class and equal arguments."""
-    keys = getattr(regularizer, "config_keys", None)
-    names = keys() if callable(keys) else sorted(regularizer.get_config())
-    return (type(regularizer),) + tuple(
-        _hashable(getattr(regularizer, name, None)) for name in names)
-
-
-def _read(variable):
-    return tf.convert_to_tensor(_tf_variable(variable))
-
-
-def _tf_variable(variable):
-    """The tf.Variable behind a Keras 3 variable (what tf.distribute updates)."""
-    if not _keras.LEGACY and isinstance(variable, keras.Variable):
-        return variable.value
-    return variable
-
-
-def _assign(variable, value):
-    return variable.assign(tf.cast(value, variable.dtype))
-
-
-def _assign_all(variables, values):
-    """Assigns each value, through the strategy in a replica context."""
-    variables = [_tf_variable(variable) for variable in variables]
-    if (not tf.distribute.has_strategy()
-            or tf.distribute.in_cross_replica_context()):
-        for variable, value in zip(variables, values):
-            _assign(variable, value)
-        return
-
-    def update(distribution, variables, values):
-        for variable, value in zip(variables, values):
-            distribution.extended.update(variable, _assign, args=(value,),
-                                         group=False)
-
-    tf.__internal__.distribute.interim.maybe_merge_call(
-        update, tf.distribute.get_strategy(), variables, values)
-
-
 def _unbound_message(reason):
     return (
         f"The optimizer was not given the model ({reason}): pass "
@@ -159,86 +115,6 @@ def _unbound_message(reason):
         "`tfreg.optimizers.bind(model)` after compiling (and, under "
         "tf_keras, after loading a model saved with this optimizer), "
         "before training. Received: model=None")
-
-
-def _drop_compiled_functions(model):
-    """Makes the next fit or evaluate trace its step anew."""
-    for attribute in ("train_function", "test_function"):
-        if getattr(model, attribute, None) is not None:
-            setattr(model, attribute, None)
-
-
-def _plan(entries, mode):
-    """Groups the entries so that each group is updated by a few ops.
-
-    Each group is (regularizer, update, layout, entries): update "prox"
-    (after the wrapped step) or "gradient" (decoupled, before it: every
-    penalty in decoupled mode, and those without a closed-form prox in
-    proximal mode); layout, for variables of at most _GROUP_MAX_ELEMENTS,
-    "flat" for elementwise penalties of equal arguments and dtype, applied
-    once to their variables flattened and concatenated, "stacked" for
-    structured ones of equal arguments, shape and dtype; else "single"
-    (one variable, closed form) or "autodiff" (one variable, the penalty's
-    own gradient).
-    """
-    groups = {}
-    for entry in entries:
-        _, variable, regularizer, _ = entry
-        update = ("prox" if mode == "proximal" and proximal.has_prox(
-            regularizer) else "gradient")
-        dtype = tf.as_dtype(variable.dtype)
-        size = variable.shape.num_elements()
-        if not _GROUP_UPDATES or size is None or (
-                size > _GROUP_MAX_ELEMENTS) or (
-                update == "gradient" and not proximal.has_gradient(
-                    regularizer)):
-            key = ("single", id(variable))
-            layout = ("single" if proximal.has_gradient(regularizer) or (
-                update == "prox") else "autodiff")
-        elif proximal.is_elementwise(regularizer):
-            key = (update, "flat", _parameters(regularizer), dtype)
-            layout = "flat"
-        else:
-            key = (update, "stacked", _parameters(regularizer),
-                   tuple(variable.shape), dtype)
-            layout = "stacked"
-        group = groups.setdefault(key, (regularizer, update, layout, []))
-        group[3].append(entry)
-    return list(groups.values())
-
-
-def _update(regularizer, update, x, step, batch_dims=0):
-    """x after one closed-form update."""
-    if update == "prox":
-        return proximal.prox(regularizer, x, step, batch_dims)
-    return x - tf.cast(step, x.dtype) * proximal.gradient(
-        regularizer, x, batch_dims)
-
-
-def _autodiff_update(regularizer, x, step):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        value = regularizer(x)
-    gradient = tape.gradient(value, x)
-    return x - tf.cast(step, x.dtype) * tf.cast(gradient, x.dtype)
-
-
-def _group_values(regularizer, update, layout, variables, step):
-    """The new values of a group's variables."""
-    values = [_read(variable) for variable in variables]
-    if layout == "autodiff":
-        return [_autodiff_update(regularizer, values[0], step)]
-    if len(values) == 1:
-        return [_update(regularizer, update, values[0], step)]
-    if layout == "stacked":
-        stacked = _update(regularizer, update, tf.stack(values), step,
-                          batch_dims=1)
-        return tf.unstack(stacked, num=len(values))
-    sizes = [value.shape.num_elements() for value in values]
-    flat = tf.concat([tf.reshape(value, [-1]) for value in values], axis=0)
-    parts = tf.split(_update(regularizer, update, flat, step), sizes)
-    return [tf.reshape(part, value.shape)
-            for part, value in zip(parts, values)]
 
 
 def _delegated(name):
@@ -258,12 +134,16 @@ class Regularized(_Base):
     Mathematical details (eta: the wrapped optimizer's learning rate of the
     step, schedules included; a `tfreg.Strength` is read on every step):
 
-        proximal:   w <- prox_{eta R}(step(w)),
-                    prox_{eta R}(v) = argmin_w R(w) + ||w - v||^2 / (2 eta)
+        proximal:   w <- prox^D_{eta R}(step(w)),
+                    prox^D_{eta R}(v) = argmin_w R(w) + ||w - v||_D^2 / (2 eta)
         decoupled:  w <- step(w) - eta grad R(w)
 
     with step() the wrapped optimizer's update from the loss's gradient,
-    which no longer includes R. Closed forms: `tfreg.proximal`. Under
+    which no longer includes R, and D its own diagonal preconditioner
+    (metric="adaptive"; Adam: D = sqrt(v_hat) + eps; SGD: D = 1): an
+    elementwise R is thresholded per weight by eta / D_i, a group by eta
+    over the group's mean D (`tfreg._updates`). Closed forms:
+    `tfreg.proximal`. Under
     mixed_float16 Keras wraps this optimizer in a LossScaleOptimizer, which
     hands it unscaled gradients and skips the whole update (penalties
     included) on a non-finite one.
@@ -272,6 +152,10 @@ class Regularized(_Base):
       optimizer: The Keras optimizer (of the active generation) that takes
         the loss's gradient step; clipping and schedules stay on it.
       mode: "proximal" or "decoupled".
+      metric: The proximal step's metric: "adaptive" (the wrapped
+        optimizer's own per-weight step sizes for Adagrad, RMSprop, Adam,
+        AdamW, Nadam and Adamax; SGD's scalar step; any other optimizer the
+        scalar step, with a warning) or "scalar" (eta for every weight).
       regularizer: Optional regularizer applied through the optimizer to
         the trainable weights that `include`/`exclude` select and that have
         no regularizer of their own on the model. Nothing is attached to
@@ -293,7 +177,7 @@ class Regularized(_Base):
 
     def __init__(self, optimizer, mode="proximal", regularizer=None,
                  include=None, exclude=None, penalties=None, model=None,
-                 name=None):
+                 name=None, metric="adaptive"):
         if isinstance(optimizer, Regularized) or not isinstance(
                 optimizer, _Base):
             raise TypeError(validation.message(
@@ -301,6 +185,7 @@ class Regularized(_Base):
                 f"generation ({_Base.__module__}.{_Base.__name__}), not "
                 "itself Regularized"))
         mode = validation.choice("mode", mode, MODES)
+        metric = validation.choice("metric", metric, METRICS)
         regularizer = serialization.get(regularizer)
         if regularizer is not None:
             # Saved in the config: what is accepted here must load again.
@@ -317,12 +202,14 @@ class Regularized(_Base):
             super().__init__(learning_rate=0.0, name=name)
         self.optimizer = optimizer
         self.mode = mode
+        self.metric = metric
+        self._metric = _updates.Metric(optimizer, metric)
         self.regularizer = regularizer
         self.include = include
         self.exclude = exclude
         self._state = _State()
-        self._state.coupled = [(None, penalty.variables[0], penalty, None)
-                               for penalty in penalties]
+        self._state.coupled = [_Entry(None, penalty.variables[0], penalty,
+                                      None) for penalty in penalties]
         if model is not None:
             self.bind(model)
 
@@ -341,8 +228,8 @@ class Regularized(_Base):
         """The coupled penalties applied here (a tuple): those given as
         `penalties`, then those taken from the model."""
         found = {}
-        for _, _, penalty, _ in self._state.coupled:
-            found.setdefault(id(penalty), penalty)
+        for entry in self._state.coupled:
+            found.setdefault(id(entry.regularizer), entry.regularizer)
         return tuple(found.values())
 
     def _step_size(self):
@@ -373,7 +260,7 @@ class Regularized(_Base):
         self._state.model = weakref.ref(model)
         state = self._state
         trainable = {id(variable) for variable in model.trainable_variables}
-        taken = {id(entry[1]) for entry in state.entries}
+        taken = {id(entry.variable) for entry in state.entries}
         left = []
         for weight in walk.regularized_weights(model):
             coupled = _is_coupled(weight.regularizer)
@@ -384,8 +271,8 @@ class Regularized(_Base):
                 left.append(weight.path)
                 continue
             walk.set_regularizer(weight.layer, weight.variable, None)
-            entry = (weight.layer, weight.variable, weight.regularizer,
-                     weight.path)
+            entry = _Entry(weight.layer, weight.variable, weight.regularizer,
+                           weight.path)
             if coupled:
                 state.coupled.append(entry)
             else:
@@ -396,7 +283,7 @@ class Regularized(_Base):
                 f"The regularizers of {sorted(left)} stay in the loss: the "
                 "optimizer does not update those weights (not trainable).",
                 stacklevel=2)
-        _drop_compiled_functions(model)
+        walk.drop_compiled_functions(model)
         if state.var_list is not None:
             self._select()
         return self
@@ -408,13 +295,13 @@ class Regularized(_Base):
         the model held it, else its first variable); called with it, it
         gives the whole coupled penalty.
         """
-        pairs = [(variable, regularizer)
-                 for _, variable, regularizer, _ in self._state.entries]
+        pairs = [(entry.variable, entry.regularizer)
+                 for entry in self._state.entries]
         seen = set()
-        for _, anchor, penalty, _ in self._state.coupled:
-            if id(penalty) not in seen:
-                seen.add(id(penalty))
-                pairs.append((anchor, penalty))
+        for entry in self._state.coupled:
+            if id(entry.regularizer) not in seen:
+                seen.add(id(entry.regularizer))
+                pairs.append((entry.variable, entry.regularizer))
         return pairs
 
     def release(self):
@@ -423,16 +310,18 @@ class Regularized(_Base):
         released = []
         state = self._state
         for entry in state.entries + state.coupled:
-            layer, variable, regularizer, path = entry
-            if layer is not None:
-                walk.set_regularizer(layer, variable, regularizer)
-                released.append(path)
-        state.entries = [entry for entry in state.entries if entry[0] is None]
-        state.coupled = [entry for entry in state.coupled if entry[0] is None]
-        state.plan = _plan(state.entries, self.mode)
+            if entry.layer is not None:
+                walk.set_regularizer(entry.layer, entry.variable,
+                                     entry.regularizer)
+                released.append(entry.path)
+        state.entries = [entry for entry in state.entries
+                         if entry.layer is None]
+        state.coupled = [entry for entry in state.coupled
+                         if entry.layer is None]
+        state.updates = _updates.plan(state.entries, self.mode)
         model = self._model()
         if model is not None:
-            _drop_compiled_functions(model)
+            walk.drop_compiled_functions(model)
         return released
 
     def _model(self):
@@ -461,21 +350,21 @@ class Regularized(_Base):
         built by the step itself, the loss already holds them.
         """
         state = self._state
-        taken = {id(entry[1]) for entry in state.entries}
+        taken = {id(entry.variable) for entry in state.entries}
         found = []
         for variable in state.var_list:
             # A plain tf.Variable (custom loops) has no `regularizer`.
             regularizer = getattr(variable, "regularizer", None)
             if regularizer is not None and id(variable) not in taken:
-                found.append((_ON_VARIABLE, variable, regularizer,
-                              _variable_path(variable)))
+                found.append(_Entry(_ON_VARIABLE, variable, regularizer,
+                                    _variable_path(variable)))
         if found and state.applying:
             raise ValueError(_unbound_message(
                 "the step's loss already holds the regularizers of "
-                f"{[entry[3] for entry in found]}"))
+                f"{[entry.path for entry in found]}"))
         for entry in found:
-            entry[1].regularizer = None
-            if _is_coupled(entry[2]):
+            entry.variable.regularizer = None
+            if _is_coupled(entry.regularizer):
                 state.coupled.append(entry)
             else:
                 state.entries.append(entry)
@@ -483,7 +372,7 @@ class Regularized(_Base):
     def _select(self):
         """Adds `regularizer`'s weights and plans the update."""
         state = self._state
-        taken = {id(entry[1]) for entry in state.entries}
+        taken = {id(entry.variable) for entry in state.entries}
         if self.regularizer is not None:
             selected = walk.selection(self.include, self.exclude,
                                       predicates=False, linear=True)
@@ -491,10 +380,10 @@ class Regularized(_Base):
                 path = _variable_path(variable)
                 if (selected(None, variable, path)
                         and id(variable) not in taken):
-                    state.entries.append((None, variable, self.regularizer,
-                                          path))
+                    state.entries.append(_Entry(None, variable,
+                                                self.regularizer, path))
                     taken.add(id(variable))
-        state.plan = _plan(state.entries, self.mode)
+        state.updates = _updates.plan(state.entries, self.mode)
 
     def _check_bound(self):
         if _keras.LEGACY and self._state.model is None:
@@ -502,41 +391,31 @@ class Regularized(_Base):
                 "under tf_keras the layers hold the regularizers, out of an "
                 "optimizer's reach"))
 
-    def _regularize(self, step, update):
-        """Applies the planned updates of kind `update` ("gradient" before
-        the wrapped step, "prox" after it) with step size `step`."""
+    def _regularize(self, rate, kinds):
+        """Applies the planned updates of `kinds` and, where the mode puts
+        them among those, the coupled penalties; `rate` is eta."""
         variables, values = [], []
-        for regularizer, kind, layout, entries in self._state.plan:
-            if kind == update:
-                group = [entry[1] for entry in entries]
+        for update in self._state.updates:
+            if update.kind in kinds:
+                variables.append(update.variable)
+                values.append(_updates.new_value(update, rate, self._metric))
+        proximal_mode = self.mode == "proximal"
+        if (_updates.PROX in kinds) == proximal_mode:
+            for penalty in self.penalties:
+                group, new = _updates.coupled_values(
+                    penalty, rate, self._metric, proximal_mode)
                 variables += group
-                values += _group_values(regularizer, kind, layout, group,
-                                        step)
-        coupled = "prox" if self.mode == "proximal" else "gradient"
-        for penalty in self.penalties if update == coupled else ():
-            group = list(penalty.variables)
-            if update == "prox":
-                new = list(penalty.proximal_update(step))
-            else:
-                new = [_read(variable) - tf.cast(step, gradient.dtype)
-                       * gradient for variable, gradient
-                       in zip(group, penalty.gradients())]
-            if len(new) != len(group):
-                raise ValueError(
-                    f"Expected {len(group)} values from the coupled penalty "
-                    f"{penalty!r}, one per variable. Received: {len(new)}")
-            variables += group
-            values += new
+                values += new
         if variables:
-            _assign_all(variables, values)
+            _updates.assign_all(variables, values)
 
     def _step(self, apply_wrapped):
         """The whole update: decoupled penalties, the wrapped optimizer's
         step (`apply_wrapped()`), then the proximal ones."""
-        step = self._step_size()
-        self._regularize(step, "gradient")
+        rate = self._step_size()
+        self._regularize(rate, (_updates.GRADIENT, _updates.AUTODIFF))
         result = apply_wrapped()
-        self._regularize(step, "prox")
+        self._regularize(rate, (_updates.PROX,))
         return result
 
     if _keras.LEGACY:
@@ -573,6 +452,7 @@ class Regularized(_Base):
             "name": self.name,
             "optimizer": keras.optimizers.serialize(self.optimizer),
             "mode": self.mode,
+            "metric": self.metric,
             "regularizer": (None if self.regularizer is None else
                             serialization.serialize(self.regularizer)),
             "include": self.include,
@@ -619,10 +499,7 @@ class Regularized(_Base):
 
 def _find(model):
     """The `Regularized` optimizer of `model` (inside a loss-scale one)."""
-    optimizer = getattr(model, "optimizer", None)
-    while not isinstance(optimizer, Regularized) and hasattr(
-            optimizer, "inner_optimizer"):
-        optimizer = optimizer.inner_optimizer
+    optimizer = walk.model_optimizer(model)
     if not isinstance(optimizer, Regularized):
         raise ValueError(validation.message(
             "model", getattr(model, "name", model),

@@ -165,6 +165,14 @@ def singular_value_threshold(x, threshold, batch_dims=0):
         tf.matmul(u * shrunk[..., None, :], v, adjoint_b=True), x.shape)
 
 
+def _group_step(step, axes):
+    """One step per group from per-weight steps eta_i: eta / mean(D_i) with
+    D_i = eta / eta_i, the harmonic mean of eta_i over `axes`."""
+    if step.shape.rank == 0:
+        return step
+    return 1.0 / tf.reduce_mean(1.0 / step, axis=axes, keepdims=True)
+
+
 def prox(regularizer, x, step, batch_dims=0):
     """prox_{step R}(x) for `regularizer` R, or None without a closed form.
 
@@ -172,7 +180,11 @@ def prox(regularizer, x, step, batch_dims=0):
       regularizer: The penalty R (a Keras regularizer).
       x: Float tensor: weights, with `batch_dims` leading axes stacking
         weights of one shape (an elementwise R takes any shape).
-      step: Scalar (Python float or tensor), the step size eta > 0.
+      step: The step size eta > 0: a scalar (Python float or tensor), or a
+        tensor of x's shape, each weight's own eta_i (the prox in the
+        diagonal metric diag(eta / eta_i)). A group penalty then takes one
+        step per group (NuclearNorm: per matrix), the harmonic mean of its
+        eta_i, so that the whole group can land on 0.
       batch_dims: Number of leading stacking axes (structured penalties).
     """
     dtype = x.dtype
@@ -199,12 +211,18 @@ def prox(regularizer, x, step, batch_dims=0):
         loc = regularizer.loc
         return loc + (x - loc) / (1.0 + step * factor * precision)
     if kind in (structured.GroupLasso, structured.SparseGroupLasso):
+        step = _group_step(step, _group_axes(x.shape.rank, regularizer.axis,
+                                             batch_dims))
         if kind is structured.SparseGroupLasso:
             x = soft_threshold(x, step * _scalar(regularizer.l1, dtype))
         size = _group_size(x, regularizer.axis, batch_dims)
         threshold = step * _scalar(regularizer.factor, dtype) * math.sqrt(size)
         return block_threshold(x, threshold, regularizer.axis, batch_dims)
     if kind is structured.NuclearNorm:
+        step = _group_step(step, list(range(batch_dims, x.shape.rank)))
+        if step.shape.rank:
+            # One step per matrix, against its singular values' axis.
+            step = tf.reshape(step, step.shape[:batch_dims] + [1])
         return singular_value_threshold(
             x, step * _scalar(regularizer.factor, dtype), batch_dims)
     return None

@@ -49,6 +49,9 @@ class CoupledGroupLasso:
       factor: Non-negative finite float or `tfreg.Strength`.
     """
 
+    # `proximal_update` takes per-weight step sizes.
+    per_weight_steps = True
+
     def __init__(self, groups, factor):
         groups = list(groups)
         if not groups or not all(isinstance(group, groups_lib.ChannelGroup)
@@ -82,16 +85,21 @@ class CoupledGroupLasso:
     def _factor(self, dtype):
         return tf.cast(self.factor * tf.constant(1.0, tf.float32), dtype)
 
-    def _norms(self, values):
-        squares = tf.zeros([self._count + 1], tf.float32)
-        for value, memberships in zip(values, self._memberships):
-            square = tf.square(tf.cast(value, tf.float32))
+    def _group_sums(self, tensors):
+        """Per group, the sum of the entries of its slices of `tensors` (one
+        float32 tensor per variable)."""
+        sums = tf.zeros([self._count + 1], tf.float32)
+        for tensor, memberships in zip(tensors, self._memberships):
             for axis, axis_ids in memberships:
-                others = [a for a in range(len(value.shape)) if a != axis]
-                squares += tf.math.unsorted_segment_sum(
-                    tf.reduce_sum(square, axis=others), axis_ids,
+                others = [a for a in range(len(tensor.shape)) if a != axis]
+                sums += tf.math.unsorted_segment_sum(
+                    tf.reduce_sum(tensor, axis=others), axis_ids,
                     self._count + 1)
-        squares = squares[:self._count]
+        return sums[:self._count]
+
+    def _norms(self, values):
+        squares = self._group_sums(
+            [tf.square(tf.cast(value, tf.float32)) for value in values])
         # sqrt has an infinite derivative at 0: an all-zero group gets
         # gradient 0 (not NaN) through the inner where.
         positive = squares > 0
@@ -139,9 +147,19 @@ class CoupledGroupLasso:
 
     def proximal_update(self, step):
         """The variables' values after the block soft threshold of size
-        `step` (the learning rate), one tensor per variable."""
+        `step`, one tensor per variable.
+
+        `step`: the learning rate eta, or (`per_weight_steps`) one tensor of
+        per-weight steps eta_i per variable, an adaptive optimizer's metric
+        D_i = eta / eta_i: each group then steps by eta over its mean D.
+        """
         values = self._values()
         norms = self._norms(values)
+        if isinstance(step, (list, tuple)):
+            inverses = self._group_sums(
+                [1.0 / tf.cast(part, tf.float32) for part in step])
+            step = tf.math.divide_no_nan(tf.square(self._sqrt_sizes),
+                                         inverses)
         threshold = tf.cast(step, tf.float32) * self._factor(
             tf.float32) * self._sqrt_sizes
         scale = tf.maximum(1.0 - tf.math.divide_no_nan(threshold, norms), 0.0)

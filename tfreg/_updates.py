@@ -1,0 +1,245 @@
+"""The update math of `tfreg.optimizers.Regularized`.
+
+Which update each penalty takes (`plan`), the step sizes of the wrapped
+optimizer's own metric (`Metric`: the one place that reads its state) and
+the new values of the weights (`new_value`, `coupled_values`).
+
+Mathematical details:
+
+An adaptive optimizer steps w <- w - eta D^-1 m with a diagonal
+preconditioner D (Adam: D = sqrt(v_hat) + eps). Its proximal step takes
+the prox in the same metric (ProxGen, Yun, Lozano and Yang, NeurIPS 2021;
+TensorFlow's ProximalAdagrad and FTRL-Proximal):
+
+    w <- argmin_u  R(u) + ||u - v||_D^2 / (2 eta),   v = step(w)
+
+For an elementwise R that is the scalar prox per weight with its own step
+eta_i = eta / D_i (L1: soft threshold by eta_i l1). A group penalty has no
+closed form in a diagonal metric; it gets one scalar per group, the mean of
+D over the group (the isotropic metric nearest to D there), i.e. the step
+eta_g = eta / mean_g(D_i), so whole groups still land on exactly 0 (block
+soft threshold by eta_g). NuclearNorm likewise takes one scalar per kernel.
+SGD (with or without momentum) has D = 1: plain ISTA.
+"""
+
+import collections
+import warnings
+
+import tensorflow as tf
+
+from tfreg import _keras
+from tfreg import proximal
+
+__all__ = ["METRICS", "Metric", "Update", "coupled_values", "new_value",
+           "plan"]
+
+keras = _keras.keras
+METRICS = ("adaptive", "scalar")
+# Updates: after the wrapped step (closed-form prox), or before it (the
+# decoupled step, with a closed-form gradient or by autodiff).
+PROX, GRADIENT, AUTODIFF = "prox", "gradient", "autodiff"
+
+Update = collections.namedtuple("Update", ["variable", "regularizer", "kind"])
+
+
+def plan(entries, mode):
+    """One `Update` per entry (anything with `variable`, `regularizer`):
+    its prox in proximal mode where it has a closed form, else its
+    decoupled step."""
+    updates = []
+    for entry in entries:
+        regularizer = entry.regularizer
+        if mode == "proximal" and proximal.has_prox(regularizer):
+            kind = PROX
+        elif proximal.has_gradient(regularizer):
+            kind = GRADIENT
+        else:
+            kind = AUTODIFF
+        updates.append(Update(entry.variable, regularizer, kind))
+    return updates
+
+
+def tf_variable(variable):
+    """The tf.Variable behind a Keras 3 variable (what tf.distribute updates)."""
+    if not _keras.LEGACY and isinstance(variable, keras.Variable):
+        return variable.value
+    return variable
+
+
+def read(variable):
+    return tf.convert_to_tensor(tf_variable(variable))
+
+
+# The wrapped optimizer's state. Neither generation has a public API for a
+# variable's slots; these are their own update steps' reads.
+
+
+def _slot(optimizer, name, variable):
+    # pylint: disable=protected-access
+    if _keras.LEGACY:
+        index = optimizer._index_dict[optimizer._var_key(variable)]
+    else:
+        index = optimizer._get_variable_index(variable)
+    return read(getattr(optimizer, name)[index])
+
+
+def _bias_correction(optimizer, beta):
+    """1 - beta^t after the wrapped step (t = its `iterations`, incremented)."""
+    steps = tf.cast(optimizer.iterations, tf.float32)
+    return 1.0 - tf.pow(tf.constant(float(beta), tf.float32), steps)
+
+
+def _adagrad(optimizer, variable):
+    return tf.sqrt(_slot(optimizer, "_accumulators", variable)
+                   + optimizer.epsilon)
+
+
+def _rmsprop(optimizer, variable):
+    second = _slot(optimizer, "_velocities", variable)
+    if optimizer.centered:
+        second -= tf.square(_slot(optimizer, "_average_gradients", variable))
+    return tf.sqrt(second + optimizer.epsilon)
+
+
+def _adam(optimizer, variable):
+    """Adam's w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps) is
+    lr m_hat / D with D = (sqrt(v) + eps) / sqrt(1 - b2^t)."""
+    second = _slot(optimizer, "_velocity_hats" if optimizer.amsgrad
+                   else "_velocities", variable)
+    correction = tf.sqrt(_bias_correction(optimizer, optimizer.beta_2))
+    epsilon = optimizer.epsilon
+    if getattr(optimizer, "adaptive_epsilon", False):
+        epsilon = epsilon * correction
+    return (tf.sqrt(second) + epsilon) / correction
+
+
+def _nadam(optimizer, variable):
+    second = _slot(optimizer, "_velocities", variable)
+    return tf.sqrt(second / _bias_correction(optimizer, optimizer.beta_2)) + (
+        optimizer.epsilon)
+
+
+def _adamax(optimizer, variable):
+    return _slot(optimizer, "_u", variable) + optimizer.epsilon
+
+
+_DENOMINATORS = {"Adagrad": _adagrad, "RMSprop": _rmsprop, "Adam": _adam,
+                 "AdamW": _adam, "Nadam": _nadam, "Adamax": _adamax}
+
+
+def _denominator(optimizer):
+    """D's function (optimizer, variable) -> tensor; None for SGD (D = 1)."""
+    if type(optimizer) is keras.optimizers.SGD:  # pylint: disable=unidiomatic-typecheck
+        return None
+    for name, function in _DENOMINATORS.items():
+        # The exact class: a subclass may step differently.
+        if type(optimizer) is getattr(keras.optimizers, name):  # pylint: disable=unidiomatic-typecheck
+            return function
+    raise LookupError(type(optimizer).__name__)
+
+
+class Metric:
+    """The step sizes of a proximal update in the wrapped optimizer's metric.
+
+    `choice` "adaptive": eta / D per weight for the optimizers above, eta
+    for SGD and, with one warning naming it, for an optimizer whose metric
+    is not known here; "scalar": eta everywhere.
+    """
+
+    def __init__(self, optimizer, choice):
+        self._optimizer = optimizer
+        self._denominator = None
+        if choice == "adaptive":
+            try:
+                self._denominator = _denominator(optimizer)
+            except LookupError:
+                warnings.warn(
+                    f"tfreg.optimizers.Regularized takes the proximal step "
+                    f"of {type(optimizer).__name__} with the scalar learning "
+                    "rate: its per-weight metric is not known (known: SGD, "
+                    f"{', '.join(_DENOMINATORS)}). Pass metric='scalar' to "
+                    "choose it explicitly.", stacklevel=4)
+
+    @property
+    def adaptive(self):
+        return self._denominator is not None
+
+    def steps(self, variable, rate):
+        """eta_i of `variable` (a tensor of its shape), or `rate` itself."""
+        if self._denominator is None:
+            return rate
+        return rate / self._denominator(self._optimizer, variable)
+
+
+def new_value(update, rate, metric):
+    """The value of `update.variable` after its update of step `rate`."""
+    x = read(update.variable)
+    regularizer = update.regularizer
+    if update.kind == PROX:
+        return proximal.prox(regularizer, x,
+                             metric.steps(update.variable, rate))
+    if update.kind == GRADIENT:
+        gradient = proximal.gradient(regularizer, x)
+    else:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = regularizer(x)
+        gradient = tf.cast(tape.gradient(value, x), x.dtype)
+    return x - tf.cast(rate, x.dtype) * gradient
+
+
+def _harmonic_mean(steps):
+    """eta / mean(D) over all entries of all tensors of `steps`."""
+    count = sum(step.shape.num_elements() for step in steps)
+    total = tf.add_n([tf.reduce_sum(1.0 / step) for step in steps])
+    return count / total
+
+
+def coupled_values(penalty, rate, metric, proximal_mode):
+    """The new values of a coupled penalty's variables.
+
+    Proximal: `penalty.proximal_update(step)`, where `step` is one tensor
+    of step sizes per variable if the penalty takes them
+    (`per_weight_steps = True`), else one scalar (eta / the mean of D over
+    all its variables). Decoupled: w - eta grad R(w).
+    """
+    variables = list(penalty.variables)
+    if proximal_mode:
+        step = rate
+        if metric.adaptive:
+            steps = [tf.cast(metric.steps(variable, rate), tf.float32)
+                     for variable in variables]
+            step = (steps if getattr(penalty, "per_weight_steps", False)
+                    else _harmonic_mean(steps))
+        values = list(penalty.proximal_update(step))
+    else:
+        values = [read(variable) - tf.cast(rate, gradient.dtype) * gradient
+                  for variable, gradient in zip(variables,
+                                                penalty.gradients())]
+    if len(values) != len(variables):
+        raise ValueError(
+            f"Expected {len(variables)} values from the coupled penalty "
+            f"{penalty!r}, one per variable. Received: {len(values)}")
+    return variables, values
+
+
+def assign_all(variables, values):
+    """Assigns each value, through the strategy in a replica context."""
+    variables = [tf_variable(variable) for variable in variables]
+
+    def assign(variable, value):
+        return variable.assign(tf.cast(value, variable.dtype))
+
+    if (not tf.distribute.has_strategy()
+            or tf.distribute.in_cross_replica_context()):
+        for variable, value in zip(variables, values):
+            assign(variable, value)
+        return
+
+    def update(distribution, variables, values):
+        for variable, value in zip(variables, values):
+            distribution.extended.update(variable, assign, args=(value,),
+                                         group=False)
+
+    tf.__internal__.distribute.interim.maybe_merge_call(
+        update, tf.distribute.get_strategy(), variables, values)
