@@ -96,8 +96,8 @@ class ImportGraphTest(absltest.TestCase):
         self.assertNotIn("tfreg._coverage", graph["tfreg.walk"])
 
     def test_a_circle_is_found(self):
-        self.assertEqual(cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}),
-                         [["a", "b", "c"]])
+        circle = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+        self.assertEqual(cycles(circle), [["a", "b", "c"]])
         self.assertEqual(cycles({"a": {"b"}, "b": set()}), [])
 
 

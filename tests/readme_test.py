@@ -33,10 +33,11 @@ def _literal_comments(source):
     found = {}
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:
+            text = token.string[1:].strip()
             try:
-                found[token.start[0]] = ast.literal_eval(token.string[1:].strip())
+                found[token.start[0]] = ast.literal_eval(text)
             except (ValueError, SyntaxError):
-                pass
+                pass  # Prose, not a claim.
     return found
 
 
