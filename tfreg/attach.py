@@ -118,7 +118,7 @@ def apply(model, regularizer, include=None, exclude=None):
       weights and is set only when all of them get this regularizer.
 
     >>> import tfreg
-    >>> from tfreg._keras import keras
+    >>> from tensorflow import keras
     >>> model = keras.Sequential([keras.Input((3,)),
     ...                           keras.layers.Dense(2, name="hidden"),
     ...                           keras.layers.Dense(1, name="out")])
@@ -227,7 +227,7 @@ def attach_l2sp(model, factor=0.01, include=None, exclude=None):
         has a regularizer (regularizers are not stacked).
 
     >>> import tfreg
-    >>> from tfreg._keras import keras
+    >>> from tensorflow import keras
     >>> model = keras.Sequential([keras.Input((3,)),
     ...                           keras.layers.Dense(2, name="dense")])
     >>> tfreg.attach_l2sp(model, 0.1)

@@ -74,7 +74,7 @@ def summary(model, print_fn=print):
     `print_fn=None` to only get the rows.
 
     >>> import tfreg
-    >>> from tfreg._keras import keras
+    >>> from tensorflow import keras
     >>> model = keras.Sequential([
     ...     keras.Input((2,)),
     ...     keras.layers.Dense(2, kernel_initializer="ones", name="a",
@@ -113,7 +113,7 @@ class PenaltyLogger(_keras.keras.callbacks.Callback):
       prefix: The first part of every key, a non-empty str.
 
     >>> import numpy as np, tfreg
-    >>> from tfreg._keras import keras
+    >>> from tensorflow import keras
     >>> model = keras.Sequential([
     ...     keras.Input((2,)),
     ...     keras.layers.Dense(1, name="out", kernel_regularizer=tfreg.L2(0.1))])
