@@ -41,14 +41,17 @@ def _functional(model):
 
 
 def _constants(node):
-    """The operands of a Keras 3 operation node that are not symbolic
-    tensors (tf_keras graphs hold layers only)."""
+    """The operands of an operation node (Keras 3 operations, tf_keras'
+    TFOpLambda) that are not symbolic tensors, nor names."""
     arguments = getattr(node, "arguments", None)
-    if arguments is None:
-        return ()
-    values = tf.nest.flatten((arguments.args, arguments.kwargs))
-    return tuple(value for value in values
-                 if not isinstance(value, keras.KerasTensor))
+    if arguments is not None:
+        values = (arguments.args, arguments.kwargs)
+    else:
+        values = (getattr(node, "call_args", ()),
+                  getattr(node, "call_kwargs", {}))
+    return tuple(value for value in tf.nest.flatten(values)
+                 if not hasattr(value, "_keras_history")
+                 and not isinstance(value, (str, type(None))))
 
 
 def graph(model):

@@ -145,6 +145,7 @@ class _Tracer:
         self.owner = {}           # (id(variable), axis, index) -> node.
         self.slices = {}          # (id(variable), axis, index) -> Slice.
         self.unread = {}          # (id(variable), axis, index) -> layer.
+        self.ranks = {}           # id(variable) -> rank.
         self.unsupported = {}     # id(layer) -> Unsupported.
         # (id(producer layer), unit index) -> (gamma, index) of the only
         # BatchNormalization reading that unit's channel.
@@ -197,7 +198,10 @@ class _Tracer:
         """
         if variable is None:
             return
-        axis = axis % len(variable.shape)
+        rank = self.ranks.get(id(variable))
+        if rank is None:
+            rank = self.ranks[id(variable)] = len(variable.shape)
+        axis %= rank
         key = (id(variable), axis, index)
         if node is None:
             self.unread.setdefault(key, layer)
@@ -248,22 +252,28 @@ class _Tracer:
     def groups(self):
         members = collections.defaultdict(list)
         for node in range(len(self.units)):
-            members[self.find(node)].append(node)
+            members[self.find(node)].append(node)  # In increasing order.
         pieces = collections.defaultdict(dict)
         for key, (layer, variable, axis, index, role) in self.slices.items():
             root = self.find(self.owner[key])
-            pieces[root].setdefault(
-                (id(variable), axis), [layer, variable, axis, [], role])
-            pieces[root][(id(variable), axis)][3].append(index)
+            if self.blocked[root]:
+                continue
+            found = pieces[root].get((key[0], axis))
+            if found is None:
+                pieces[root][(key[0], axis)] = [layer, variable, axis,
+                                                [index], role]
+            else:
+                found[3].append(index)
         found = []
         self.group_of = {}        # root -> index in the groups found.
-        for root in sorted(members, key=lambda root: min(members[root])):
+        for root in sorted(members, key=lambda root: members[root][0]):
             if self.blocked[root]:
                 continue
             self.group_of[root] = len(found)
             units = [(self.units[node][0].name, self.units[node][1])
-                     for node in sorted(members[root])]
-            slices = [Slice(layer, variable, axis, tuple(sorted(indices)), role)
+                     for node in members[root]]
+            slices = [Slice(layer, variable, axis, tuple(sorted(indices)),
+                            role)
                       for layer, variable, axis, indices, role
                       in pieces[root].values()]
             found.append(ChannelGroup(units, slices))

@@ -17,6 +17,8 @@ Register a rule for a layer of your own with `register_layer`:
 
 import math
 
+import numpy as np
+
 from tfreg import _keras
 from tfreg import validation
 
@@ -335,7 +337,8 @@ class _BatchNormalization(LayerRule):
             for variable in (layer.gamma, layer.beta, layer.moving_mean,
                              layer.moving_variance):
                 tracer.attach(node, layer, variable, -1, index, OTHER)
-            tracer.gate(node, call, layer.gamma, index)
+            if layer.gamma is not None:
+                tracer.gate(node, call, layer.gamma, index)
         return [inputs[0]]
 
 
@@ -428,6 +431,17 @@ class _Reshape(LayerRule):
                 channels == call.inputs[0].shape[-1]):
             return {}
         return {"target_shape": tuple(target[:-1]) + (channels,)}
+
+
+class _Rescaling(PassThrough):
+    """x * scale + offset with numbers: channels pass through."""
+
+    def trace(self, tracer, call, inputs):
+        layer = call.layer
+        if any(getattr(layer, name, 0) is not None and np.ndim(
+                getattr(layer, name, 0)) > 0 for name in ("scale", "offset")):
+            return tracer.end(call, inputs, "a scale or offset per channel")
+        return super().trace(tracer, call, inputs)
 
 
 class _MultiHeadAttention(LayerRule):
@@ -528,7 +542,7 @@ def depthwise_kernel(layer):
 
 
 _PASS_NAMES = (
-    "Activation", "ReLU", "ELU", "LeakyReLU", "PReLU", "Dropout",
+    "Activation", "ReLU", "ELU", "LeakyReLU", "Dropout",
     "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
     "GaussianDropout", "GaussianNoise", "AlphaDropout",
     "ActivityRegularization", "Identity", "Masking",
@@ -537,7 +551,7 @@ _PASS_NAMES = (
     "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAveragePooling3D", "UpSampling1D",
     "UpSampling2D", "UpSampling3D", "Cropping1D", "Cropping2D", "Cropping3D",
-    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Rescaling")
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D")
 _NORMALIZING = "normalizes across channels"
 _ENDS = {
     "LayerNormalization": _NORMALIZING,
@@ -553,10 +567,10 @@ _PRODUCERS = {"Dense": Producer(width="units"), "Conv1D": Producer(),
 # Keras 3 operations in a functional graph (`x + y`, `keras.ops.*`), by
 # class name: they are not layers.
 _ELEMENTWISE_OPS = (
-    "Relu", "Relu6", "Sigmoid", "HardSigmoid", "Tanh", "Silu", "Swish",
-    "HardSilu", "HardSwish", "Gelu", "Elu", "Selu", "LeakyRelu", "Softplus",
-    "Softsign", "Mish", "Exp", "Log", "Abs", "Absolute", "Square", "Sqrt",
-    "Negative", "Cast", "Clip", "Erf", "Log1p", "Expm1")
+    "Relu", "Relu6", "Sigmoid", "HardSigmoid", "Tanh", "Silu", "HardSilu",
+    "Gelu", "Elu", "Selu", "LeakyRelu", "Softplus", "Softsign", "Exp", "Log",
+    "Abs", "Absolute", "Square", "Sqrt", "Negative", "Cast", "Clip", "Log1p",
+    "Expm1")
 _BINARY_OPS = ("Add", "Subtract", "Multiply", "Maximum", "Minimum",
                "Divide", "TrueDivide")
 
@@ -595,6 +609,32 @@ def _scalars_only(call):
                 value, "shape", ()) not in ((), (1,)):
             return False
     return True
+
+
+class _TFOpLambda(LayerRule):
+    """tf_keras' wrapper of a TensorFlow function in a functional graph
+    (`x + y`, `tf.nn.relu(x)`): the rule of the function's Keras 3 twin."""
+
+    description = "the rule of the TensorFlow function's Keras 3 operation"
+    _SYMBOLS = {
+        "__operators__.add": "Add", "math.add": "Add",
+        "math.subtract": "Subtract", "math.multiply": "Multiply",
+        "math.truediv": "TrueDivide", "math.divide": "TrueDivide",
+        "math.maximum": "Maximum", "math.minimum": "Minimum",
+        "nn.relu": "Relu", "nn.relu6": "Relu6", "math.sigmoid": "Sigmoid",
+        "nn.sigmoid": "Sigmoid", "math.tanh": "Tanh", "nn.silu": "Silu",
+        "nn.swish": "Silu", "nn.gelu": "Gelu", "nn.elu": "Elu",
+        "nn.selu": "Selu", "nn.leaky_relu": "LeakyRelu",
+        "math.softplus": "Softplus", "math.exp": "Exp", "math.abs": "Abs",
+        "math.square": "Square", "math.sqrt": "Sqrt", "cast": "Cast",
+        "math.negative": "Negative"}
+
+    def trace(self, tracer, call, inputs):
+        name = self._SYMBOLS.get(getattr(call.layer, "symbol", None))
+        if name is None:
+            return tracer.end(call, inputs, f"the TensorFlow function "
+                                            f"`{call.layer.symbol}`")
+        return _OP_RULES[name].trace(tracer, call, inputs)
 
 
 _LAYER_RULES = {}   # class -> rule
@@ -652,7 +692,8 @@ def registered():
     """[(name, description)] of the registered rules, sorted by name."""
     found = {cls.__name__: rule.description
              for cls, rule in _LAYER_RULES.items()}
-    found.update((name, rule.description + " (keras.applications)")
+    found.update((name, rule.description + (
+        " (tf_keras)" if name == "TFOpLambda" else " (keras.applications)"))
                  for name, rule in _NAMED_RULES.items())
     found.update((f"keras.ops {name}", rule.description)
                  for name, rule in _OP_RULES.items())
@@ -692,6 +733,7 @@ def _register_defaults():
     for cls in each(("Flatten", "Reshape")):
         register_layer(cls, _Reshape())
     register_layer(layers.Embedding, _Embedding())
+    register_layer(layers.Rescaling, _Rescaling())
     register_layer(layers.MultiHeadAttention, _MultiHeadAttention())
     for cls in each(_PASS_NAMES):
         register_layer(cls, PassThrough())
@@ -702,6 +744,7 @@ def _register_defaults():
     _NAMED_RULES["LayerScale"] = PassThrough(per_channel=["gamma"],
                                              width="projection_dim")
     _NAMED_RULES["CustomScaleLayer"] = _Merge()
+    _NAMED_RULES["TFOpLambda"] = _TFOpLambda()
     for name in _ELEMENTWISE_OPS:
         _OP_RULES[name] = _ElementwiseOp()
     for name in _BINARY_OPS:

@@ -58,6 +58,7 @@ class _Values:
 
     def __init__(self):
         self._values = {}
+        self._largest = {}
 
     def __call__(self, variable):
         if id(variable) not in self._values:
@@ -66,10 +67,12 @@ class _Values:
 
     def per_index(self, piece):
         """Largest |entry| of each index of a `Slice`."""
-        value = np.abs(np.take(self(piece.variable), piece.indices,
-                               axis=piece.axis))
-        return np.moveaxis(value, piece.axis, 0).reshape(
-            len(piece.indices), -1).max(1, initial=0.0)
+        key = (id(piece.variable), piece.axis)
+        if key not in self._largest:
+            value = np.abs(self(piece.variable))
+            self._largest[key] = np.moveaxis(value, piece.axis, 0).reshape(
+                value.shape[piece.axis], -1).max(1, initial=0.0)
+        return self._largest[key][list(piece.indices)]
 
 
 def _unread(group, values, tolerance):
@@ -100,8 +103,8 @@ def _constant(group, values, gates, tolerance):
 
 
 def _probe_batch(model_graph, probe):
-    """The inputs of the check (a flat list): `probe`, or a random batch
-    of 2."""
+    """The inputs of the check (a flat list): `probe`, or one random
+    example."""
     tensors = model_graph.inputs
     shapes = [tensor.shape for tensor in tensors]
     if probe is not None:
@@ -119,7 +122,7 @@ def _probe_batch(model_graph, probe):
     batch = []
     for tensor, shape in zip(tensors, shapes):
         # Free axes get 3 positions; integer inputs (token ids) 0 or 1.
-        size = (2,) + tuple(3 if d is None else d for d in shape[1:])
+        size = (1,) + tuple(3 if d is None else d for d in shape[1:])
         dtype = np.dtype(getattr(tensor.dtype, "name", tensor.dtype))
         if np.issubdtype(dtype, np.floating):
             batch.append(rng.normal(size=size).astype(dtype))
@@ -452,8 +455,8 @@ def shrink(model, tolerance=0.0, groups=None, check=True, probe=None):
         difference).
       probe: A batch of `model`'s inputs (an array, or a list of arrays
         for several inputs) for the check and for telling which constant
-        channels are the same at every position. Default: 2 random
-        examples (standard normal; integer inputs 0 or 1; free axes of
+        channels are the same at every position. Default: one random
+        example (standard normal; integer inputs 0 or 1; free axes of
         length 3).
 
     Returns:
