@@ -30,8 +30,9 @@ import tensorflow as tf
 from tfreg import _keras
 from tfreg import proximal
 
-__all__ = ["METRICS", "Metric", "Update", "coupled_values", "new_value",
-           "plan"]
+__all__ = ["AUTODIFF", "GRADIENT", "METRICS", "Metric", "PROX", "Update",
+           "assign_all", "coupled_values", "new_value", "plan", "read",
+           "tf_variable"]
 
 keras = _keras.keras
 METRICS = ("adaptive", "scalar")
@@ -158,7 +159,7 @@ class Metric:
                     f"of {type(optimizer).__name__} with the scalar learning "
                     "rate: its per-weight metric is not known (known: SGD, "
                     f"{', '.join(_DENOMINATORS)}). Pass metric='scalar' to "
-                    "choose it explicitly.", stacklevel=4)
+                    "choose it explicitly.", stacklevel=3)
 
     @property
     def adaptive(self):

@@ -58,7 +58,9 @@ from tfreg import priors
 from tfreg import regularizers
 from tfreg import structured
 
-__all__ = ["gradient", "has_gradient", "has_prox", "is_elementwise", "prox"]
+__all__ = ["block_threshold", "gradient", "has_gradient", "has_prox",
+           "is_elementwise", "prox", "singular_value_threshold",
+           "soft_threshold"]
 
 # Keras' own L1, L2, L1L2 (same math and attribute names as tfreg's).
 _KERAS_ELEMENTWISE = tuple(

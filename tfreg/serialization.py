@@ -15,8 +15,8 @@ from tfreg import _keras
 from tfreg import base
 from tfreg import validation
 
-__all__ = ["add_preset", "deserialize", "get", "register",
-           "registered_classes", "registered_names", "serialize"]
+__all__ = ["add_preset", "check_reloadable", "deserialize", "get",
+           "register", "registered_classes", "registered_names", "serialize"]
 
 _REGISTRY = {}
 # Names that mean a preset instance rather than the class's defaults.
