@@ -143,15 +143,10 @@ def _shape(shape):
     return tuple(None if d is None else int(d) for d in shape)
 
 
-def saved_model(path, dataset):
-    """The architecture of the functional model saved in `path` (.keras or
-    .h5, checked by `model_file.load` before Keras reads it).
-
-    Each seed trains a fresh copy (`clone_model`: the saved layers and
-    configs, new initial weights) with the saved model's own regularizers
-    taken off, so that `none` is unregularized.
-    """
-    loaded = model_file.load(path)
+def check_fits(loaded, path, dataset):
+    """Raises `UsageError` unless `loaded` is a functional model with one
+    input that takes `dataset`'s features and one output that fits its
+    target; returns whether the output is logits (no final softmax)."""
     if not isinstance(loaded, keras.Model) or isinstance(
             loaded, keras.Sequential) or not hasattr(loaded, "inputs"):
         raise UsageError(
@@ -182,6 +177,19 @@ def saved_model(path, dataset):
         raise UsageError(
             f"--model {path} ends with a softmax; a regression target needs "
             "a linear output")
+    return from_logits
+
+
+def saved_model(path, dataset):
+    """The architecture of the functional model saved in `path` (.keras or
+    .h5, checked by `model_file.load` before Keras reads it).
+
+    Each seed trains a fresh copy (`clone_model`: the saved layers and
+    configs, new initial weights) with the saved model's own regularizers
+    taken off, so that `none` is unregularized.
+    """
+    loaded = model_file.load(path)
+    from_logits = check_fits(loaded, path, dataset)
 
     def build(seed):
         keras.utils.set_random_seed(seed)

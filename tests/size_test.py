@@ -1,0 +1,194 @@
+"""`tfreg size` on a tiny model: frontier rows, baselines, verdict, files."""
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+from unittest import mock
+import warnings
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+
+import _tfreg_cli
+from tfreg import _keras
+from tfreg.cli import size
+from tfreg.cli import size_models
+
+keras = _keras.keras
+TINY_STRENGTHS = {"group_lasso": (3e-2,), "sparse_group_lasso": (3e-2,),
+                  "slimming": (1e-1,)}
+TINY_EPOCHS = (1, 3, 2)
+
+
+def _blobs(directory, rows=150, features=4):
+    """Three well-separated classes in an .npz file."""
+    rng = np.random.default_rng(0)
+    y = np.arange(rows) % 3
+    x = rng.normal(size=(rows, features)) + 3.0 * np.eye(3, features)[y]
+    path = os.path.join(directory, "blobs.npz")
+    np.savez(path, x=x.astype(np.float32), y=y)
+    return path
+
+
+def _trained_model(directory, data_path, inputs=4):
+    """A functional Dense-BN-ReLU-Dense classifier trained on the blobs'
+    training split and saved compiled (Adam)."""
+    keras.utils.set_random_seed(0)
+    features = keras.Input((inputs,))
+    hidden = keras.layers.Dense(12, name="hidden")(features)
+    hidden = keras.layers.BatchNormalization(name="bn")(hidden)
+    hidden = keras.layers.ReLU()(hidden)
+    model = keras.Model(features, keras.layers.Dense(3, name="logits")(
+        hidden))
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True))
+    if inputs == 4:
+        dataset = size._data(data_path, None, 0, image=False)
+        model.fit(dataset.x_train, dataset.y_train, epochs=5, verbose=0)
+    path = os.path.join(directory, f"trained{inputs}.keras")
+    model.save(path)
+    return path
+
+
+def _main(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = _tfreg_cli.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+class SizeJobTest(absltest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.directory = tempfile.mkdtemp()
+        cls.data = _blobs(cls.directory)
+        cls.model = _trained_model(cls.directory, cls.data)
+        cls.out = os.path.join(cls.directory, "out")
+        with mock.patch.dict(size.EPOCHS, {"quick": TINY_EPOCHS}), \
+                mock.patch.dict(size.STRENGTHS, {"quick": TINY_STRENGTHS}), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cls.summary = size.run(model=cls.model, data=cls.data,
+                                   preset="quick", seeds=2, max_drop=5.0,
+                                   out=cls.out, stdout=io.StringIO(),
+                                   stderr=io.StringIO())
+        (cls.entry,) = cls.summary["models"]
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.directory, ignore_errors=True)
+        super().tearDownClass()
+
+    def test_starts_from_the_saved_weights(self):
+        dataset = size._data(self.data, None, 0, image=False)
+        saved = keras.models.load_model(self.model)
+        self.assertEqual(
+            self.entry["first_evaluation"]["val"],
+            size_models.accuracy(saved, dataset.x_val, dataset.y_val))
+        self.assertEqual(
+            self.entry["first_evaluation"]["test"],
+            size_models.accuracy(saved, dataset.x_test, dataset.y_test))
+        self.assertGreater(self.entry["first_evaluation"]["val"], 0.8)
+
+    def test_rows_and_baselines(self):
+        methods = [row["method"] for row in self.entry["rows"]]
+        self.assertEqual(methods, [
+            "unpruned", "group_lasso", "sparse_group_lasso", "slimming",
+            "scratch", "uniform", "magnitude"])
+        for row in self.entry["rows"]:
+            self.assertLen(row["runs"], 1 if row["method"] == "unpruned"
+                           else 2)
+            for key in ("params", "flops", "latency_ms_batch_1",
+                        "latency_ms_batch_64"):
+                self.assertGreater(row[key], 0, (row["method"], key))
+        unpruned = self.entry["rows"][0]["params"]
+        self.assertLess(min(row["params"] for row in self.entry["rows"][1:]),
+                        unpruned)
+        self.assertEqual(sorted(self.entry["verdict"]["baselines"]),
+                         ["magnitude", "scratch", "uniform"])
+
+    def test_verdict_is_chosen_on_validation_and_scored_on_test(self):
+        rows = self.entry["rows"]
+        limit = rows[0]["val"] - 5.0 / 100
+        within = [row for row in rows[1:4] if row["val"] >= limit]
+        verdict = self.entry["verdict"]
+        self.assertTrue(verdict["within"])
+        chosen = min(within, key=lambda row: row["params"])
+        self.assertEqual(verdict["params"], chosen["params"])
+        self.assertEqual(verdict["test"], chosen["test"])
+        self.assertEqual(verdict["unpruned_test"], rows[0]["test"])
+        self.assertIn("on validation", self.entry["verdict_line"])
+
+    def test_files_written_and_reloaded(self):
+        saved = self.entry["saved"]
+        self.assertTrue(os.path.isfile(saved["keras_file"]))
+        self.assertTrue(os.path.isfile(os.path.join(saved["saved_model"],
+                                                    "saved_model.pb")))
+        self.assertEqual(saved["reloaded_match"],
+                         {"keras": True, "saved_model": True})
+        for name in ("report.md", "results.json", "accuracy-vs-params.png"):
+            self.assertTrue(os.path.isfile(os.path.join(self.out, name)),
+                            name)
+
+
+class SizeErrorTest(parameterized.TestCase):
+    """Bad input: one line on stderr, exit code 2."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.directory = tempfile.mkdtemp()
+        cls.data = _blobs(cls.directory)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.directory, ignore_errors=True)
+        super().tearDownClass()
+
+    def _assert_usage_error(self, argv, fragment):
+        code, out, err = _main(["size", "--out",
+                                os.path.join(self.directory, "out"), *argv])
+        self.assertEqual((code, out), (2, ""), err)
+        lines = err.strip().splitlines()
+        self.assertLen(lines, 1, err)
+        self.assertIn(fragment, lines[0])
+
+    def test_not_a_functional_model(self):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        path = os.path.join(self.directory, "sequential.keras")
+        model.save(path)
+        self._assert_usage_error(["--model", path, "--data", self.data],
+                                 "is not a functional model")
+
+    def test_data_that_does_not_fit_the_model(self):
+        path = _trained_model(self.directory, self.data, inputs=5)
+        self._assert_usage_error(
+            ["--model", path, "--data", self.data],
+            "takes inputs of shape (5,); the data blobs has features of "
+            "shape (4,)")
+
+    def test_non_numeric_max_drop(self):
+        self._assert_usage_error(["--max-drop", "one"],
+                                 "argument --max-drop: invalid number: 'one'")
+
+    def test_negative_max_drop(self):
+        self._assert_usage_error(["--max-drop", "-1"],
+                                 "--max-drop must be a number of points in "
+                                 "[0, 100); got -1.0")
+
+    def test_output_directory_that_is_a_file(self):
+        path = os.path.join(self.directory, "taken")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("x")
+        self._assert_usage_error(["--out", path],
+                                 f"--out {path} is an existing file")
+
+
+if __name__ == "__main__":
+    absltest.main()
