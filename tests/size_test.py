@@ -72,6 +72,7 @@ class SizeJobTest(absltest.TestCase):
         cls.out = os.path.join(cls.directory, "out")
         with mock.patch.dict(size.EPOCHS, {"quick": TINY_EPOCHS}), \
                 mock.patch.dict(size.STRENGTHS, {"quick": TINY_STRENGTHS}), \
+                mock.patch.dict(size.LATENCY_REPEATS, {"quick": 3}), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cls.summary = size.run(model=cls.model, data=cls.data,

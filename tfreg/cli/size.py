@@ -45,7 +45,7 @@ keras = _keras.keras
 
 # Share of the rows left after the test split that validate (the rest train).
 VALIDATION_SHARE = 0.2
-SPARSE_L1_SHARE = 0.1
+SPARSE_L1_SHARE = 1.0
 # Strengths per preset and candidate (the same grid on every path: the
 # proximal step thresholds with Adam's own per-weight step sizes).
 STRENGTHS = {
