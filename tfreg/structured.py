@@ -133,7 +133,7 @@ class _MatrixPenalty(base.Regularizer):
 
     def penalty(self, x):
         matrix = penalties.matrix_view(x, name="kernel")
-        return self.factor * self._of_matrix(matrix)
+        return _times_factor(self._of_matrix(matrix), self.factor)
 
     def _of_matrix(self, matrix):
         raise NotImplementedError
@@ -352,7 +352,8 @@ class L2SP(base.Regularizer):
                 f"<a float64 array of shape {self.reference.shape} whose "
                 f"largest magnitude is {self._largest:.3g}>"))
         reference = tf.cast(tf.constant(self.reference), x.dtype)
-        return self.factor * structured_math.squared_distance(x, reference)
+        return structured_math.squared_distance(
+            x, reference, penalties.operand(self.factor, x.dtype))
 
     def get_config(self):
         config = super().get_config()
@@ -441,8 +442,15 @@ class KLSparsity(base.Regularizer):
 
     def penalty(self, x):
         activity = _activity_matrix(x)
-        return self.factor * structured_math.kl_sparsity(activity,
-                                                         self.target)
+        return _times_factor(
+            structured_math.kl_sparsity(activity, self.target), self.factor)
+
+
+def _times_factor(value, factor):
+    """factor * value, 0 for a zero factor where the value overflows."""
+    if isinstance(factor, (int, float)) and factor:
+        return factor * value
+    return tf.math.multiply_no_nan(value, tf.cast(factor, value.dtype))
 
 
 def _check_axis(x, axis):

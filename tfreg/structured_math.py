@@ -93,7 +93,7 @@ def group_lasso(x, axis, factor=1.0):
     groups = x.shape[axis]
     size = x.shape.num_elements() // groups if groups else 0
     small, large = _split(factor * math.sqrt(size))
-    return large * penalties.total(small * group_norms(x, axis))
+    return large * penalties.total(_times(group_norms(x, axis), small))
 
 
 def gram_minus_identity(matrix, identity=1.0):
@@ -179,13 +179,53 @@ def spectral_norm(matrix, iterations):
 
 
 def squared_spectral_norm(matrix, iterations, factor=1.0):
-    """factor sigma_max(W)^2 as (sum(sqrt(factor) u * W v))^2, u and v as
-    in `spectral_norm`: sigma_max^2 may overflow where its product with the
-    factor does not. The factor multiplies inside the sum: XLA rewrites
-    (c sigma)^2 of a constant c as c^2 sigma^2, which overflows."""
-    u, v = top_singular_vectors(matrix, iterations)
-    return tf.square(
-        tf.reduce_sum(_root(factor) * (u * tf.matmul(matrix, v))))
+    """factor sigma_max(W)^2, u and v as in `spectral_norm`.
+
+    With m = max |W| (held constant) and sigma' = u^T (W / m) v, it is
+    (b (m (a sigma')))^2, a b = sqrt(factor) (`_split`): the power
+    iteration runs on W / m, so neither W v nor sigma_max overflows on the
+    way, and the factor applies before the square (XLA rewrites (c x)^2 of
+    a constant c as c^2 x^2, which overflows). The gradient,
+    2 factor sigma_max u v^T, is written out as
+    b^2 ((a^2 m) (2 sigma' u v^T)): where the value overflows it is
+    finite, or inf where it overflows too, never NaN.
+    """
+    m = _peak(matrix)
+    small, large = _split(_root(factor))
+
+    def parts(matrix):
+        scaled = matrix / m
+        u, v = top_singular_vectors(scaled, iterations)
+        return tf.reduce_sum(u * tf.matmul(scaled, v)), u, v
+
+    def value(matrix):
+        return tf.square(large * (m * (small * parts(matrix)[0])))
+
+    def forward(matrix):
+        sigma, u, v = parts(tf.stop_gradient(matrix))
+
+        def gradient(upstream):
+            outer = (2.0 * sigma) * tf.matmul(u, v, transpose_b=True)
+            return upstream * ((outer * (small * small * m))
+                               * (large * large))
+        return value(matrix), gradient
+    return penalties.differentiated_as(matrix, value, forward)
+
+
+def _peak(matrix):
+    """max |W|, held constant; 1 for a zero matrix and for an inf or NaN
+    entry, which then reaches the value as in `_safe_norm`."""
+    peak = tf.stop_gradient(tf.reduce_max(tf.abs(matrix)))
+    return tf.where(tf.math.is_finite(peak) & (peak > 0), peak,
+                    tf.ones_like(peak))
+
+
+def _times(values, factor):
+    """values * factor, 0 for a zero factor where values are inf."""
+    if isinstance(factor, (int, float)) and factor:
+        return values * factor
+    return tf.math.multiply_no_nan(
+        values, tf.convert_to_tensor(factor, values.dtype))
 
 
 def _gram_scale(matrix):
@@ -220,6 +260,14 @@ def _split(factor):
     return tf.minimum(factor, 1.0), tf.maximum(factor, 1.0)
 
 
+def _gram_gradient(scaled, difference):
+    """W' D (columns <= rows, D the columns' Gram matrix term) or D W'."""
+    rows, columns = scaled.shape
+    if columns <= rows:
+        return tf.matmul(scaled, difference)
+    return tf.matmul(difference, scaled)
+
+
 def soft_orthogonality(matrix, factor=1.0):
     """factor ||G - I||_F^2 with G the smaller Gram matrix of `matrix`.
 
@@ -227,13 +275,29 @@ def soft_orthogonality(matrix, factor=1.0):
     and a b = sqrt(factor) (`_split`): neither G (from |W| ~ 1.8e19 in
     float32) nor its square (from |W| ~ 1e10) overflows before a factor
     below 1 applies. For |W| <= 1 and factor = 1 it is the formula as
-    written.
+    written. The gradient, 4 factor W (G - I) (columns; (G - I) W for
+    rows) = 4 factor s^3 W' D with D = G' - I / s^2, is written out with
+    the scalars applied one at a time to the finite W' D: where the value
+    overflows it is finite, or +-inf where it overflows too, never NaN.
     """
     s = _gram_scale(matrix)
-    difference = _scaled_gram_minus_identity(matrix, s)
     small, large = _split(_root(factor))
-    return tf.reduce_sum(
-        tf.square(large * (s * ((small * s) * difference))))
+
+    def value(matrix):
+        difference = _scaled_gram_minus_identity(matrix, s)
+        return tf.reduce_sum(
+            tf.square(large * (s * ((small * s) * difference))))
+
+    def forward(matrix):
+        scaled = tf.stop_gradient(matrix) / s
+        difference = gram_minus_identity(scaled, 1.0 / s / s)
+
+        def gradient(upstream):
+            product = _gram_gradient(scaled, difference)
+            return upstream * ((((4.0 * small * small * s) * product) * s)
+                               * s * (large * large))
+        return value(matrix), gradient
+    return penalties.differentiated_as(matrix, value, forward)
 
 
 def srip(matrix, iterations, factor=1.0):
@@ -245,12 +309,32 @@ def srip(matrix, iterations, factor=1.0):
     (`_split`): G overflows from |W| ~ 1.8e19 in float32 and its power
     iteration would give NaN, where G' does not, and a factor below 1
     applies before the product with s^2 could overflow. A true value that
-    overflows is inf. For |W| <= 1, s = 1: factor sigma_max(G - I).
+    overflows is inf. For |W| <= 1, s = 1: factor sigma_max(G - I). The
+    gradient, factor W (u v^T + v u^T) (columns; (u v^T + v u^T) W for
+    rows), u and v the top singular vectors of G' - I / s^2, is written out
+    as b ((a s) W' (u v^T + v u^T)): finite, or +-inf where it overflows,
+    never NaN.
     """
     s = _gram_scale(matrix)
-    sigma = spectral_norm(_scaled_gram_minus_identity(matrix, s), iterations)
     small, large = _split(factor)
-    return large * (s * ((small * s) * sigma))
+
+    def value(matrix):
+        sigma = spectral_norm(_scaled_gram_minus_identity(matrix, s),
+                              iterations)
+        return large * (s * ((small * s) * sigma))
+
+    def forward(matrix):
+        scaled = tf.stop_gradient(matrix) / s
+        difference = gram_minus_identity(scaled, 1.0 / s / s)
+        u, v = top_singular_vectors(difference, iterations)
+        sigma = tf.reduce_sum(u * tf.matmul(difference, v))
+
+        def gradient(upstream):
+            outer = tf.matmul(u, v, transpose_b=True)
+            product = _gram_gradient(scaled, outer + tf.transpose(outer))
+            return upstream * ((product * (small * s)) * large)
+        return large * (s * ((small * s) * sigma)), gradient
+    return penalties.differentiated_as(matrix, value, forward)
 
 
 def _polar_pairs(matrix):
@@ -303,9 +387,10 @@ def nuclear_norm(matrix):
     return tf.where(zero, tf.zeros_like(total), total)
 
 
-def squared_distance(x, reference):
-    """sum((x - reference)^2)."""
-    return penalties.l2(x - reference)
+def squared_distance(x, reference, factor=1.0):
+    """factor sum((x - reference)^2); 0 for a zero factor where the sum
+    overflows."""
+    return penalties.l2(x - reference, factor)
 
 
 def samples_by_features(activity):
@@ -344,22 +429,47 @@ def decov(activity, factor=1.0):
     C to overflow) is masked out rather than subtracted, and sqrt(factor)
     multiplies each C_ij before it is squared (its part below 1 first, see
     `_split`), so a penalty whose true value overflows is inf, never
-    inf - inf or inf * 0 = NaN.
+    inf - inf or inf * 0 = NaN. The gradient, (2 factor / N) (h - mean) C
+    (diagonal zeroed), is written out from C' and m with the scalars
+    applied one at a time: finite, or +-inf where it overflows, never NaN.
     """
     peak = tf.stop_gradient(
         tf.reduce_max(tf.abs(activity), axis=0, keepdims=True))
     usable = tf.math.is_finite(peak) & (peak > 0)
     peak = tf.where(usable, peak, tf.ones_like(peak))
-    mean, samples = _sample_mean(activity / peak)
-    centered = activity / peak - mean
-    scaled = tf.matmul(centered, centered, transpose_a=True) / samples
-    off_diagonal = tf.where(
-        tf.eye(tf.shape(scaled)[0], dtype=tf.bool), tf.zeros_like(scaled),
-        scaled)
     small, large = _split(_root(factor))
-    covariance = large * (
-        (small * tf.transpose(peak)) * (peak * off_diagonal))
-    return 0.5 * tf.reduce_sum(tf.square(covariance))
+
+    def parts(activity):
+        """(h / m - mean, N, C' with its diagonal zeroed)."""
+        mean, samples = _sample_mean(activity / peak)
+        centered = activity / peak - mean
+        scaled = tf.matmul(centered, centered, transpose_a=True) / samples
+        off_diagonal = tf.where(
+            tf.eye(tf.shape(scaled)[0], dtype=tf.bool),
+            tf.zeros_like(scaled), scaled)
+        return centered, samples, off_diagonal
+
+    def of(off_diagonal):
+        covariance = large * (
+            (small * tf.transpose(peak)) * (peak * off_diagonal))
+        return 0.5 * tf.reduce_sum(tf.square(covariance))
+
+    def forward(activity):
+        centered, samples, off_diagonal = parts(tf.stop_gradient(activity))
+
+        def gradient(upstream):
+            # (2 factor / N) ((h - mean) C_offdiagonal), with
+            # m_j = P r_j, P = max_j m_j: P^2 m_k (2 / N)
+            # sum_j (h / m - mean)_nj r_j^2 C'_jk, scalars one at a time.
+            largest = tf.reduce_max(peak)
+            inner = tf.matmul(centered * tf.square(peak / largest),
+                              off_diagonal)
+            product = ((inner * (2.0 / samples)) * peak) * (small * largest)
+            return upstream * ((product * (small * largest))
+                               * (large * large))
+        return of(off_diagonal), gradient
+    return penalties.differentiated_as(
+        activity, lambda activity: of(parts(activity)[2]), forward)
 
 
 def kl_sparsity(activity, target):
