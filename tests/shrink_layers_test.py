@@ -192,6 +192,46 @@ class LayersTest(parameterized.TestCase):
             [("norm1", "normalizes across channels")])
 
 
+@absltest.skipIf(_keras.LEGACY, "keras_hub needs Keras 3")
+class BertBackboneTest(absltest.TestCase):
+
+    def test_feed_forward_units_shrink_save_load_and_train(self):
+        import keras_hub  # pylint: disable=g-import-not-at-top
+
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=50, num_layers=2, num_heads=4, hidden_dim=16,
+            intermediate_dim=32, max_sequence_length=8)
+        groups = tfreg.channel_groups(backbone)
+        self.assertEqual(
+            {name for group in groups for name, _ in group.units},
+            {"transformer_layer_0", "transformer_layer_1"})
+        self.assertLen(groups, 64)
+        pruning_cases.zero_groups(groups, fraction=0.5)
+        small = tfreg.shrink(backbone, groups=groups)
+        widths = [small.get_layer(f"transformer_layer_{i}").get_config()[
+            "intermediate_dim"] for i in range(2)]
+        self.assertLess(sum(widths), 64)
+        self.assertLess(small.count_params(), backbone.count_params())
+        x = {"token_ids": np.array([[1, 2, 3, 4, 5, 0, 0, 0],
+                                    [6, 7, 8, 0, 0, 0, 0, 0]], "int32"),
+             "segment_ids": np.zeros((2, 8), "int32"),
+             "padding_mask": np.array([[1] * 5 + [0] * 3,
+                                       [1] * 3 + [0] * 5], "int32")}
+        for key, value in backbone(x).items():
+            np.testing.assert_allclose(small(x)[key], value, atol=1e-5)
+        path = os.path.join(tempfile.mkdtemp(), "small.keras")
+        small.save(path)
+        loaded = keras.models.load_model(path)
+        np.testing.assert_allclose(loaded(x)["sequence_output"],
+                                   small(x)["sequence_output"], atol=1e-6)
+        model = keras.Model(loaded.input, loaded.output["pooled_output"])
+        model.compile(optimizer="sgd", loss="mse")
+        y = np.ones((2, 16), "float32")
+        before = model.evaluate(x, y, verbose=0)
+        model.fit(x, y, epochs=3, verbose=0)
+        self.assertLess(model.evaluate(x, y, verbose=0), before)
+
+
 class Scale(keras.layers.Layer):
     """A per-channel scale: a layer tfreg has no rule for."""
 

@@ -476,15 +476,7 @@ class _MultiHeadAttention(LayerRule):
                 for dense in denses:
                     tracer.attach(node, layer, dense.kernel, 0, index,
                                   CONSUMER)
-        for head in range(value.kernel.shape[1]):
-            node = tracer.unit(layer, f"head{head}")
-            tracer.attach(node, layer, value.kernel, 1, head, KERNEL)
-            for dense in (query, key):
-                tracer.attach(node, layer, dense.kernel, 1, head, OTHER)
-            for dense in (query, key, value):
-                tracer.attach(node, layer, getattr(dense, "bias", None), 0,
-                              head, OTHER)
-            tracer.attach(node, layer, output.kernel, 0, head, CONSUMER)
+        _heads(tracer, layer, layer)
         out = []
         for index in range(output.kernel.shape[-1]):
             node = tracer.unit(layer, index)
@@ -523,6 +515,53 @@ class _MultiHeadAttention(LayerRule):
             targets * query[-1] * key_dim + sources * value[-1] * (
                 key_dim + value_dim) + targets * sources * (
                     key_dim + value_dim) + targets * value_dim * width)
+
+
+def _heads(tracer, layer, attention):
+    """Makes a unit of each head of `attention` (a MultiHeadAttention, or
+    one inside `layer`)."""
+    query, key, value = (attention._query_dense, attention._key_dense,  # pylint: disable=protected-access
+                         attention._value_dense)  # pylint: disable=protected-access
+    output = attention._output_dense  # pylint: disable=protected-access
+    for head in range(value.kernel.shape[1]):
+        node = tracer.unit(layer, f"head{head}")
+        tracer.attach(node, layer, value.kernel, 1, head, KERNEL)
+        for dense in (query, key):
+            tracer.attach(node, layer, dense.kernel, 1, head, OTHER)
+        for dense in (query, key, value):
+            tracer.attach(node, layer, getattr(dense, "bias", None), 0, head,
+                          OTHER)
+        tracer.attach(node, layer, output.kernel, 0, head, CONSUMER)
+
+
+class _TransformerEncoder(LayerRule):
+    """keras_hub's TransformerEncoder: its feed-forward units are units;
+    its residual stream, normalized across channels, ends the coupling.
+    Its heads stay: their width is the stream's width over `num_heads`."""
+
+    description = ("feed-forward units are units (`intermediate_dim` "
+                   "rewritten); the residual stream ends the coupling; the "
+                   "heads stay (their width follows from `num_heads`)")
+
+    def trace(self, tracer, call, inputs):
+        layer = call.layer
+        intermediate = layer._feedforward_intermediate_dense  # pylint: disable=protected-access
+        output = layer._feedforward_output_dense  # pylint: disable=protected-access
+        if getattr(layer, "_cross_attention_layer", None) is not None:
+            return tracer.end(call, inputs, "cross-attention")
+        tracer.end(call, inputs, "its residual stream is normalized across "
+                                 "channels")
+        for index in range(intermediate.kernel.shape[-1]):
+            node = tracer.unit(layer, index)
+            tracer.attach(node, layer, intermediate.kernel, -1, index, KERNEL)
+            tracer.attach(node, layer, getattr(intermediate, "bias", None),
+                          -1, index, OTHER)
+            tracer.attach(node, layer, output.kernel, 0, index, CONSUMER)
+        return [None] * len(call.outputs)
+
+    def config(self, layer, sizes):
+        return {"intermediate_dim": sizes.size(
+            layer._feedforward_intermediate_dense.kernel, 1)}  # pylint: disable=protected-access
 
 
 class _Embedding(Producer):
@@ -638,6 +677,9 @@ class _TFOpLambda(LayerRule):
 
 
 _LAYER_RULES = {}   # class -> rule
+_ORIGIN = {"LayerScale": "keras.applications",
+           "CustomScaleLayer": "keras.applications",
+           "TFOpLambda": "tf_keras", "TransformerEncoder": "keras_hub"}
 _NAMED_RULES = {}   # class name -> rule, for classes Keras does not export
 _OP_RULES = {}      # Keras 3 operation class name -> rule
 
@@ -692,8 +734,7 @@ def registered():
     """[(name, description)] of the registered rules, sorted by name."""
     found = {cls.__name__: rule.description
              for cls, rule in _LAYER_RULES.items()}
-    found.update((name, rule.description + (
-        " (tf_keras)" if name == "TFOpLambda" else " (keras.applications)"))
+    found.update((name, f"{rule.description} ({_ORIGIN[name]})")
                  for name, rule in _NAMED_RULES.items())
     found.update((f"keras.ops {name}", rule.description)
                  for name, rule in _OP_RULES.items())
@@ -745,6 +786,7 @@ def _register_defaults():
                                              width="projection_dim")
     _NAMED_RULES["CustomScaleLayer"] = _Merge()
     _NAMED_RULES["TFOpLambda"] = _TFOpLambda()
+    _NAMED_RULES["TransformerEncoder"] = _TransformerEncoder()
     for name in _ELEMENTWISE_OPS:
         _OP_RULES[name] = _ElementwiseOp()
     for name in _BINARY_OPS:

@@ -275,7 +275,8 @@ def _removable(model_graph, groups, tolerance, batch, values):
 def _keep_one_per_layer(group_list, removed, kept):
     """Puts back one group of each layer that would lose all its units."""
     # Units in no group (their channel reaches an output) count as kept.
-    units = {(piece.layer.name, piece.axis): piece.variable.shape[piece.axis]
+    units = {(piece.layer.name, id(piece.variable), piece.axis):
+             piece.variable.shape[piece.axis]
              for group in group_list for piece in group.slices
              if piece.role == groups_lib.KERNEL}
     while True:
@@ -283,7 +284,8 @@ def _keep_one_per_layer(group_list, removed, kept):
         for group, _ in removed:
             for piece in group.slices:
                 if piece.role == groups_lib.KERNEL:
-                    gone[(piece.layer.name, piece.axis)] += len(piece.indices)
+                    gone[(piece.layer.name, id(piece.variable),
+                          piece.axis)] += len(piece.indices)
         empty = [key for key in gone if gone[key] >= units[key]]
         if not empty:
             return removed
