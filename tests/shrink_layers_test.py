@@ -141,6 +141,19 @@ class LayersTest(parameterized.TestCase):
         x = pruning_cases.inputs_for(model)
         np.testing.assert_allclose(small(x), model(x), atol=1e-5)
 
+    def test_reshape_to_rank_2_target_is_rewritten(self):
+        x = keras.Input((4, 4, 2))
+        h = L.Conv2D(3, 3, name="conv")(x)
+        h = L.Reshape((12,), name="flat")(h)
+        model = keras.Model(x, L.Dense(2, name="out")(h))
+        pruning_cases.randomize(model)
+        groups = tfreg.channel_groups(model)
+        pruning_cases.zero_groups(groups[1:2], fraction=1.0)
+        small = tfreg.shrink(model, groups=groups)
+        self.assertEqual(small.get_layer("flat").target_shape, (8,))
+        x = pruning_cases.inputs_for(model)
+        np.testing.assert_allclose(small(x), model(x), atol=1e-5)
+
     def test_batch_normalization_gamma_zero_is_folded(self):
         x = keras.Input((6, 6, 2))
         h = L.Conv2D(4, 3, name="conv")(x)

@@ -426,11 +426,14 @@ class _Reshape(LayerRule):
         if target is None:
             return {}
         call = sizes.call(layer)
+        in_shape, out_shape = call.inputs[0].shape, call.outputs[0].shape
         channels = sizes.channels(call.inputs[0])
-        if call.outputs[0].shape[-1] != call.inputs[0].shape[-1] or (
-                channels == call.inputs[0].shape[-1]):
+        if channels == in_shape[-1] or target[-1] == -1:
             return {}
-        return {"target_shape": tuple(target[:-1]) + (channels,)}
+        if out_shape[-1] == in_shape[-1]:
+            return {"target_shape": tuple(target[:-1]) + (channels,)}
+        # Flattened: every position keeps `channels` entries.
+        return {"target_shape": (math.prod(in_shape[1:-1]) * channels,)}
 
 
 class _Rescaling(PassThrough):
