@@ -538,6 +538,15 @@ class PartsTest(absltest.TestCase):
         self.assertLen(digits.x_train, 120)
         self.assertIn("120 train (a subset of", digits.describe())
 
+    def test_test_validation_and_training_rows_are_disjoint(self):
+        x = np.arange(50.0)[:, None]
+        dataset = data.prepare("rows", x, np.arange(50) % 2,
+                               "classification", seed=4)
+        splits = [set(np.round(split.ravel(), 5)) for split in
+                  (dataset.x_test, dataset.x_val, dataset.x_train)]
+        self.assertEqual([len(split) for split in splits], [10, 10, 30])
+        self.assertEqual(len(set.union(*splits)), 50)
+
     def test_npz_keeps_the_feature_shape(self):
         directory = _tempdir(self)
         path = os.path.join(directory, "images.npz")
@@ -583,7 +592,8 @@ class PartsTest(absltest.TestCase):
     def _results(self, losses_by_candidate):
         return [{"dataset": "d", "regularizer": name, "setting": "-",
                  "metric": "accuracy", "config": None, "val_loss": loss,
-                 "val_metric": 0.5, "near_zero": 0.0, "zero": 0.0,
+                 "val_metric": 0.5, "test_loss": loss + 0.1,
+                 "test_metric": 0.4, "near_zero": 0.0, "zero": 0.0,
                  "zero_units": 0, "units": 10, "parameters": 50,
                  "parameters_after_shrink": 50, "penalty": 0.0,
                  "ms_per_step": 1.0}
@@ -696,6 +706,10 @@ class RunTest(absltest.TestCase):
         self.assertIn(" ± ", table[1])
         self.assertTrue(any(line.startswith("houses: ")
                             for line in stdout.splitlines()), stdout)
+        self.assertIn("On the held-out test split (not used to pick)", stdout)
+        self.assertEqual(first["datasets"][0]["test_rows"], 12)
+        for result in first["results"]:
+            self.assertTrue(np.isfinite(result["test_metric"]))
         self.assertIn("ETA", stderr)
 
         second, _, _ = self._run(argv, os.path.join(directory, "b"))

@@ -11,6 +11,9 @@ import numpy as np
 from tfreg.cli import UsageError
 
 VALIDATION_FRACTION = 0.2
+# Rows held out for the test split: candidates are picked on validation and
+# the pick is scored on these.
+TEST_FRACTION = 0.2
 # An integer target with at most this many distinct values is a class label.
 MAX_AUTO_CLASSES = 50
 MIN_ROWS = 10
@@ -23,7 +26,7 @@ TASKS = ("auto", "classification", "regression")
 
 @dataclasses.dataclass
 class Dataset:
-    """Standardized features, a train/validation split and the task.
+    """Standardized features, a train/validation/test split and the task.
 
     `x_*` keep the file's feature shape (rows, ...); `total_train_rows` is
     the size of the training split before `--train-rows` took a subset.
@@ -38,6 +41,8 @@ class Dataset:
     target_scale: float = 1.0
     source: str = ""
     total_train_rows: int = 0
+    x_test: np.ndarray = None
+    y_test: np.ndarray = None
 
     @property
     def metric_name(self):
@@ -53,7 +58,7 @@ class Dataset:
         features = (f"{shape[0]} features" if len(shape) == 1
                     else f"features of shape {tuple(shape)}")
         return (f"{self.name} ({kind}; {rows} / {len(self.x_val)} validation "
-                f"rows, {features})")
+                f"/ {len(self.x_test)} test rows, {features})")
 
 
 def _number(text, default):
@@ -199,7 +204,7 @@ def infer_task(y, task):
 def prepare(name, x, y, task, seed, source="", train_rows=None):
     """Splits, standardizes and labels (x, y) as a `Dataset`.
 
-    The split depends on `seed` only; `train_rows` keeps the first rows of
+    The split (test, validation, train) depends on `seed` only; `train_rows` keeps the first rows of
     the (shuffled) training split.
     """
     if len(x) < MIN_ROWS:
@@ -210,7 +215,10 @@ def prepare(name, x, y, task, seed, source="", train_rows=None):
     task = infer_task(y, task)
     order = np.random.default_rng(seed).permutation(len(x))
     num_val = max(1, int(round(len(x) * VALIDATION_FRACTION)))
-    val, train = order[:num_val], order[num_val:]
+    num_test = max(1, int(round(len(x) * TEST_FRACTION)))
+    test = order[:num_test]
+    val = order[num_test:num_test + num_val]
+    train = order[num_test + num_val:]
     total_train_rows = len(train)
     if train_rows is not None:
         train = train[:train_rows]
@@ -229,7 +237,8 @@ def prepare(name, x, y, task, seed, source="", train_rows=None):
         target_scale = float(y_std) if y_std > 0 else 1.0
         y = ((y - y_mean) / target_scale).astype(np.float32)
     return Dataset(name, task, x[train], y[train], x[val], y[val],
-                   num_classes, target_scale, source, total_train_rows)
+                   num_classes, target_scale, source, total_train_rows,
+                   x[test], y[test])
 
 
 def load_datasets(data, target, task, seed, train_rows=None):

@@ -11,7 +11,8 @@ from tfreg.cli import sweep
 from tfreg.cli import training
 
 # The per-seed numbers summarized as mean and sample standard deviation.
-STATISTICS = ("val_loss", "val_metric", "near_zero", "zero", "zero_units",
+STATISTICS = ("val_loss", "val_metric", "test_loss", "test_metric",
+              "near_zero", "zero", "zero_units",
               "parameters_after_shrink", "penalty", "ms_per_step")
 
 
@@ -148,8 +149,11 @@ def verdict_lines(verdicts_by_dataset):
     for dataset, verdict in verdicts_by_dataset.items():
         best, none = verdict["best_row"], verdict["none_row"]
         if best is none:
-            lines.append(f"{dataset}: no regularizer beats none on "
-                         "validation loss.")
+            lines.append(
+                f"{dataset}: no regularizer beats none on validation loss "
+                f"(none on the held-out test split: loss "
+                f"{none['test_loss']:.4f}, {none['metric']} "
+                f"{_metric(none, none['test_metric'])}).")
             continue
         beyond = ("exceeds" if verdict["exceeds_spread"]
                   else "does NOT exceed")
@@ -162,7 +166,10 @@ def verdict_lines(verdicts_by_dataset):
             f"{_metric(best, best['val_metric'])} vs "
             f"{_metric(none, none['val_metric'])}. "
             f"{len(verdict['beyond_spread'])} candidate(s) beat none beyond "
-            "the spread.")
+            "the spread. On the held-out test split (not used to pick): "
+            f"loss {best['test_loss']:.4f} vs none {none['test_loss']:.4f}, "
+            f"{metric} {_metric(best, best['test_metric'])} vs "
+            f"{_metric(none, none['test_metric'])}.")
     return lines
 
 
@@ -274,8 +281,9 @@ def write_markdown(out, summary, rows, best, plots):
     lines += [f"- {text}" for text in summary["datasets_described"]]
     lines += ["", "## Verdict", ""]
     lines += [f"- {text}" for text in summary["verdict_lines"]]
-    lines += ["", "The best candidate is picked on the same validation set "
-              "it is scored on, so its gain is an optimistic estimate.", "",
+    lines += ["", "The best candidate is picked on the validation split; "
+              "its test scores come from the held-out test split, which no "
+              "choice looked at.", "",
               "## Results", ""]
     lines += [f"- {column.header}: {column.definition}." for column in COLUMNS
               if column.definition]

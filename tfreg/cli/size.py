@@ -43,8 +43,6 @@ from tfreg.cli import size_report as report
 
 keras = _keras.keras
 
-# Share of the rows left after the test split that validate (the rest train).
-VALIDATION_SHARE = 0.2
 SPARSE_L1_SHARE = 1.0
 # Strengths per preset and candidate (the same grid on every path: the
 # proximal step thresholds with Adam's own per-weight step sizes).
@@ -62,19 +60,6 @@ LATENCY_BATCHES = (1, 64)
 LATENCY_REPEATS = {"quick": 15, "default": 50}
 
 
-def _split(dataset):
-    """(train, validation, test): `dataset`'s validation rows become the
-    held-out test split; the last VALIDATION_SHARE of its training rows
-    validate."""
-    cut = int(round(len(dataset.x_train) * (1 - VALIDATION_SHARE)))
-    dataset.x_test, dataset.y_test = dataset.x_val, dataset.y_val
-    dataset.x_val, dataset.y_val = (dataset.x_train[cut:],
-                                    dataset.y_train[cut:])
-    dataset.x_train, dataset.y_train = (dataset.x_train[:cut],
-                                        dataset.y_train[:cut])
-    return dataset
-
-
 def _data(data, target, seed, image):
     """The classification dataset, features shaped (8, 8, 1) for the
     built-in CNN when `image`."""
@@ -90,7 +75,7 @@ def _data(data, target, seed, image):
             raise UsageError(
                 f"tfreg size needs a classification target; {data} has a "
                 "regression target")
-    return _split(dataset)
+    return dataset
 
 
 def _starts(model, data, target, seed, base_epochs):

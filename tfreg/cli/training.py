@@ -226,8 +226,10 @@ def steps_per_epoch(dataset):
     return len(dataset.x_train) // min(BATCH_SIZE, len(dataset.x_train))
 
 
-def validate(dataset, outputs, from_logits=True):
-    """(data loss, metric) of validation outputs (logits or probabilities)."""
+def validate(dataset, outputs, from_logits=True, split="val"):
+    """(data loss, metric) of the outputs (logits or probabilities) on the
+    validation (`split="val"`) or test rows (`"test"`)."""
+    targets = dataset.y_test if split == "test" else dataset.y_val
     outputs = np.asarray(outputs, np.float64)
     if dataset.task == "classification":
         if from_logits:
@@ -236,10 +238,10 @@ def validate(dataset, outputs, from_logits=True):
                 np.exp(logits).sum(axis=1, keepdims=True))
         else:
             log_probs = np.log(np.clip(outputs, 1e-12, 1.0))
-        loss = -np.mean(log_probs[np.arange(len(outputs)), dataset.y_val])
-        metric = np.mean(outputs.argmax(axis=1) == dataset.y_val)
+        loss = -np.mean(log_probs[np.arange(len(outputs)), targets])
+        metric = np.mean(outputs.argmax(axis=1) == targets)
     else:
-        error = outputs.reshape(len(outputs), -1)[:, 0] - dataset.y_val
+        error = outputs.reshape(len(outputs), -1)[:, 0] - targets
         loss = np.mean(error ** 2)
         metric = np.mean(np.abs(error)) * dataset.target_scale
     return float(loss), float(metric)
@@ -388,6 +390,9 @@ def train_candidate(dataset, candidate, architecture, seeds, epochs, tracker,
         seconds = time.perf_counter() - start
         values = kernels(model)
         units = zero_units(model)
+        test_loss, test_metric = validate(
+            dataset, model(dataset.x_test, training=False),
+            architecture.from_logits, split="test")
         results.append({
             "dataset": dataset.name,
             "regularizer": candidate.family,
@@ -396,6 +401,8 @@ def train_candidate(dataset, candidate, architecture, seeds, epochs, tracker,
             "seed": seed,
             "val_loss": curves.curves["val_loss"][-1],
             "val_metric": curves.curves["val_metric"][-1],
+            "test_loss": test_loss,
+            "test_metric": test_metric,
             "metric": dataset.metric_name,
             "near_zero": float(np.mean(np.abs(values) < ZERO_THRESHOLD)),
             "zero": float(np.mean(values == 0)),
