@@ -279,6 +279,42 @@ class StructuredBehaviourTest(parameterized.TestCase):
             np.testing.assert_array_equal(gradient, 0.0)
 
     @parameterized.named_parameters(
+        ("group_lasso", tfreg.GroupLasso),
+        ("sparse_group_lasso", lambda f: tfreg.SparseGroupLasso(f, f)),
+        ("soft_orthogonal", tfreg.SoftOrthogonal),
+        ("srip", lambda f: tfreg.SRIP(f, 40)),
+        ("spectral_norm", lambda f: tfreg.SpectralNorm(f, 40)),
+        ("decov", tfreg.DeCov),
+        ("nuclear_norm", tfreg.NuclearNorm),
+        ("l2sp", lambda f: tfreg.L2SP(f, reference=np.zeros((5, 3)))))
+    def test_gradient_where_the_value_overflows_is_never_nan(self, make):
+        # Weights up to 3e38: the value overflows float32 (or a zero factor
+        # meets it), where autodiff met inf * 0. The gradient is float64's,
+        # rounded to float32: finite, or inf where float64's exceeds float32.
+        base = util.gapped_sample(np.random.default_rng(5), (5, 3))
+        base[0, 0] = 0.0
+        for peak in (1e10, 1e20, 3e38):
+            w = (base / np.abs(base).max() * peak).astype(np.float32)
+            for factor in (1.0, 1e-3, 0.0):
+                regularizer = make(factor)
+                _, exact = battery.value_and_gradient(
+                    regularizer, tf.constant(w, tf.float64))
+                exact = exact.numpy()
+                for mode, (value, gradient) in zip(
+                        ("eager", "jit"),
+                        util.all_modes(regularizer, tf.constant(w))):
+                    with self.subTest(peak=peak, factor=factor, mode=mode):
+                        self.assertFalse(np.isnan(value))
+                        self.assertFalse(np.isnan(gradient).any(), gradient)
+                        fits = np.abs(exact) < 1e37
+                        np.testing.assert_allclose(
+                            gradient[fits], exact[fits], rtol=1e-3,
+                            atol=1e-6 * np.abs(exact[fits]).max(initial=0))
+                        beyond = ~fits & (np.abs(exact) > 3.5e38)
+                        np.testing.assert_array_equal(
+                            gradient[beyond], np.sign(exact[beyond]) * np.inf)
+
+    @parameterized.named_parameters(
         ("group_lasso", tfreg.GroupLasso,
          lambda factor: util.group_lasso_reference(factor)),
         ("sparse_group_lasso", lambda factor: tfreg.SparseGroupLasso(

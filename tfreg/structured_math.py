@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 import tensorflow as tf
+# No public API tells whether a gradient tape is recording.
+from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
 
 from tfreg import penalties
 
@@ -53,20 +55,27 @@ def _safe_norm(x, axis=None, keepdims=False):
     masked: a slice holding a NaN has norm NaN, one holding an inf (and no
     NaN) norm inf, as sqrt(sum(x^2)) would give.
     """
+    scale, _, zero, root = _norm_parts(x, axis)
+    norm = tf.where(zero, tf.zeros_like(root), scale * root)
+    if not keepdims:
+        norm = tf.squeeze(norm, axis=axis)
+    return norm
+
+
+def _norm_parts(x, axis):
+    """(m, x / m, ||x / m|| == 0, ||x / m|| or 1 where 0), keeping dims."""
     scale = tf.stop_gradient(
         tf.reduce_max(tf.abs(x), axis=axis, keepdims=True))
     # m = 1 also when m is inf or NaN (XLA's max skips NaN, eager's keeps it):
     # x / 1 keeps every NaN, and an inf squares to inf, not inf / inf = NaN.
     usable = tf.math.is_finite(scale) & (scale > 0)
     scale = tf.where(usable, scale, tf.ones_like(scale))
-    squared = tf.reduce_sum(tf.square(x / scale), axis=axis, keepdims=True)
+    scaled = x / scale
+    squared = tf.reduce_sum(tf.square(scaled), axis=axis, keepdims=True)
     # Tested with ==, not > 0, which would be False for NaN and hide it.
     zero = tf.equal(squared, 0)
     root = tf.sqrt(tf.where(zero, tf.ones_like(squared), squared))
-    norm = tf.where(zero, tf.zeros_like(squared), scale * root)
-    if not keepdims:
-        norm = tf.squeeze(norm, axis=axis)
-    return norm
+    return scale, scaled, zero, root
 
 
 def _normalize(x):
@@ -76,10 +85,38 @@ def _normalize(x):
 
 
 def group_norms(x, axis):
-    """||x_g||_2 for each index g along `axis` (a vector of x.shape[axis])."""
+    """||x_g||_2 for each index g along `axis` (a vector of x.shape[axis]).
+
+    The gradient, x_g / ||x_g|| (0 for a zero group), is written out as
+    (x_g / m) / ||x_g / m||: autodiff multiplies the upstream gradient by m
+    first, inf for m ~ 3e38, then by 0 at a zero weight.
+    """
     rank = x.shape.rank
     others = [i for i in range(rank) if i != axis % rank]
-    return _safe_norm(x, axis=others)
+
+    def unit(x):
+        _, scaled, _, root = _norm_parts(x, others)
+        # A zero group: 0 / 1. Not scaled / root: XLA rewrites (x / m) / r
+        # as x / (m r), which overflows.
+        return scaled * tf.math.reciprocal(root)
+
+    def forward(x):
+        fixed_unit = unit(tf.stop_gradient(x))
+
+        def gradient(upstream):
+            if record.could_possibly_record():
+                # Differentiated again: the unit vectors as functions of x.
+                return _expand(upstream, others) * unit(x)
+            return _expand(upstream, others) * fixed_unit
+        return _safe_norm(x, axis=others), gradient
+    return penalties.differentiated_as(
+        x, lambda x: _safe_norm(x, axis=others), forward)
+
+
+def _expand(vector, axes):
+    for axis in sorted(axes):
+        vector = tf.expand_dims(vector, axis)
+    return vector
 
 
 def group_lasso(x, axis, factor=1.0):
