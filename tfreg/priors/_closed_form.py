@@ -136,7 +136,9 @@ class StudentT(_LocationScalePrior):
                          + log(df pi) / 2 + log(scale)
 
     Equals `-sum(tfd.StudentT(df, loc, scale).log_prob(w)) / num_examples`,
-    and unlike TFP it accepts bfloat16 weights.
+    and unlike TFP it accepts bfloat16 weights. Where ((w - loc) / scale)^2
+    overflows (scale=1e-38 and w=0.05 in float32) the log1p term is
+    2 log|(w - loc) / scale| and its gradient (df + 1) / (w - loc): finite.
 
     Args:
       df: Positive finite float, the degrees of freedom.
@@ -191,7 +193,9 @@ class Cauchy(_LocationScalePrior):
         penalty(w) = sum_i [log1p(((w_i - loc) / scale)^2) + log(pi scale)]
                      / num_examples
 
-    Equals `-sum(tfd.Cauchy(loc, scale).log_prob(w)) / num_examples`.
+    Equals `-sum(tfd.Cauchy(loc, scale).log_prob(w)) / num_examples`, and
+    stays finite, with a finite gradient, where ((w - loc) / scale)^2
+    overflows (as for `StudentT`).
 
     Args:
       scale: Positive finite float.
@@ -243,8 +247,9 @@ class Horseshoe(_base.Prior):
     the exact density (and TFP's value) is infinite. Weights whose magnitude
     underflows that floor (|w / scale| < 1.5e-19 in float32) are treated as 0.
     Beyond u = 1e17 the penalty is log(u / g) + c from log|w| (within 3e-18
-    of the formula above), so it stays finite where u overflows float32
-    (|w / scale| > 2.6e19, e.g. scale=1e-25 and |w| ~ 1; TFP: NaN). Calling
+    of the formula above), so it stays finite where u, or w / scale itself,
+    overflows float32 (|w / scale| > 2.6e19, e.g. scale=1e-25 and |w| ~ 1;
+    TFP: NaN). Calling
     it raises a ValueError when 1 / scale is not a normal number of the
     weights' float type (float32: scale outside [4.2e-39, 6.0e37]).
     For float16 weights TFP's value is inf and its gradient NaN when
@@ -360,7 +365,8 @@ class MeanFieldKL(_base.Prior):
              + expm1(2 d) / 2 - d,   d = log(scale) - log(prior_scale)
 
     log(softplus(rho)) is evaluated stably, so the KL stays finite for very
-    negative rho. Equals TFP's `tfd.kl_divergence(tfd.Normal(mean, scale),
+    negative rho. The gradient is written out; a zero weight gives 0 and a
+    zero gradient even where the KL overflows. Equals TFP's `tfd.kl_divergence(tfd.Normal(mean, scale),
     tfd.Normal(prior_loc, prior_scale))` summed and scaled.
 
     Args:

@@ -431,16 +431,17 @@ def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
     log_tail_u = math.log(_HORSESHOE_TAIL_U)
     inverse_width = math.sqrt(0.5) / scale
-    # u's floor is tiny, that of |x| tiny's root over inverse_width; where
-    # that is not normal, tiny (then the smallest nonzero u is above tiny).
+    # u's floor is tiny and |x|'s sqrt(tiny) / inverse_width; where that is
+    # not normal, |x|'s floor is tiny and u's (tiny inverse_width)^2.
     least_x = max(math.sqrt(tiny) / inverse_width, tiny)
     least_u = max((least_x * inverse_width)**2, tiny)
 
     # Eigen's pow, softplus and sigmoid are slow on CPU; u^p = exp(p log u),
     # and since the logit below is at most z < 0, exp(logit) cannot overflow
     # and gives softplus = log1p(e) and sigmoid = e / (1 + e) from one exp.
-    # u is clipped to [tiny, 1e17]; log u = 2 (log|x| + log(inverse_width))
-    # is not, so the far tail stays finite where u, or w itself, overflows.
+    # u is clipped to [least_u, 1e17]; log u = 2 (log|x| +
+    # log(inverse_width)) is not, so the far tail stays finite where u, or
+    # w = x inverse_width itself, overflows.
     def terms(x):
         w = x * inverse_width
         raw_u = tf.square(w)
