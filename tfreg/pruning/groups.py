@@ -250,13 +250,15 @@ class _Tracer:
             layer.name, type(layer).__name__, reason))
 
     def groups(self):
+        roots = [self.find(node) for node in range(len(self.units))]
         members = collections.defaultdict(list)
-        for node in range(len(self.units)):
-            members[self.find(node)].append(node)  # In increasing order.
+        for node, root in enumerate(roots):
+            members[root].append(node)  # In increasing order.
         pieces = collections.defaultdict(dict)
+        blocked = self.blocked
         for key, (layer, variable, axis, index, role) in self.slices.items():
-            root = self.find(self.owner[key])
-            if self.blocked[root]:
+            root = roots[self.owner[key]]
+            if blocked[root]:
                 continue
             found = pieces[root].get((key[0], axis))
             if found is None:
