@@ -8,8 +8,8 @@ removed, same function) and fine-tuned, once per seed. Candidates:
 
     group_lasso          factor * sum_g sqrt(p_g) ||W_g||_2 over the coupled
                          channel groups (`tfreg.channel_groups`)
-    sparse_group_lasso   the same plus SPARSE_L1_SHARE * factor * sum |w| on
-                         the kernels
+    sparse_group_lasso   per kernel, factor * sum_u sqrt(p) ||W_u||_2 over its
+                         units' columns plus SPARSE_L1_SHARE * factor * sum |w|
     slimming             factor * sum |gamma| on BatchNormalization's scales
                          (a channel whose gamma is 0 is a constant, folded)
 
@@ -104,13 +104,14 @@ def _penalize(method, model, strength):
     """fit's keyword arguments that make `method` at `strength`."""
     if method == "slimming":
         return {"regularizer": tfreg.L1(strength), "include": "gamma$"}
-    groups = tfreg.channel_groups(model)
-    penalty = tfreg.apply_groups(model, groups, tfreg.GroupLasso(strength),
-                                 via="optimizer")
-    arguments = {"penalties": [penalty]}
     if method == "sparse_group_lasso":
-        arguments["regularizer"] = tfreg.L1(SPARSE_L1_SHARE * strength)
-    return arguments
+        # Per kernel: Regularized applies no regularizer= to the weights a
+        # coupled penalty already covers, so the L1 cannot join one.
+        return {"regularizer": tfreg.SparseGroupLasso(
+            l1=SPARSE_L1_SHARE * strength, factor=strength)}
+    groups = tfreg.channel_groups(model)
+    return {"penalties": [tfreg.apply_groups(
+        model, groups, tfreg.GroupLasso(strength), via="optimizer")]}
 
 
 def _evaluate(model, dataset):
