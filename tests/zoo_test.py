@@ -13,7 +13,6 @@ from absl import logging
 from absl.testing import absltest
 from absl.testing import parameterized
 
-import tfreg
 from tfreg._keras import keras
 from tests import pruning_cases
 

@@ -1,8 +1,9 @@
 """`channel_groups`: the prunable units of a model, coupled through its graph.
 
-A unit is an output of a Dense layer or a filter of a convolution. Removing
-it removes more than its kernel column: its bias entry, the entries of the
-BatchNormalization and depthwise convolutions its channel passes through,
+A unit is an output of a Dense layer, a filter of a convolution, an
+Embedding dimension or an attention head. Removing it removes more than
+its kernel column: its bias entry, the entries of the BatchNormalization
+and depthwise convolutions its channel passes through,
 the matching input rows of every layer that consumes the channel, and every
 unit whose channel is added, subtracted or multiplied to it (residual
 connections). A `ChannelGroup` holds all of these; the groups partition the
