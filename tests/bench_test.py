@@ -35,10 +35,19 @@ def _full_shaped(results):
                 + [dict(shrink[0], chosen=index == 0) for index in range(3)])
     memory = [dict(cases["memory"][0], contender=name)
               for name in bench._memory_contenders(2)]
+    digits, cnn = (bench._find(cases["adam_sparsity"], kind=kind)
+                   for kind in ("digits", "cnn"))
+    adam_sparsity = [
+        dict(digits[0], optimizer=name, strength=strength)
+        for name in bench.SPARSITY_OPTIMIZERS
+        for strength in (None,) + bench.SPARSITY_STRENGTHS] + [
+            dict(cnn[0], strength=strength)
+            for strength in bench.CNN_ADAM_STRENGTHS]
     full = dict(results, cases=dict(cases, penalty=penalty,
                                     train_step=train_step,
                                     first_step=first_step,
-                                    outcomes=outcomes, memory=memory))
+                                    outcomes=outcomes, memory=memory,
+                                    adam_sparsity=adam_sparsity))
     settings = bench.Settings("full")
     full["targets"] = []
     for case in bench.CASES:
@@ -137,8 +146,9 @@ class BenchTest(absltest.TestCase):
                            for target in full["targets"]]
         # 250 before the memory case, which adds 17 lines (its targets,
         # limit and one row per mode), and the accuracy case, which adds 22
-        # (its targets and one row per contender).
-        self.assertLess(len(bench.document(full).splitlines()), 300)
+        # (its targets and one row per contender), and the adam_sparsity
+        # case, which adds 38 (its targets, a row per optimizer, its CNN).
+        self.assertLess(len(bench.document(full).splitlines()), 340)
 
     def test_memory_targets_take_the_worst_class_of_each_bound(self):
         row = {"elements": 1 << 24, "eager tape": 1.0, "eager value": 0.5,

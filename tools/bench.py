@@ -1508,10 +1508,11 @@ def _digits_sparsity(settings):
     sparse = _example("sparse_training")
     split = sparse.data()
     epochs = settings.pick(full=30, tiny=1)
+    # A quick run keeps within its budget: Adam at one strength.
     names = settings.pick(full=list(SPARSITY_OPTIMIZERS),
-                          tiny=["Adam(1e-3)"])
+                          quick=["Adam(1e-3)"])
     strengths = settings.pick(full=SPARSITY_STRENGTHS,
-                              tiny=SPARSITY_STRENGTHS[:1])
+                              quick=SPARSITY_STRENGTHS[:1])
     rows = []
     for name in names:
         for strength in (None,) + tuple(strengths):
@@ -1531,6 +1532,11 @@ def _digits_sparsity(settings):
 def _cnn_with_adam(settings):
     """examples/residual_cnn_shrink.py with Adam for the coupled group
     lasso: baseline (Adam), proximal Adam, shrink, fine-tune (Adam)."""
+    # Minutes of training: full runs only (tiny: one epoch, one strength).
+    strengths = settings.pick(full=CNN_ADAM_STRENGTHS, quick=(),
+                              tiny=CNN_ADAM_STRENGTHS[:1])
+    if not strengths:
+        return []
     example = _example("residual_cnn_shrink")
     data = example.digits()
     x_train, x_val, y_train, y_val = data
@@ -1539,8 +1545,7 @@ def _cnn_with_adam(settings):
     base = example.accuracy(baseline, x_val, y_val)
     params = tfreg.model_cost(baseline)["params"]
     rows = []
-    for strength in settings.pick(full=CNN_ADAM_STRENGTHS,
-                                  tiny=CNN_ADAM_STRENGTHS[:1]):
+    for strength in strengths:
         keras.utils.set_random_seed(1)
         model = keras.models.clone_model(baseline)
         model.set_weights(baseline.get_weights())
