@@ -292,6 +292,26 @@ class RegisterLayerTest(absltest.TestCase):
         finally:
             tfreg.pruning.rules.unregister_layer(Scale)
 
+    def test_a_failing_rule_is_a_value_error_naming_the_layer(self):
+
+        class Broken(tfreg.pruning.PassThrough):
+            def config(self, layer, sizes):
+                return {"width": sizes.size(layer.missing, 0)}
+
+        model = self._model()
+        pruning_cases.randomize(model)
+        tfreg.pruning.register_layer(Scale, Broken(per_channel=["scale"]))
+        try:
+            groups = tfreg.channel_groups(model)
+            pruning_cases.zero_groups(groups[:1], fraction=1.0)
+            with self.assertRaisesRegex(
+                    ValueError, r"shrink cannot rewrite the config of layer "
+                    r"`scale` \(Scale\): its rule failed with "
+                    r"AttributeError"):
+                tfreg.shrink(model, groups=groups)
+        finally:
+            tfreg.pruning.rules.unregister_layer(Scale)
+
     def test_bad_arguments(self):
         with self.assertRaisesRegex(TypeError, "argument `layer_class`"):
             tfreg.pruning.register_layer("Scale", tfreg.pruning.PassThrough())

@@ -77,12 +77,12 @@ class LayerRule:
 
     `flops(call)`: 2 x multiply-adds of one example (default 0).
 
-    `fold`: whether a constant input channel can be folded into the bias
-    (true for kernels that sum input rows: Dense, "valid" convolutions).
+    A constant input channel is folded into the bias only by a `Producer`
+    with `fold=True` (kernels that sum input rows: Dense, "valid"
+    convolutions); other rules keep such a channel.
     """
 
     description = "ends the coupling"
-    fold = False
 
     def trace(self, tracer, call, inputs):
         return tracer.end(call, inputs, "not a layer channel_groups "

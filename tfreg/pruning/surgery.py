@@ -217,7 +217,8 @@ def _fold(group, constants, calls_of, values, tolerance):
                        axis=piece.axis).astype("float64")
         if np.abs(rows).max(initial=0) <= tolerance:
             continue
-        if not rules.rule_for(piece.layer).fold:
+        rule = rules.rule_for(piece.layer)
+        if not (isinstance(rule, rules.Producer) and rule.fold):
             return None, (f"its constant output reaches "
                           f"`{piece.layer.name}`, whose rule cannot fold "
                           f"a constant")
@@ -346,8 +347,15 @@ def _plans(model_graph, groups, removed, deltas):
         if not changed and not isinstance(layer, keras.layers.Reshape):
             continue
         current = layer.get_config()
-        config = {key: value for key, value in rules.rule_for(
-            layer).config(layer, sizes).items() if current.get(key) != value}
+        try:
+            wanted = rules.rule_for(layer).config(layer, sizes)
+        except (AttributeError, KeyError, IndexError, TypeError) as error:
+            raise ValueError(
+                f"shrink cannot rewrite the config of layer `{layer.name}` "
+                f"({type(layer).__name__}): its rule failed with "
+                f"{error!r}.") from error
+        config = {key: value for key, value in wanted.items()
+                  if current.get(key) != value}
         if id(layer) in deltas and not current.get("use_bias", True):
             config["use_bias"] = True
         if changed or config:
@@ -366,13 +374,15 @@ def _new_weights(layer, new_layer, cuts, delta, values):
         weights.append(value)
     if delta is None:
         return weights
-    cut = cuts.get(id(layer.kernel), {}).get(len(layer.kernel.shape) - 1)
+    rule = rules.rule_for(layer)  # A Producer: only those fold.
+    kernel = getattr(layer, rule.kernel)
+    cut = cuts.get(id(kernel), {}).get(len(kernel.shape) - 1)
     delta = np.delete(np.asarray(delta), sorted(cut or ()))
-    bias = getattr(layer, "bias", None)
+    bias = getattr(layer, rule.bias, None)
     if bias is None:
         # Made with use_bias=True: the bias is new.
         position = [id(v) for v in new_layer.weights].index(
-            id(new_layer.bias))
+            id(getattr(new_layer, rule.bias)))
         weights.insert(position, delta.astype(weights[0].dtype))
         return weights
     position = [id(v) for v in layer.weights].index(id(bias))
