@@ -120,14 +120,14 @@ def laplace_log_prob(x, loc, scale):
 
 def student_t_log_prob(x, df, loc, scale):
     """log StudentT(x; df, loc, scale), with the lgamma terms as Python floats."""
-    log1p_square_z = log1p_square(x, loc, student_t_inverse_width(df, scale))[0]
+    log1p_square_z = log1p_square(x, loc, student_t_inverse_width(df, scale))
     return (-0.5 * (df + 1.0) * log1p_square_z
             - student_t_log_normalizer(df, scale))
 
 
 def cauchy_log_prob(x, loc, scale):
     """log Cauchy(x; loc, scale) = -log1p(((x - loc) / scale)^2) - log(pi scale)."""
-    return (-log1p_square(x, loc, 1.0 / scale)[0]
+    return (-log1p_square(x, loc, 1.0 / scale)
             - cauchy_log_normalizer(scale))
 
 
@@ -350,30 +350,36 @@ def centered(x, loc):
 _LOG_FORM_FROM = 1e19
 
 
-def log1p_square(x, loc, inverse_width):
-    """(log1p(z^2), its derivative in x), z = (x - loc) * inverse_width,
-    for every finite x.
+def _near_and_far(x, loc, inverse_width):
+    """(far, z where not far else 0, (x - loc) / 2 where far else 1).
 
-    Where |z| > 1e19 (z^2 or z itself may overflow) they are
-    2 (log|(x - loc) / 2| + log(2 k)) and 2 / (x - loc), computed from
-    (x - loc) / 2, which cannot overflow.
+    Far is |z| > 1e19, z = (x - loc) * inverse_width, where z^2 (or z, or
+    x - loc) may overflow; (x - loc) / 2 cannot. Double where: neither side
+    sees the other's values, so a second derivative stays finite.
     """
     half = x * 0.5 - loc * 0.5 if loc else x * 0.5
-    twice = 2.0 * inverse_width
     far = tf.abs(half) > min(0.5 * _LOG_FORM_FROM / inverse_width,
                              float(x.dtype.max))
-    # Double where: neither the discarded log nor the discarded division
-    # sees the other side's values, so a second derivative stays finite.
     near = centered(x, loc)  # finite wherever `far` is False
     z = tf.where(far, tf.zeros_like(near), near) * inverse_width
-    square = tf.square(z)
-    far_half = tf.where(far, half, tf.ones_like(half))
-    value = tf.where(far, 2.0 * (tf.math.log(tf.abs(far_half))
-                                 + math.log(twice)),
-                     tf.math.log1p(square))
-    derivative = tf.where(far, 1.0 / far_half,
-                          z * (twice / (1.0 + square)))
-    return value, derivative
+    return far, z, tf.where(far, half, tf.ones_like(half))
+
+
+def log1p_square(x, loc, inverse_width):
+    """log1p(z^2), z = (x - loc) * inverse_width, for every finite x:
+    2 (log|(x - loc) / 2| + log(2 k)) where |z| > 1e19."""
+    far, z, far_half = _near_and_far(x, loc, inverse_width)
+    return tf.where(far, 2.0 * (tf.math.log(tf.abs(far_half))
+                                + math.log(2.0 * inverse_width)),
+                    tf.math.log1p(tf.square(z)))
+
+
+def log1p_square_derivative(x, loc, inverse_width):
+    """d log1p(z^2) / dx = 2 k z / (1 + z^2) for every finite x:
+    2 / (x - loc) where |z| > 1e19."""
+    far, z, far_half = _near_and_far(x, loc, inverse_width)
+    return tf.where(far, 1.0 / far_half,
+                    z * (2.0 * inverse_width / (1.0 + tf.square(z))))
 
 
 def log1p_square_sum(x, loc, inverse_width, factor=1.0, offset=0.0):
@@ -385,8 +391,8 @@ def log1p_square_sum(x, loc, inverse_width, factor=1.0, offset=0.0):
     (scale=1e-20 in float32: 1 / scale^2 overflows), for the same ops; the
     derivative z (2 k / (1 + z^2)) is at most k, so it cannot overflow.
     Where z^2 overflows (the sum is then inf) the sum and the derivative are
-    recomputed by `log1p_square`: a scalar test on every call, and the
-    extra ops only on that rare path.
+    recomputed by `log1p_square` and `log1p_square_derivative`: a scalar
+    test on every call, and the extra ops only on that rare path.
     """
     twice = 2.0 * inverse_width
 
@@ -396,15 +402,12 @@ def log1p_square_sum(x, loc, inverse_width, factor=1.0, offset=0.0):
         fast = penalties.total(tf.math.log1p(square))
         finite = tf.math.is_finite(fast)
 
-        def far_terms():
-            return log1p_square(x, loc, inverse_width)
-
         def derivative():
-            return tf.cond(finite, lambda: z * (twice / (1.0 + square)),
-                           lambda: far_terms()[1])
-        return (tf.cond(finite, lambda: fast,
-                        lambda: penalties.total(far_terms()[0])),
-                derivative)
+            return tf.cond(
+                finite, lambda: z * (twice / (1.0 + square)),
+                lambda: log1p_square_derivative(x, loc, inverse_width))
+        return (tf.cond(finite, lambda: fast, lambda: penalties.total(
+            log1p_square(x, loc, inverse_width))), derivative)
     return _sum_with_derivative(x, terms, factor, offset, xla_fuses=True)
 
 
