@@ -403,9 +403,9 @@ class _Reshape(LayerRule):
     """Keeping the last axis (target rewritten), or flattening to rank 2
     (flat index r holds channel r mod C)."""
 
-    description = ("keeping the last axis: channels pass through (the "
-                   "target is rewritten); to rank 2: flat rows r with "
-                   "r mod C = c")
+    description = ("keeping the last axis: channels pass through; to "
+                   "rank 2: flat rows r with r mod C = c (a Reshape's "
+                   "target is rewritten)")
 
     def trace(self, tracer, call, inputs):
         layer = call.layer
