@@ -79,13 +79,16 @@ def _data(data, target, seed, image):
 
 
 def _starts(model, data, target, seed, base_epochs):
-    """[(Start, dataset)]: the user's model, or the two built-in ones
-    trained with Adam for `base_epochs`."""
+    """[(Start, dataset)]: the user's model, or the built-in ones trained
+    with Adam for `base_epochs` (the CNN on digits' 8x8 images only)."""
     if model is not None:
         dataset = _data(data, target, seed, image=False)
         return [(models.loaded(model, dataset), dataset)]
+    builds = [(models.mlp, False)]
+    if data in (None, "digits"):
+        builds.append((models.residual_cnn, True))
     starts = []
-    for build, image in ((models.mlp, False), (models.residual_cnn, True)):
+    for build, image in builds:
         dataset = _data(data, target, seed, image)
         network = build(dataset.x_train.shape[1:], dataset.num_classes, seed)
         start = models.Start(network.name, network, models.adam, True,
