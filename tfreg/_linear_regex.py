@@ -16,8 +16,12 @@ meaning of the rest.
 """
 
 import re
-from re import _constants as sre
-from re import _parser
+try:
+    from re import _constants as sre
+    from re import _parser
+except ImportError:  # Python 3.10: the same modules under their old names.
+    import sre_constants as sre
+    import sre_parse as _parser
 
 MAX_LENGTH = 256
 MAX_PROGRAM = 4096
@@ -42,9 +46,12 @@ _NAMES = {
     sre.GROUPREF_EXISTS: "a conditional",
     sre.ASSERT: "a lookaround",
     sre.ASSERT_NOT: "a lookaround",
-    sre.ATOMIC_GROUP: "an atomic group",
-    sre.POSSESSIVE_REPEAT: "a possessive quantifier",
 }
+# Python 3.11's additions; 3.10's parser rejects them itself.
+if hasattr(sre, "ATOMIC_GROUP"):
+    _NAMES[sre.ATOMIC_GROUP] = "an atomic group"
+    _NAMES[sre.POSSESSIVE_REPEAT] = "a possessive quantifier"
+
 
 
 class Refused(ValueError):
