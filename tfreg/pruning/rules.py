@@ -262,7 +262,7 @@ class _Depthwise(LayerRule):
             return tracer.end(call, inputs, "channels_first")
         if inputs[0] is None:
             return [None]
-        kernel = depthwise_kernel(layer)
+        kernel = _depthwise_kernel(layer)
         multiplier = kernel.shape[-1]
         out = []
         for channel, node in enumerate(inputs[0]):
@@ -274,7 +274,7 @@ class _Depthwise(LayerRule):
         return [out]
 
     def flops(self, call):
-        kernel = depthwise_kernel(call.layer)
+        kernel = _depthwise_kernel(call.layer)
         return 2 * _positions(call.outputs[0]) * math.prod(kernel.shape)
 
 
@@ -576,7 +576,7 @@ class _Embedding(Producer):
         self.description = "makes new channels: embeddings axis -1"
 
 
-def depthwise_kernel(layer):
+def _depthwise_kernel(layer):
     """The kernel of a depthwise convolution."""
     # Keras 3 names it `kernel`, tf_keras `depthwise_kernel`.
     kernel = getattr(layer, "depthwise_kernel", None)

@@ -41,7 +41,7 @@ keras = _keras.keras
 
 # Largest difference of outputs (relative to their scale) that float32
 # rounding explains; a wrong surgery changes them by far more.
-CHECK_TOLERANCE = 1e-4
+_CHECK_TOLERANCE = 1e-4
 
 
 def _tolerance(tolerance):
@@ -440,7 +440,7 @@ def _culprit(model, model_graph, groups, removed, expected, batch, values):
         middle = (low + high) // 2
         small = _build(model, model_graph, groups, removed[:middle], values)
         if _difference(expected, small, model_graph.input,
-                       batch) > CHECK_TOLERANCE:
+                       batch) > _CHECK_TOLERANCE:
             high = middle
         else:
             low = middle
@@ -509,11 +509,11 @@ def shrink(model, tolerance=0.0, groups=None, check=True, probe=None):
     if check and removed:
         expected = _run(model, model_graph.input, batch)
         difference = _difference(expected, small, model_graph.input, batch)
-        if difference > CHECK_TOLERANCE and tolerance > 0:
+        if difference > _CHECK_TOLERANCE and tolerance > 0:
             warnings.warn(f"shrink(tolerance={tolerance}) changes the "
                           f"outputs on the probe batch by {difference:.3g} "
                           f"(relative to their scale).", stacklevel=2)
-        elif difference > CHECK_TOLERANCE:
+        elif difference > _CHECK_TOLERANCE:
             group = _culprit(model, model_graph, groups, removed, expected,
                              batch, values)
             raise ValueError(
