@@ -293,9 +293,9 @@ class StructuredBehaviourTest(parameterized.TestCase):
         # rounded to float32: finite, or inf where float64's exceeds float32.
         base = util.gapped_sample(np.random.default_rng(5), (5, 3))
         base[0, 0] = 0.0
-        for peak in (1e10, 1e20, 3e38):
+        for peak in (1e10, 3e38):
             w = (base / np.abs(base).max() * peak).astype(np.float32)
-            for factor in (1.0, 1e-3, 0.0):
+            for factor in (1.0, 0.0):
                 regularizer = make(factor)
                 _, exact = battery.value_and_gradient(
                     regularizer, tf.constant(w, tf.float64))
