@@ -1,56 +1,68 @@
-"""tools/bench.py: every case at tiny scale, the targets and the document it
+"""tools/bench/: every case at tiny scale, the targets and the document it
 writes (BENCHMARKS.md). No timing assertions: only the bookkeeping."""
 
 import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
-from unittest import mock
 
 from absl.testing import absltest
 
-from tools import bench
+from tools.bench import cli
+from tools.bench import harness
+from tools.bench import workloads
+from tools.bench import writer
+from tools.bench.cases import adam_sparsity
+from tools.bench.cases import CASES
+from tools.bench.cases import first_step
+from tools.bench.cases import memory
+from tools.bench.cases import penalty
+from tools.bench.cases import train_step
 
 
 def _targets_of(results):
-    return [bench.Target(**t) for t in results["targets"]]
+    return [harness.Target(**t) for t in results["targets"]]
 
 
 def _full_shaped(results):
     """The tiny run's results with the rows a full run has (sizes, models,
     depths), to measure the document's length at full scale."""
     cases = results["cases"]
-    penalty = [dict(row, params=params) for params in
-               (4_000_000, 16_000_000, 64_000_000) for row in cases["penalty"]]
+    penalty_rows = [dict(row, params=params) for params in
+                    (4_000_000, 16_000_000, 64_000_000)
+                    for row in cases["penalty"]]
     template = cases["train_step"][0]
-    train_step = [dict(template, model=model, regularizer=regularizer, jit=jit)
-                  for model in bench.MODELS for regularizer in ("L2", "L1L2")
-                  for jit in (False, True)]
-    first_step = [dict(row, depth=depth) for depth in (16, 32, 64, 128)
-                  for row in cases["first_step"]]
-    sparsity, shrink = (bench._find(cases["outcomes"], kind=kind)
+    train_step_rows = [
+        dict(template, model=model, regularizer=regularizer, jit=jit)
+        for model in workloads.MODELS for regularizer in ("L2", "L1L2")
+        for jit in (False, True)]
+    first_step_rows = [dict(row, depth=depth) for depth in (16, 32, 64, 128)
+                       for row in cases["first_step"]]
+    sparsity, shrink = (harness.find(cases["outcomes"], kind=kind)
                         for kind in ("sparsity", "shrink"))
     outcomes = ([dict(sparsity[-1], run=f"run {index}") for index in range(7)]
                 + [dict(shrink[0], chosen=index == 0) for index in range(3)])
-    memory = [dict(cases["memory"][0], contender=name)
-              for name in bench._memory_contenders(2)]
-    digits, cnn = (bench._find(cases["adam_sparsity"], kind=kind)
+    memory_rows = [dict(cases["memory"][0], contender=name)
+                   for name in memory.memory_contenders(2)]
+    digits, cnn = (harness.find(cases["adam_sparsity"], kind=kind)
                    for kind in ("digits", "cnn"))
-    adam_sparsity = [
+    adam_sparsity_rows = [
         dict(digits[0], optimizer=name, strength=strength)
-        for name in bench.SPARSITY_OPTIMIZERS
-        for strength in (None,) + bench.SPARSITY_STRENGTHS] + [
+        for name in adam_sparsity.SPARSITY_OPTIMIZERS
+        for strength in (None,) + adam_sparsity.SPARSITY_STRENGTHS] + [
             dict(cnn[0], strength=strength)
-            for strength in bench.CNN_ADAM_STRENGTHS]
-    full = dict(results, cases=dict(cases, penalty=penalty,
-                                    train_step=train_step,
-                                    first_step=first_step,
-                                    outcomes=outcomes, memory=memory,
-                                    adam_sparsity=adam_sparsity))
-    settings = bench.Settings("full")
+            for strength in adam_sparsity.CNN_ADAM_STRENGTHS]
+    full = dict(results, cases=dict(cases, penalty=penalty_rows,
+                                    train_step=train_step_rows,
+                                    first_step=first_step_rows,
+                                    outcomes=outcomes, memory=memory_rows,
+                                    adam_sparsity=adam_sparsity_rows))
+    settings = harness.Settings("full")
     full["targets"] = []
-    for case in bench.CASES:
+    for case in CASES:
         full["targets"] += [
             dict(vars(target), case=case.name)
             for target in case.targets(full["cases"][case.name], settings)]
@@ -62,37 +74,37 @@ class BenchTest(absltest.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        names = [case.name for case in bench.CASES]
+        names = [case.name for case in CASES]
         with contextlib.redirect_stdout(io.StringIO()):
-            cls.results = bench.run(bench.Settings("tiny"), names,
-                                    "python tools/bench.py --tiny")
-        cls.text = bench.document(cls.results)
+            cls.results = harness.run(CASES, harness.Settings("tiny"), names,
+                                      "python tools/bench.py --tiny")
+        cls.text = writer.document(cls.results, CASES)
         cls.lines = cls.text.splitlines()
 
     def test_interleave_rotates_the_order_every_round(self):
         calls = []
         contenders = {name: (lambda name=name: calls.append(name))
                       for name in "abc"}
-        times = bench.interleave(contenders, rounds=3, warmup=1, repeat=2)
+        times = harness.interleave(contenders, rounds=3, warmup=1, repeat=2)
         self.assertEqual("".join(calls), "abc" + "aabbcc" + "bbccaa" + "ccaabb")
         self.assertEqual({name: len(t) for name, t in times.items()},
                          {"a": 3, "b": 3, "c": 3})
 
     def test_rounds_within_a_budget_are_bounded_both_ways(self):
         instant = {"a": lambda: None, "b": lambda: None}
-        self.assertEqual(bench._rounds_within(instant, 5, 1, seconds=60.0),
+        self.assertEqual(harness.rounds_within(instant, 5, 1, seconds=60.0),
                          1000)
-        self.assertEqual(bench._rounds_within(instant, 5, 1, seconds=0.0), 5)
+        self.assertEqual(harness.rounds_within(instant, 5, 1, seconds=0.0), 5)
 
     def test_settings_pick_by_scale_and_rounds_override(self):
-        self.assertEqual(bench.Settings("full").pick(1, 2, 3), 1)
-        self.assertEqual(bench.Settings("quick").pick(1), 1)
-        self.assertEqual(bench.Settings("tiny").pick(1, 2), 2)
-        self.assertEqual(bench.Settings("quick").rounds(7, 3), 3)
-        self.assertEqual(bench.Settings("tiny", 11).rounds(7, 3), 11)
+        self.assertEqual(harness.Settings("full").pick(1, 2, 3), 1)
+        self.assertEqual(harness.Settings("quick").pick(1), 1)
+        self.assertEqual(harness.Settings("tiny").pick(1, 2), 2)
+        self.assertEqual(harness.Settings("quick").rounds(7, 3), 3)
+        self.assertEqual(harness.Settings("tiny", 11).rounds(7, 3), 11)
 
     def test_every_case_ran_and_has_its_table(self):
-        for case in bench.CASES:
+        for case in CASES:
             rows = self.results["cases"][case.name]
             self.assertNotEmpty(rows, case.name)
             self.assertIn(f"### {case.title}", self.lines)
@@ -105,7 +117,7 @@ class BenchTest(absltest.TestCase):
     def test_penalty_table_has_one_row_per_contender(self):
         rows = self.results["cases"]["penalty"]
         names = {r["contender"] for r in rows} - {"read floor"}
-        table = bench.table_penalty(rows).splitlines()
+        table = penalty.table_penalty(rows).splitlines()
         self.assertLen([line for line in table if line.startswith("| 20K |")],
                        len(names))
         header = next(line for line in table if line.startswith("| params"))
@@ -116,13 +128,13 @@ class BenchTest(absltest.TestCase):
         targets = _targets_of(self.results)
         self.assertNotEmpty(targets)
         self.assertEqual({t.case for t in targets},
-                         {case.name for case in bench.CASES})
+                         {case.name for case in CASES})
         met = sum(t.met for t in targets)
         self.assertIn(f"{met} of {len(targets)} measurements meet their "
                       "target.", self.text)
         for target in targets:
-            self.assertIn(bench._verdict(target), self.text)
-            self.assertEqual(bench._verdict(target).startswith("**"),
+            self.assertIn(writer.verdict(target), self.text)
+            self.assertEqual(writer.verdict(target).startswith("**"),
                              not target.met)
 
     def test_each_unmet_goal_is_listed_with_its_limits_once(self):
@@ -135,7 +147,7 @@ class BenchTest(absltest.TestCase):
         section = section.split("## Results")[0]
         for goal in unmet_goals:
             self.assertIn(goal, section)
-            for limit in bench._limits_of(goal):
+            for limit in writer.limits_of(goal, CASES):
                 self.assertEqual(section.count(f"- **{limit.title}.** "), 1)
 
     def test_a_full_run_document_stays_under_300_lines(self):
@@ -148,7 +160,7 @@ class BenchTest(absltest.TestCase):
         # limit and one row per mode), and the accuracy case, which adds 22
         # (its targets and one row per contender), and the adam_sparsity
         # case, which adds 38 (its targets, a row per optimizer, its CNN).
-        self.assertLess(len(bench.document(full).splitlines()), 340)
+        self.assertLess(len(writer.document(full, CASES).splitlines()), 340)
 
     def test_memory_targets_take_the_worst_class_of_each_bound(self):
         row = {"elements": 1 << 24, "eager tape": 1.0, "eager value": 0.5,
@@ -160,13 +172,13 @@ class BenchTest(absltest.TestCase):
         goal = "peak extra memory <= its bound x the weight's bytes"
         self.assertEqual(
             [(t.goal, t.subject, t.condition, t.measured, t.met)
-             for t in bench.targets_memory(rows, bench.Settings())],
+             for t in memory.targets_memory(rows, harness.Settings())],
             [(f"{goal} (6)", "worst: Horseshoe", "17M", 7.0, False),
              (f"{goal} (9)", "worst: MeanFieldKL", "17M", 8.5, True)])
         self.assertIn("| jit | 1 | 7 | 1 |",
-                      bench.table_memory(rows).splitlines())
-        self.assertEqual(bench._limits_of(f"{goal} (6)"),
-                         (bench.MEMORY_LIMITS,))
+                      memory.table_memory(rows).splitlines())
+        self.assertEqual(writer.limits_of(f"{goal} (6)", CASES),
+                         (memory.MEMORY_LIMITS,))
 
     def test_train_step_targets_use_each_models_bound(self):
         row = self.results["cases"]["train_step"][0]
@@ -178,7 +190,7 @@ class BenchTest(absltest.TestCase):
                      overhead_ratio=0.1)]
         self.assertEqual(
             [(t.goal, t.measured, t.met)
-             for t in bench.targets_train_step(rows, bench.Settings())],
+             for t in train_step.targets_train_step(rows, harness.Settings())],
             [("train-step overhead, MLP, jit: tfreg L2 <= 0.8x Keras'", 0.79,
               True),
              ("train-step overhead, 128-layer stack, no jit: tfreg L1L2 <= "
@@ -195,38 +207,39 @@ class BenchTest(absltest.TestCase):
                 row(128, "tfreg StudentT", [1.25, 1.6, 1.375])]
         self.assertEqual(
             [(t.goal, t.measured, t.met)
-             for t in bench.targets_first_step(rows, bench.Settings())],
+             for t in first_step.targets_first_step(rows, harness.Settings())],
             [("first jit step, 128-layer stack: <= 1.5x no regularizer",
               1.375, True)])
         self.assertIn("| 128 | tfreg StudentT | 2 | 1.38 | 1.25 1.60 1.38 |",
-                      bench.table_first_step(rows).splitlines())
+                      first_step.table_first_step(rows).splitlines())
 
     def test_quick_run_time_is_a_target_only_for_a_whole_quick_run(self):
-        names = [case.name for case in bench.CASES]
+        names = [case.name for case in CASES]
         meta = {"scale": "quick", "cases": names, "seconds": 200.0}
-        (target,) = bench.run_targets(meta)
+        (target,) = harness.run_targets(meta, CASES)
         self.assertEqual((target.measured, target.met, target.case),
                          (200.0, False, "run"))
-        self.assertEqual(bench._limits_of(target.goal),
-                         bench.RUN_LIMITS[bench.QUICK_GOAL])
-        self.assertEmpty(bench.run_targets(dict(meta, cases=names[:1])))
-        self.assertEmpty(bench.run_targets(dict(meta, scale="full")))
+        self.assertEqual(writer.limits_of(target.goal, CASES),
+                         harness.RUN_LIMITS[harness.QUICK_GOAL])
+        self.assertEmpty(harness.run_targets(dict(meta, cases=names[:1]),
+                                             CASES))
+        self.assertEmpty(harness.run_targets(dict(meta, scale="full"), CASES))
 
-    def test_a_case_appended_to_cases_gets_its_table_targets_and_limits(self):
-        limit = bench.Limit("Test limit", "Why the widget is slow.")
-        case = bench.Case(
+    def test_a_new_case_gets_its_table_targets_and_limits(self):
+        limit = harness.Limit("Test limit", "Why the widget is slow.")
+        case = harness.Case(
             name="widget", title="Widget", about="times a widget.",
             run=lambda settings: [{"widget": settings.pick(1, 2, 3),
                                    "ratio": 1.5}],
-            table=lambda rows: bench.table(rows, (("widget", "widget"),
+            table=lambda rows: writer.table(rows, (("widget", "widget"),
                                                   ("ratio", "ratio"))),
             targets=lambda rows, settings: [
-                bench.Target("widget ratio <= 1.2", "widget", "small",
+                harness.Target("widget ratio <= 1.2", "widget", "small",
                              rows[0]["ratio"], rows[0]["ratio"] <= 1.2)],
             limits={"widget ratio": (limit,)})
-        with mock.patch.object(bench, "CASES", [case]):
-            results = bench.run(bench.Settings("tiny"), ["widget"], "cmd")
-            text = bench.document(results)
+        results = harness.run([case], harness.Settings("tiny"), ["widget"],
+                              "cmd")
+        text = writer.document(results, [case])
         self.assertEqual(results["cases"]["widget"], [{"widget": 3,
                                                        "ratio": 1.5}])
         self.assertIn("`widget`: times a widget.", text)
@@ -241,12 +254,12 @@ class BenchTest(absltest.TestCase):
             document = os.path.join(directory, "BENCHMARKS.md")
             results = os.path.join(directory, "bench.json")
             with contextlib.redirect_stdout(io.StringIO()) as printed:
-                bench.main(["--tiny", "--cases", "first_step", "--write",
+                cli.main(["--tiny", "--cases", "first_step", "--write",
                             document, "--json", results])
             with open(document) as f:
                 written = f.read()
             with open(results) as f:
-                self.assertEqual(bench.document(json.load(f)), written)
+                self.assertEqual(writer.document(json.load(f), CASES), written)
         self.assertIn(written, printed.getvalue())
         with tempfile.TemporaryDirectory() as directory:
             saved = os.path.join(directory, "bench.json")
@@ -254,12 +267,28 @@ class BenchTest(absltest.TestCase):
             with open(saved, "w") as f:
                 json.dump(self.results, f)
             with contextlib.redirect_stdout(io.StringIO()):
-                bench.main(["--from-json", saved, "--write", again])
+                cli.main(["--from-json", saved, "--write", again])
             with open(again) as f:
                 self.assertEqual(f.read(), self.text)
         self.assertIn("Generated by `python tools/bench.py --tiny --cases "
                       "first_step --write ", written)
         self.assertNotIn("### Train step", written)
+
+    def test_the_script_and_the_module_write_the_same_document(self):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(cli.__file__))))
+        with tempfile.TemporaryDirectory() as directory:
+            saved = os.path.join(directory, "bench.json")
+            with open(saved, "w") as f:
+                json.dump(self.results, f)
+            for command in ([os.path.join(root, "tools", "bench.py")],
+                            ["-m", "tools.bench"]):
+                written = os.path.join(directory, "written.md")
+                subprocess.run([sys.executable, *command, "--from-json",
+                                saved, "--write", written], cwd=root,
+                               check=True, capture_output=True)
+                with open(written) as f:
+                    self.assertEqual(f.read(), self.text, command)
 
     def test_bad_arguments_are_rejected(self):
         for argv in (["--rounds", "0"], ["--cases", "penalty,nope"],
@@ -267,7 +296,7 @@ class BenchTest(absltest.TestCase):
             with self.subTest(argv=argv), \
                     contextlib.redirect_stderr(io.StringIO()), \
                     self.assertRaises(SystemExit):
-                bench.main(argv)
+                cli.main(argv)
 
 
 if __name__ == "__main__":
