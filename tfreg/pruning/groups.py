@@ -143,10 +143,9 @@ class _Tracer:
         self.node_of_unit = {}    # (id(layer), index) -> node.
         self.parent = []
         self.blocked = []
-        self.owner = {}           # (id(variable), axis, index) -> node.
-        self.slices = {}          # (id(variable), axis, index) -> Slice.
-        self.unread = {}          # (id(variable), axis, index) -> layer.
-        self.ranks = {}           # id(variable) -> rank.
+        # (id(variable), axis) -> _Entries of its indices.
+        self.entries = {}
+        self.attached = 0         # Entries given an owner so far.
         self.unsupported = {}     # id(layer) -> Unsupported.
         # (id(producer layer), unit index) -> (gamma, index) of the only
         # BatchNormalization reading that unit's channel.
@@ -190,6 +189,15 @@ class _Tracer:
             if node is not None:
                 self.blocked[self.find(node)] = True
 
+    def _entries(self, layer, variable, axis, role):
+        rank = len(variable.shape)
+        key = (id(variable), axis % rank)
+        found = self.entries.get(key)
+        if found is None:
+            found = self.entries[key] = _Entries(layer, variable, axis % rank,
+                                                 role)
+        return found
+
     def attach(self, node, layer, variable, axis, index, role):
         """Puts entry `index` along `axis` of `variable` in `node`'s group.
 
@@ -197,25 +205,34 @@ class _Tracer:
         unremovable: a shared layer whose other call reads a removable
         channel through it ends that channel's coupling.
         """
+        if variable is not None:
+            self._put(self._entries(layer, variable, axis, role), index,
+                      node, layer)
+
+    def attach_all(self, nodes, layer, variable, axis, role):
+        """`attach(nodes[i], layer, variable, axis, i, role)` for each i."""
         if variable is None:
             return
-        rank = self.ranks.get(id(variable))
-        if rank is None:
-            rank = self.ranks[id(variable)] = len(variable.shape)
-        axis %= rank
-        key = (id(variable), axis, index)
+        entries = self._entries(layer, variable, axis, role)
+        for index, node in enumerate(nodes):
+            self._put(entries, index, node, layer)
+
+    def _put(self, entries, index, node, layer):
+        owner = entries.owner
         if node is None:
-            self.unread.setdefault(key, layer)
-            if key in self.owner:
-                self._conflict(self.owner[key], layer)
+            if entries.unread[index] is None:
+                entries.unread[index] = layer
+            if owner[index] >= 0:
+                self._conflict(owner[index], layer)
             return
-        if key in self.unread:
+        if entries.unread[index] is not None:
             self._conflict(node, layer)
-        if key in self.owner:
-            self.union(self.owner[key], node)
+        if owner[index] >= 0:
+            self.union(owner[index], node)
         else:
-            self.owner[key] = node
-            self.slices[key] = (layer, variable, axis, index, role)
+            owner[index] = node
+            entries.order[index] = self.attached
+            self.attached += 1
 
     def end(self, call, inputs, reason):
         """Ends the coupling of `call`'s input channels, listing its layer
@@ -251,36 +268,60 @@ class _Tracer:
             layer.name, type(layer).__name__, reason))
 
     def groups(self):
-        roots = [self.find(node) for node in range(len(self.units))]
-        members = collections.defaultdict(list)
-        for node, root in enumerate(roots):
-            members[root].append(node)  # In increasing order.
-        pieces = collections.defaultdict(dict)
-        blocked = self.blocked
-        for key, (layer, variable, axis, index, role) in self.slices.items():
-            root = roots[self.owner[key]]
-            if blocked[root]:
+        roots = np.array([self.find(node) for node in range(len(self.units))],
+                         dtype=np.int64)
+        blocked = np.array(self.blocked, dtype=bool)
+        # Per root: [(first attach, Slice)]; a group's slices come in the
+        # order their first entry was attached.
+        pieces = collections.defaultdict(list)
+        for entries in self.entries.values():
+            owner = np.array(entries.owner, dtype=np.int64)
+            indices = np.flatnonzero(owner >= 0)
+            owner_roots = roots[owner[indices]]
+            free = ~blocked[owner_roots]
+            indices, owner_roots = indices[free], owner_roots[free]
+            if not len(indices):
                 continue
-            found = pieces[root].get((key[0], axis))
-            if found is None:
-                pieces[root][(key[0], axis)] = [layer, variable, axis,
-                                                [index], role]
-            else:
-                found[3].append(index)
+            by_root = np.argsort(owner_roots, kind="stable")
+            indices, owner_roots = indices[by_root], owner_roots[by_root]
+            order = np.array(entries.order, dtype=np.int64)[indices]
+            starts = np.flatnonzero(np.diff(owner_roots, prepend=-1))
+            firsts = np.minimum.reduceat(order, starts)
+            for root, first, chunk in zip(owner_roots[starts].tolist(),
+                                          firsts.tolist(),
+                                          np.split(indices, starts[1:])):
+                pieces[root].append((first, Slice(
+                    entries.layer, entries.variable, entries.axis,
+                    tuple(chunk.tolist()), entries.role)))
+        members = collections.defaultdict(list)
+        for node, root in enumerate(roots.tolist()):
+            members[root].append(node)  # In increasing order.
         found = []
         self.group_of = {}        # root -> index in the groups found.
         for root in sorted(members, key=lambda root: members[root][0]):
-            if self.blocked[root]:
+            if blocked[root]:
                 continue
             self.group_of[root] = len(found)
             units = [(self.units[node][0].name, self.units[node][1])
                      for node in members[root]]
-            slices = [Slice(layer, variable, axis, tuple(sorted(indices)),
-                            role)
-                      for layer, variable, axis, indices, role
-                      in pieces[root].values()]
-            found.append(ChannelGroup(units, slices))
+            found.append(ChannelGroup(units, [
+                piece for _, piece in sorted(pieces[root],
+                                             key=lambda item: item[0])]))
         return found
+
+
+class _Entries:
+    """The entries along one axis of one variable: the node owning each
+    (-1: none), when it was attached, and the layer that found it
+    unremovable (None: none)."""
+
+    def __init__(self, layer, variable, axis, role):
+        self.layer, self.variable, self.axis, self.role = (
+            layer, variable, axis, role)
+        size = variable.shape[axis]
+        self.owner = [-1] * size
+        self.order = [0] * size
+        self.unread = [None] * size
 
 
 def channel_groups(model):

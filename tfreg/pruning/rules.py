@@ -67,7 +67,9 @@ class LayerRule:
     `trace(tracer, call, inputs)`: `call` has `layer`, `inputs` and
     `outputs` (symbolic tensors); `inputs` are their channel maps (lists of
     nodes per channel, or None). Record slices with
-    `tracer.attach(node, layer, variable, axis, index, role)`, new units
+    `tracer.attach(node, layer, variable, axis, index, role)` (or
+    `tracer.attach_all(nodes, layer, variable, axis, role)`: entry i for
+    `nodes[i]`), new units
     with `tracer.unit(layer, index)`, and return one map per output;
     `tracer.end(call, inputs, reason)` ends the coupling.
 
@@ -141,8 +143,8 @@ class PassThrough(LayerRule):
                     call.inputs[0]):
                 return tracer.end(call, inputs, f"`{name}` has no entry "
                                                 f"per channel")
-            for index, node in enumerate(_map(channel_map, call.inputs[0])):
-                tracer.attach(node, layer, variable, -1, index, OTHER)
+            tracer.attach_all(_map(channel_map, call.inputs[0]), layer,
+                              variable, -1, OTHER)
         return [channel_map] * len(call.outputs)
 
     def config(self, layer, sizes):
@@ -183,18 +185,15 @@ class Producer(LayerRule):
         if self.in_axis is not None:
             if groups > 1:
                 return _grouped(tracer, call, inputs, kernel, groups, self)
-            for index, node in enumerate(_map(inputs[0], call.inputs[0])):
-                tracer.attach(node, layer, kernel, self.in_axis, index,
-                              CONSUMER)
+            tracer.attach_all(_map(inputs[0], call.inputs[0]), layer, kernel,
+                              self.in_axis, CONSUMER)
         if _activation_name(layer) in _CHANNEL_MIXING:
             return [None]
         bias = getattr(layer, self.bias, None) if self.bias else None
-        out = []
-        for index in range(kernel.shape[self.out_axis]):
-            node = tracer.unit(layer, index)
-            tracer.attach(node, layer, kernel, self.out_axis, index, KERNEL)
-            tracer.attach(node, layer, bias, -1, index, OTHER)
-            out.append(node)
+        out = [tracer.unit(layer, index)
+               for index in range(kernel.shape[self.out_axis])]
+        tracer.attach_all(out, layer, kernel, self.out_axis, KERNEL)
+        tracer.attach_all(out, layer, bias, -1, OTHER)
         return [out]
 
     def config(self, layer, sizes):
@@ -264,13 +263,9 @@ class _Depthwise(LayerRule):
             return [None]
         kernel = _depthwise_kernel(layer)
         multiplier = kernel.shape[-1]
-        out = []
-        for channel, node in enumerate(inputs[0]):
-            tracer.attach(node, layer, kernel, -2, channel, OTHER)
-            for k in range(multiplier):
-                tracer.attach(node, layer, getattr(layer, "bias", None), -1,
-                              channel * multiplier + k, OTHER)
-                out.append(node)
+        tracer.attach_all(inputs[0], layer, kernel, -2, OTHER)
+        out = [node for node in inputs[0] for _ in range(multiplier)]
+        tracer.attach_all(out, layer, getattr(layer, "bias", None), -1, OTHER)
         return [out]
 
     def flops(self, call):
@@ -293,20 +288,17 @@ class _Separable(LayerRule):
             return tracer.end(call, inputs, "channels_first")
         depthwise, pointwise = layer.depthwise_kernel, layer.pointwise_kernel
         multiplier = depthwise.shape[-1]
-        for channel, node in enumerate(_map(inputs[0], call.inputs[0])):
-            tracer.attach(node, layer, depthwise, -2, channel, CONSUMER)
-            for k in range(multiplier):
-                tracer.attach(node, layer, pointwise, -2,
-                              channel * multiplier + k, CONSUMER)
+        channel_map = _map(inputs[0], call.inputs[0])
+        tracer.attach_all(channel_map, layer, depthwise, -2, CONSUMER)
+        tracer.attach_all([node for node in channel_map
+                           for _ in range(multiplier)],
+                          layer, pointwise, -2, CONSUMER)
         if _activation_name(layer) in _CHANNEL_MIXING:
             return [None]
-        out = []
-        for index in range(pointwise.shape[-1]):
-            node = tracer.unit(layer, index)
-            tracer.attach(node, layer, pointwise, -1, index, KERNEL)
-            tracer.attach(node, layer, getattr(layer, "bias", None), -1,
-                          index, OTHER)
-            out.append(node)
+        out = [tracer.unit(layer, index)
+               for index in range(pointwise.shape[-1])]
+        tracer.attach_all(out, layer, pointwise, -1, KERNEL)
+        tracer.attach_all(out, layer, getattr(layer, "bias", None), -1, OTHER)
         return [out]
 
     def config(self, layer, sizes):
@@ -333,11 +325,12 @@ class _BatchNormalization(LayerRule):
         rank = len(call.inputs[0].shape)
         if axis is None or axis % rank != rank - 1:
             return tracer.end(call, inputs, "normalizes over another axis")
-        for index, node in enumerate(_map(inputs[0], call.inputs[0])):
-            for variable in (layer.gamma, layer.beta, layer.moving_mean,
-                             layer.moving_variance):
-                tracer.attach(node, layer, variable, -1, index, OTHER)
-            if layer.gamma is not None:
+        channel_map = _map(inputs[0], call.inputs[0])
+        for variable in (layer.gamma, layer.beta, layer.moving_mean,
+                         layer.moving_variance):
+            tracer.attach_all(channel_map, layer, variable, -1, OTHER)
+        if layer.gamma is not None:
+            for index, node in enumerate(channel_map):
                 tracer.gate(node, call, layer.gamma, index)
         return [inputs[0]]
 

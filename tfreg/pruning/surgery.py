@@ -270,24 +270,23 @@ def _removable(model_graph, groups, tolerance, batch, values):
             kept.append((group, reason))
         else:
             removed.append((group, fold))
-    return _keep_one_per_layer(group_list, removed, kept), kept
+    return _keep_one_per_layer(removed, kept), kept
 
 
-def _keep_one_per_layer(group_list, removed, kept):
+def _keep_one_per_layer(removed, kept):
     """Puts back one group of each layer that would lose all its units."""
     # Units in no group (their channel reaches an output) count as kept.
-    units = {(piece.layer.name, id(piece.variable), piece.axis):
-             piece.variable.shape[piece.axis]
-             for group in group_list for piece in group.slices
-             if piece.role == groups_lib.KERNEL}
     while True:
         gone = collections.Counter()
+        units = {}
         for group, _ in removed:
             for piece in group.slices:
                 if piece.role == groups_lib.KERNEL:
-                    gone[(piece.layer.name, id(piece.variable),
-                          piece.axis)] += len(piece.indices)
-        empty = [key for key in gone if gone[key] >= units[key]]
+                    key = (piece.layer.name, id(piece.variable), piece.axis)
+                    gone[key] += len(piece.indices)
+                    units[key] = piece.variable
+        empty = [key for key in gone
+                 if gone[key] >= units[key].shape[key[2]]]
         if not empty:
             return removed
         name = empty[0][0]
