@@ -20,6 +20,11 @@ D over the group (the isotropic metric nearest to D there), i.e. the step
 eta_g = eta / mean_g(D_i), so whole groups still land on exactly 0 (block
 soft threshold by eta_g). NuclearNorm likewise takes one scalar per kernel.
 SGD (with or without momentum) has D = 1: plain ISTA.
+
+A weight that both an elementwise R and a coupled group penalty G cover
+takes the prox of R + G by composition (`proximal.prox_parts`): R's soft
+threshold, G's group shrink of the result, then R's ridge scaling; its
+decoupled step is w - eta (grad R(w) + grad G(w)).
 """
 
 import collections
@@ -31,7 +36,8 @@ from tfreg import _keras
 from tfreg import proximal
 
 __all__ = ["AUTODIFF", "GRADIENT", "METRICS", "Metric", "PROX", "Update",
-           "assign_all", "coupled_values", "new_value", "plan", "read",
+           "apply_decoupled", "apply_prox", "assign_all", "composes",
+           "coupled_values", "new_value", "plan", "read", "spanned",
            "tf_variable"]
 
 keras = _keras.keras
@@ -196,32 +202,96 @@ def _harmonic_mean(steps):
     return count / total
 
 
-def coupled_values(penalty, rate, metric, proximal_mode):
-    """The new values of a coupled penalty's variables.
-
-    Proximal: `penalty.proximal_update(step)`, where `step` is one tensor
-    of step sizes per variable if the penalty takes them
-    (`per_weight_steps = True`), else one scalar (eta / the mean of D over
-    all its variables). Decoupled: w - eta grad R(w).
+def coupled_values(penalty, rate, metric):
+    """The values of a coupled penalty's variables after its prox:
+    `penalty.proximal_update(step)`, where `step` is one tensor of step
+    sizes per variable if the penalty takes them (`per_weight_steps =
+    True`), else one scalar (eta / the mean of D over all its variables).
     """
     variables = list(penalty.variables)
-    if proximal_mode:
-        step = rate
-        if metric.adaptive:
-            steps = [tf.cast(metric.steps(variable, rate), tf.float32)
-                     for variable in variables]
-            step = (steps if getattr(penalty, "per_weight_steps", False)
-                    else _harmonic_mean(steps))
-        values = list(penalty.proximal_update(step))
-    else:
-        values = [read(variable) - tf.cast(rate, gradient.dtype) * gradient
-                  for variable, gradient in zip(variables,
-                                                penalty.gradients())]
-    if len(values) != len(variables):
+    step = rate
+    if metric.adaptive:
+        steps = [tf.cast(metric.steps(variable, rate), tf.float32)
+                 for variable in variables]
+        step = (steps if getattr(penalty, "per_weight_steps", False)
+                else _harmonic_mean(steps))
+    return variables, _one_per_variable(
+        penalty, list(penalty.proximal_update(step)))
+
+
+def _coupled_gradients(penalty):
+    """The coupled penalty's variables and its gradients, one per variable."""
+    return list(penalty.variables), _one_per_variable(
+        penalty, list(penalty.gradients()))
+
+
+def _one_per_variable(penalty, values):
+    if len(values) != len(penalty.variables):
         raise ValueError(
-            f"Expected {len(variables)} values from the coupled penalty "
-            f"{penalty!r}, one per variable. Received: {len(values)}")
-    return variables, values
+            f"Expected {len(penalty.variables)} values from the coupled "
+            f"penalty {penalty!r}, one per variable. Received: {len(values)}")
+    return values
+
+
+def spanned(penalties):
+    """The ids of the tf.Variables that the coupled `penalties` span."""
+    return {id(tf_variable(variable)) for penalty in penalties
+            for variable in penalty.variables}
+
+
+def composes(update, spanned_ids):
+    """False when `update` is a prox with no exact composition with the
+    coupled penalty spanning its variable (in `spanned_ids`)."""
+    return (update.kind != PROX
+            or id(tf_variable(update.variable)) not in spanned_ids
+            or proximal.composes_with_groups(update.regularizer))
+
+
+def apply_prox(updates, penalties, rate, metric):
+    """Assigns the prox of every update (all PROX) and of the coupled
+    `penalties`, one after the other, their composition on a weight that
+    both cover (see the module docstring)."""
+    spanned_ids = spanned(penalties)
+    variables, values, scaled = [], [], []
+    for update in updates:
+        x = read(update.variable)
+        steps = metric.steps(update.variable, rate)
+        variables.append(update.variable)
+        if id(tf_variable(update.variable)) in spanned_ids:
+            shrunk, scale = proximal.prox_parts(update.regularizer, x, steps)
+            values.append(shrunk)
+            if not isinstance(scale, float):
+                scaled.append((update.variable, scale))
+        else:
+            values.append(proximal.prox(update.regularizer, x, steps))
+    if variables:
+        assign_all(variables, values)
+    for penalty in penalties:
+        assign_all(*coupled_values(penalty, rate, metric))
+    if scaled:
+        assign_all([variable for variable, _ in scaled],
+                   [read(variable) * tf.cast(scale, variable.dtype)
+                    for variable, scale in scaled])
+
+
+def apply_decoupled(updates, penalties, rate, metric):
+    """Assigns w - eta grad R(w) of every update (no PROX) plus the coupled
+    `penalties`' -eta grad G(w), all from the weights before the step."""
+    variables, values, index = [], [], {}
+    for update in updates:
+        index[id(tf_variable(update.variable))] = len(values)
+        variables.append(update.variable)
+        values.append(new_value(update, rate, metric))
+    for penalty in penalties:
+        for variable, gradient in zip(*_coupled_gradients(penalty)):
+            key = id(tf_variable(variable))
+            if key not in index:
+                index[key] = len(values)
+                variables.append(variable)
+                values.append(read(variable))
+            values[index[key]] -= tf.cast(rate, gradient.dtype) * gradient
+    if variables:
+        assign_all(variables, values)
 
 
 def assign_all(variables, values):

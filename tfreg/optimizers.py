@@ -384,6 +384,22 @@ class Regularized(_Base):
                                                 self.regularizer, path))
                     taken.add(id(variable))
         state.updates = _updates.plan(state.entries, self.mode)
+        self._check_composable()
+
+    def _check_composable(self):
+        """Refuses a closed-form prox that does not compose exactly with
+        the coupled penalty on its weight (only l1 |w| + l2 w^2 does)."""
+        spanned_ids = _updates.spanned(self.penalties)
+        for entry, update in zip(self._state.entries, self._state.updates):
+            if not _updates.composes(update, spanned_ids):
+                raise ValueError(validation.message(
+                    "regularizer", update.regularizer,
+                    "an L1, L2, L1L2, priors.Laplace or priors.Normal "
+                    "(loc=0) on a weight that a coupled penalty also covers "
+                    "in mode='proximal': the prox of their sum has no exact "
+                    "composition otherwise. Use mode='decoupled' or leave "
+                    "the weight out (`exclude`)",
+                    note=f" on the weight {entry.path!r}"))
 
     def _check_bound(self):
         if _keras.LEGACY and self._state.model is None:
@@ -394,20 +410,13 @@ class Regularized(_Base):
     def _regularize(self, rate, kinds):
         """Applies the planned updates of `kinds` and, where the mode puts
         them among those, the coupled penalties; `rate` is eta."""
-        variables, values = [], []
-        for update in self._state.updates:
-            if update.kind in kinds:
-                variables.append(update.variable)
-                values.append(_updates.new_value(update, rate, self._metric))
+        updates = [update for update in self._state.updates
+                   if update.kind in kinds]
         proximal_mode = self.mode == "proximal"
-        if (_updates.PROX in kinds) == proximal_mode:
-            for penalty in self.penalties:
-                group, new = _updates.coupled_values(
-                    penalty, rate, self._metric, proximal_mode)
-                variables += group
-                values += new
-        if variables:
-            _updates.assign_all(variables, values)
+        prox = _updates.PROX in kinds
+        penalties = self.penalties if prox == proximal_mode else ()
+        apply = _updates.apply_prox if prox else _updates.apply_decoupled
+        apply(updates, penalties, rate, self._metric)
 
     def _step(self, apply_wrapped):
         """The whole update: decoupled penalties, the wrapped optimizer's
