@@ -233,6 +233,23 @@ class RefusalTest(parameterized.TestCase):
             include="out/bias", penalties=[penalty],
             model=model).build(model.trainable_variables)
 
+    def test_apply_groups_via_loss_keeps_the_anchor_regularizer(self):
+        model = keras.Sequential([
+            keras.Input((D,)),
+            keras.layers.Dense(UNITS, name="hidden",
+                               kernel_regularizer=tfreg.L1(0.1)),
+            keras.layers.Dense(OUT, name="out")])
+        with self.assertRaises(ValueError) as raised:
+            tfreg.apply_groups(model, tfreg.channel_groups(model),
+                               tfreg.GroupLasso(0.1))
+        self.assertEqual(
+            str(raised.exception),
+            "Invalid value for argument `via`. Expected 'optimizer' when the "
+            "weight that would carry the coupled penalty already has a "
+            "regularizer (pass both to tfreg.optimizers.Regularized, whose "
+            "proximal mode applies both). Received: via='loss' with "
+            "L1(l1=0.1) on 'hidden/kernel'")
+
 
 if __name__ == "__main__":
     absltest.main()

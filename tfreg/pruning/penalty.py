@@ -181,7 +181,8 @@ def apply_groups(model, groups, regularizer, via="loss"):
         axis is not used: the groups say which entries go together).
       via: "loss": the penalty counts in `model.losses` (it becomes the
         regularizer of its first variable, computing the whole coupled
-        penalty), so any optimizer minimizes it; a
+        penalty; ValueError if it already has another regularizer), so
+        any optimizer minimizes it; a
         `tfreg.optimizers.Regularized` given the model takes it from there
         as a coupled penalty. "optimizer": nothing is
         attached; pass the returned penalty to
@@ -206,5 +207,14 @@ def apply_groups(model, groups, regularizer, via="loss"):
         anchor = penalty.variables[0]
         owner = next(piece.layer for group in penalty.groups
                      for piece in group.slices if piece.variable is anchor)
+        held = walk.regularizer_of(owner, anchor)
+        if held is not None and not isinstance(held, CoupledGroupLasso):
+            # The anchor holds one regularizer: it would replace this one.
+            name = f"{owner.name}/{walk.weight_name(anchor)}"
+            raise ValueError(validation.message(
+                "via", via, "'optimizer' when the weight that would carry the "
+                "coupled penalty already has a regularizer (pass both to "
+                "tfreg.optimizers.Regularized, whose proximal mode applies "
+                "both)", note=f" with {held!r} on {name!r}"))
         walk.set_regularizer(owner, anchor, penalty)
     return penalty
