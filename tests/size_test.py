@@ -138,6 +138,32 @@ class SizeJobTest(absltest.TestCase):
                             name)
 
 
+class MagnitudeBaselineTest(absltest.TestCase):
+
+    def test_a_layer_of_small_weights_keeps_its_share(self):
+        # Two hidden layers of 8 units; the second's groups (its kernel's
+        # columns, the logits kernel's rows) are 100x smaller overall, as
+        # after a wide fan-in. Halving the parameters by magnitude must
+        # narrow both layers, not empty the second.
+        keras.utils.set_random_seed(0)
+        features = keras.Input((6,))
+        hidden = keras.layers.Dense(8, activation="relu", name="a")(features)
+        hidden = keras.layers.Dense(8, activation="relu", name="b")(hidden)
+        model = keras.Model(features, keras.layers.Dense(3, name="logits")(
+            hidden))
+        for name in ("b", "logits"):
+            layer = model.get_layer(name)
+            layer.kernel.assign(layer.kernel.numpy() * 0.01)
+        small = size._down_to(
+            size._magnitude_order(list(size.tfreg.channel_groups(model))),
+            model, model.count_params() // 2)
+        widths = {layer.name: layer.units for layer in small.layers
+                  if layer.name in ("a", "b")}
+        self.assertLessEqual(small.count_params(), model.count_params() // 2)
+        self.assertGreater(widths["b"], 1)
+        self.assertLess(widths["a"], 8)
+
+
 class SizeErrorTest(parameterized.TestCase):
     """Bad input: one line on stderr, exit code 2."""
 

@@ -192,15 +192,25 @@ def _uniform_order(groups):
 
 
 def _magnitude_order(groups):
-    """Group indices by the RMS of their trainable entries, smallest first
-    (the L2 importance of Li et al. 2017 and Torch-Pruning, per entry)."""
+    """Group indices by the RMS of their trainable entries divided by the
+    mean of that RMS over their layer's groups, smallest first (the L2
+    importance of Li et al. 2017 with Torch-Pruning's mean normalizer).
+    Unnormalized, a layer whose weights are smaller overall (a wider fan-in)
+    would lose all its groups before another lost any."""
     def rms(group):
         values = [np.take(piece.variable.numpy(), piece.indices,
                           axis=piece.axis).ravel()
                   for piece in group.trainable_slices()]
         values = np.concatenate(values)
         return float(np.sqrt(np.mean(values ** 2)))
-    return sorted(range(len(groups)), key=lambda index: rms(groups[index]))
+    by_layer = {}
+    for index, group in enumerate(groups):
+        by_layer.setdefault(group.units[0][0], []).append(index)
+    importance = {}
+    for indices in by_layer.values():
+        values = np.array([rms(groups[index]) for index in indices])
+        importance.update(zip(indices, values / max(values.mean(), 1e-12)))
+    return sorted(range(len(groups)), key=importance.__getitem__)
 
 
 def _baselines(start, dataset, target, architecture, seeds, epochs):
