@@ -159,7 +159,10 @@ class Regularized(_Base):
       regularizer: Optional regularizer applied through the optimizer to
         the trainable weights that `include`/`exclude` select and that have
         no regularizer of their own on the model. Nothing is attached to
-        the layers; it is saved in this optimizer's config.
+        the layers; it is saved in this optimizer's config. On a weight a
+        coupled penalty also covers, both apply (`tfreg._updates`); in
+        proximal mode a closed-form prox other than l1 |w| + l2 w^2 there
+        raises ValueError when the optimizer is built.
       include: None (kernels and embeddings: a last path component ending
         in "kernel", or "embeddings") or a regular expression searched in
         the variable's path (Keras 3 `variable.path`, tf_keras the
