@@ -209,7 +209,7 @@ def apply_groups(model, groups, regularizer, via="loss"):
                      for piece in group.slices if piece.variable is anchor)
         held = walk.regularizer_of(owner, anchor)
         if held is not None and not isinstance(held, CoupledGroupLasso):
-            # The anchor holds one regularizer: it would replace this one.
+            # A weight holds one regularizer: the penalty would replace it.
             name = f"{owner.name}/{walk.weight_name(anchor)}"
             raise ValueError(validation.message(
                 "via", via, "'optimizer' when the weight that would carry the "
