@@ -18,8 +18,7 @@ verdict's shrunk architecture trained from new weights for the epochs the
 candidate trained after the start (`scratch`); every prunable layer
 narrowed by one factor, trained the same way (`uniform`); and the start
 model's coupled groups of smallest RMS (relative to their layer's mean)
-removed down to that count, then the
-candidate's fine-tune (`magnitude`). The verdict, the smallest candidate
+removed down to that count, then the candidate's fine-tune (`magnitude`). The verdict, the smallest candidate
 within `max_drop` points of the unpruned validation accuracy, is chosen on
 the validation split and reported on the held-out test split.
 """
