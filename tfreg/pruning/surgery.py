@@ -500,11 +500,13 @@ def shrink(model, tolerance=0.0, groups=None, check=True, probe=None):
                               "tfreg.channel_groups(model)) or None"))
     batch = _probe_batch(model_graph, probe)
     values = _Values()
-    removed, kept = _removable(model_graph, groups, tolerance, batch, values)
+    with groups_lib._without_gc():  # pylint: disable=protected-access
+        removed, kept = _removable(model_graph, groups, tolerance, batch,
+                                   values)
+        small = _build(model, model_graph, groups, removed, values)
     for group, reason in kept:
         warnings.warn(f"shrink keeps the zero group {group!r}: {reason}.",
                       stacklevel=2)
-    small = _build(model, model_graph, groups, removed, values)
     if check and removed:
         expected = _run(model, model_graph.input, batch)
         difference = _difference(expected, small, model_graph.input, batch)
