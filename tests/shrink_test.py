@@ -1,5 +1,6 @@
 """Coupled channel groups, their group lasso and `tfreg.shrink`."""
 
+import gc
 import os
 import tempfile
 from unittest import mock
@@ -161,6 +162,22 @@ class ChannelGroupsTest(parameterized.TestCase):
             ("c2", "kernel", 3, "kernel"): (0,),
             ("c2", "bias", 0, "other"): (0,),
             ("out", "kernel", 0, "consumer"): (0,)})
+
+    def test_slices_come_in_the_order_they_were_traced(self):
+        groups = tfreg.channel_groups(residual_block())
+        self.assertEqual(
+            [(piece.layer.name, _short(piece.variable))
+             for piece in groups[0].slices],
+            [("stem", "kernel"), ("stem", "bias"), ("c1", "kernel"),
+             ("c2", "kernel"), ("c2", "bias"), ("out", "kernel")])
+
+    def test_the_garbage_collector_is_on_after_tracing_and_shrinking(self):
+        model = residual_block()
+        tfreg.shrink(model, groups=tfreg.channel_groups(model))
+        self.assertTrue(gc.isenabled())
+        with self.assertRaises(TypeError):
+            tfreg.channel_groups("not a model")
+        self.assertTrue(gc.isenabled())
 
     def test_concatenation_maps_by_offset(self):
         groups = tfreg.channel_groups(concatenation())
