@@ -67,9 +67,7 @@ class LayerRule:
     `trace(tracer, call, inputs)`: `call` has `layer`, `inputs` and
     `outputs` (symbolic tensors); `inputs` are their channel maps (lists of
     nodes per channel, or None). Record slices with
-    `tracer.attach(node, layer, variable, axis, index, role)` (or
-    `tracer.attach_all(nodes, layer, variable, axis, role)`: entry i for
-    `nodes[i]`), new units
+    `tracer.attach(node, layer, variable, axis, index, role)`, new units
     with `tracer.unit(layer, index)`, and return one map per output;
     `tracer.end(call, inputs, reason)` ends the coupling.
 
