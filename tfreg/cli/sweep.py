@@ -5,11 +5,11 @@ import dataclasses
 import tfreg
 from tfreg.cli import UsageError
 
-# Proximal strengths: an L1 or group threshold of learning rate x strength
-# per step has to outrun Adam's steps (of about the learning rate) to leave
-# weights at exactly 0.
-PROXIMAL_L1 = (1e-2, 3e-2, 1e-1)
-PROXIMAL_GROUP = (1e-2, 3e-2, 1e-1)
+# The loss rows' strengths: the proximal rows run on the same grids, since
+# the proximal step is taken in Adam's own metric (a strength means about
+# the same on both paths).
+L1_STRENGTHS = (1e-5, 1e-4, 3e-4, 1e-3)
+GROUP_STRENGTHS = (1e-4, 1e-3, 3e-3, 1e-2)
 # How many strengths of each family run: "quick" one, "default" the family's
 # default subset, "all" every value listed.
 STRENGTHS = ("quick", "default", "all")
@@ -59,16 +59,13 @@ FAMILIES = (
     Family("none"),
     Family("l2", "L2", "l2", (1e-4, 1e-3, 3e-3, 1e-2), (1, 3), 1,
            shared=True),
-    Family("l1", "L1", "l1", (1e-5, 1e-4, 3e-4, 1e-3), (1, 3), 1,
-           shared=True),
-    Family("group_lasso", "GroupLasso", "factor", (1e-4, 1e-3, 3e-3, 1e-2),
+    Family("l1", "L1", "l1", L1_STRENGTHS, (1, 3), 1, shared=True),
+    Family("group_lasso", "GroupLasso", "factor", GROUP_STRENGTHS,
            (0, 2), 1, aliases=("grouplasso",), shared=True),
-    # The proximal step is not preconditioned by Adam, so the same penalty
-    # acts more weakly there than through the loss: larger strengths.
-    Family("l1_proximal", "L1", "l1", PROXIMAL_L1, (2,), 2,
+    Family("l1_proximal", "L1", "l1", L1_STRENGTHS, (3,), 3,
            mode="proximal", shared=True),
-    Family("group_lasso_proximal", "GroupLasso", "factor", PROXIMAL_GROUP,
-           (2,), 2, mode="proximal", shared=True),
+    Family("group_lasso_proximal", "GroupLasso", "factor", GROUP_STRENGTHS,
+           (1,), 1, mode="proximal", shared=True),
     Family("laplace", "priors.Laplace", "scale", (30.0, 10.0, 3.0, 1.0),
            (0, 2), 1),
     Family("horseshoe", "priors.Horseshoe", "scale", (100.0, 10.0, 1.0, 0.1),
