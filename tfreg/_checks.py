@@ -188,6 +188,16 @@ def axis(name, value):
     return int(value)
 
 
+def known_keys(config, expected, where):
+    """Raises ValueError naming the keys of `config` (a dict) outside
+    `expected` (shown as given), found in `where` ("a ... config")."""
+    unknown = sorted(set(config) - set(expected), key=str)
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) {short_repr(unknown)} in {where}. Expected a "
+            f"subset of {expected}.")
+
+
 def choice(name, value, options):
     """One of `options` (strings), with Keras' message word for word.
 

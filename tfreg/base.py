@@ -7,6 +7,7 @@ import tensorflow as tf
 # No public API tells whether a gradient tape is recording.
 from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
 
+from tfreg import _checks
 from tfreg import _keras
 from tfreg import penalties
 from tfreg import strength
@@ -114,12 +115,8 @@ class Regularizer(_keras.Regularizer, tf.__internal__.tracking.Trackable):
             raise TypeError(validation.message(
                 "config", config, f"a dict config for {cls.__name__} ({{}} "
                 "for the defaults)"))
-        unknown = sorted(set(config) - set(cls.config_keys()), key=str)
-        if unknown:
-            raise ValueError(
-                f"Unknown key(s) {validation.short_repr(unknown)} in the "
-                f"config of {cls.__name__}. Expected a subset of "
-                f"{list(cls.config_keys())}.")
+        _checks.known_keys(config, list(cls.config_keys()),
+                           f"the config of {cls.__name__}")
         return cls(**config)
 
     def strength_arguments(self):

@@ -43,6 +43,7 @@ import weakref
 
 import tensorflow as tf
 
+from tfreg import _checks
 from tfreg import _keras
 from tfreg import _updates
 from tfreg import serialization
@@ -478,12 +479,8 @@ class Regularized(_Base):
         if not isinstance(config, dict):
             raise ValueError(validation.message(
                 "config", config, "a dict made by Regularized.get_config"))
-        unknown = sorted(set(config) - _CONFIG_KEYS, key=str)
-        if unknown:
-            raise ValueError(
-                f"Unknown key(s) {validation.short_repr(unknown)} in a "
-                "tfreg.optimizers.Regularized config. Expected a subset of "
-                f"{sorted(_CONFIG_KEYS)}.")
+        _checks.known_keys(config, sorted(_CONFIG_KEYS),
+                           "a tfreg.optimizers.Regularized config")
         # Keras' deserialize edits the config it reads.
         config = copy.deepcopy(config)
         try:

@@ -11,6 +11,7 @@ never imports a module or calls anything but a registered class's
 
 import re
 
+from tfreg import _checks
 from tfreg import _keras
 from tfreg import base
 from tfreg import validation
@@ -124,11 +125,7 @@ def deserialize(config, custom_objects=None):
     if not isinstance(config, dict):
         raise TypeError(validation.message(
             "config", config, "a regularizer name (str) or a config dict"))
-    unknown = sorted(set(config) - _OUTER_KEYS, key=str)
-    if unknown:
-        raise ValueError(
-            f"Unknown key(s) {validation.short_repr(unknown)} in a "
-            f"regularizer config. Expected a subset of {sorted(_OUTER_KEYS)}.")
+    _checks.known_keys(config, sorted(_OUTER_KEYS), "a regularizer config")
     for key in ("module", "registered_name"):
         if not isinstance(config.get(key), (str, type(None))):
             raise TypeError(
