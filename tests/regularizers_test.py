@@ -262,9 +262,10 @@ class RegularizersTest(battery.battery(CASES)):
                     tf.cast(gradient, tf.float64).numpy()).all())
 
     def test_rejects_integer_inputs(self):
-        with self.assertRaisesRegex(
-                TypeError, "L2 expects a floating-point tensor. Received: "
-                "x.dtype=int32"):
+        with self.assertRaisesWithLiteralMatch(
+                TypeError, "Invalid value for argument `x`. Expected a "
+                "floating-point tensor (L2). Received: x=<a tensor of dtype "
+                "int32>"):
             tfreg.L2()(tf.constant([1, 2]))
 
     def test_half_precision_sum_does_not_overflow(self):

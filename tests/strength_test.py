@@ -285,9 +285,10 @@ class StrengthTest(parameterized.TestCase):
         for value in (None, tf.ones(2)):
             with self.subTest(value=value):
                 with self.assertRaisesRegex(
-                        TypeError, "The schedule of Strength 'l2' must return "
-                        "a finite float >= 0 that float32 holds. Received: .* "
-                        "for epoch 0"):
+                        TypeError, "Invalid value for argument `schedules`. "
+                        "Expected callables returning a finite float >= 0 "
+                        "that float32 holds. Received: schedules=[{]'l2': <a "
+                        "callable that returned .* for epoch 0>[}]"):
                     model.fit(x, y, epochs=1, verbose=0, callbacks=[
                         tfreg.StrengthScheduler({"l2": lambda epoch, v=value: v})])
 

@@ -198,9 +198,10 @@ class SchedulerTest(parameterized.TestCase):
         for per in ("epoch", "step"):
             with self.subTest(per=per):
                 with self.assertRaisesRegex(
-                        error, "^The schedule of Strength 'l2' must return a "
-                        "finite float >= 0 that float32 holds. Received: "
-                        f"{shown}.* for {per} 3.$"):
+                        error, "^Invalid value for argument `schedules`. "
+                        "Expected callables returning a finite float >= 0 "
+                        "that float32 holds. Received: schedules=[{]'l2': "
+                        f"<a callable that returned {shown}.* for {per} 3>[}}]$"):
                     self._run(lambda index: value, per)
                 self.assertEqual(self.strength.value, 0.125)
 
@@ -220,7 +221,7 @@ class SchedulerTest(parameterized.TestCase):
 
     def test_a_string_is_refused_in_fit(self):
         x = np.ones((4, 3), np.float32)
-        with self.assertRaisesRegex(TypeError, "Received: '0.5' for epoch 0"):
+        with self.assertRaisesRegex(TypeError, "returned '0.5' for epoch 0>"):
             self.model.fit(x, np.ones((4, 2)), epochs=1, verbose=0, callbacks=[
                 tfreg.StrengthScheduler({"l2": lambda epoch: "0.5"})])
         self.assertEqual(self.strength.value, 0.125)

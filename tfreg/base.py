@@ -85,9 +85,9 @@ class Regularizer(_keras.Regularizer, tf.__internal__.tracking.Trackable):
     def _call(self, x):
         x = tf.convert_to_tensor(x)
         if not x.dtype.is_floating:
-            raise TypeError(
-                f"{type(self).__name__} expects a floating-point tensor. "
-                f"Received: x.dtype={x.dtype.name}")
+            raise TypeError(validation.message(
+                "x", x, f"a floating-point tensor ({type(self).__name__})",
+                shown=f"<a tensor of dtype {x.dtype.name}>"))
         dtype = accumulation_dtype(x.dtype)
         with strength.compute_dtype(dtype):
             return self.penalty(tf.cast(x, dtype))

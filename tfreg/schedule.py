@@ -96,11 +96,12 @@ class StrengthScheduler(_keras.keras.callbacks.Callback):
         try:
             return validation.non_negative_float("value", value)
         except (TypeError, ValueError) as error:
-            raise type(error)(
-                f"The schedule of Strength {name!r} must return a finite "
-                "float >= 0 that float32 holds. Received: "
-                f"{validation.short_repr(value)} "
-                f"for {self.per} {index}.") from None
+            raise type(error)(validation.message(
+                "schedules", self.schedules,
+                "callables returning a finite float >= 0 that float32 holds",
+                shown=f"{{{name!r}: <a callable that returned "
+                      f"{validation.short_repr(value)} for {self.per} "
+                      f"{index}>}}")) from None
 
     def _apply(self, index):
         for name in self.schedules:
