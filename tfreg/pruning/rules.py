@@ -77,6 +77,9 @@ class LayerRule:
 
     `flops(call)`: 2 x multiply-adds of one example (default 0).
 
+    `rebuild(layer, config)`: the new layer from its rewritten config
+    (default `type(layer).from_config(config)`).
+
     A constant input channel is folded into the bias only by a `Producer`
     with `fold=True` (kernels that sum input rows: Dense, "valid"
     convolutions); other rules keep such a channel.
@@ -95,6 +98,9 @@ class LayerRule:
     def flops(self, call):
         del call
         return 0
+
+    def rebuild(self, layer, config):
+        return type(layer).from_config(config)
 
 
 class EndsCoupling(LayerRule):
@@ -529,13 +535,21 @@ def _heads(tracer, layer, attention):
 
 
 class _TransformerEncoder(LayerRule):
-    """keras_hub's TransformerEncoder: its feed-forward units are units;
-    its residual stream, normalized across channels, ends the coupling.
-    Its heads stay: their width is the stream's width over `num_heads`."""
+    """keras_hub's TransformerEncoder: its attention heads and feed-forward
+    units are units; its residual stream, normalized across channels, ends
+    the coupling.
 
-    description = ("feed-forward units are units (`intermediate_dim` "
-                   "rewritten); the residual stream ends the coupling; the "
-                   "heads stay (their width follows from `num_heads`)")
+    keras_hub gives each head hidden_dim // num_heads units: with heads
+    removed the encoder is rebuilt as a `hub.PrunedTransformerEncoder`,
+    whose heads keep their width (`key_dim`). The heads of a subclass
+    (another build) stay.
+    """
+
+    description = ("attention heads and feed-forward units are units "
+                   "(`num_heads`, `intermediate_dim` rewritten; with heads "
+                   "removed it is rebuilt as "
+                   "`tfreg>PrunedTransformerEncoder`, whose heads keep "
+                   "their width); the residual stream ends the coupling")
 
     def trace(self, tracer, call, inputs):
         layer = call.layer
@@ -545,6 +559,8 @@ class _TransformerEncoder(LayerRule):
             return tracer.end(call, inputs, "cross-attention")
         tracer.end(call, inputs, "its residual stream is normalized across "
                                  "channels")
+        if _rebuilds_heads(layer):
+            _heads(tracer, layer, layer._self_attention_layer)  # pylint: disable=protected-access
         for index in range(intermediate.kernel.shape[-1]):
             node = tracer.unit(layer, index)
             tracer.attach(node, layer, intermediate.kernel, -1, index, KERNEL)
@@ -554,8 +570,39 @@ class _TransformerEncoder(LayerRule):
         return [None] * len(call.outputs)
 
     def config(self, layer, sizes):
-        return {"intermediate_dim": sizes.size(
-            layer._feedforward_intermediate_dense.kernel, 1)}  # pylint: disable=protected-access
+        attention = layer._self_attention_layer  # pylint: disable=protected-access
+        heads = sizes.size(attention._value_dense.kernel, 1)  # pylint: disable=protected-access
+        config = {"intermediate_dim": sizes.size(
+            layer._feedforward_intermediate_dense.kernel, 1),  # pylint: disable=protected-access
+                  "num_heads": heads}
+        if heads != layer.num_heads:
+            config["key_dim"] = attention._query_dense.kernel.shape[-1]  # pylint: disable=protected-access
+        return config
+
+    def rebuild(self, layer, config):
+        if "key_dim" not in config:
+            return super().rebuild(layer, config)
+        from tfreg.pruning import hub  # pylint: disable=import-outside-toplevel
+        return hub.PrunedTransformerEncoder.from_config(config)
+
+
+class _PrunedTransformerEncoderOnLoad:
+    """Stands for `hub.PrunedTransformerEncoder` in Keras' registry, so
+    that a saved shrunk model loads without importing keras_hub at
+    `import tfreg`; importing `hub` registers the class itself."""
+
+    @staticmethod
+    def from_config(config):
+        from tfreg.pruning import hub  # pylint: disable=import-outside-toplevel
+        return hub.PrunedTransformerEncoder.from_config(config)
+
+
+def _rebuilds_heads(layer):
+    """Whether `layer` is keras_hub's TransformerEncoder or tfreg's pruned
+    one, whose heads `_TransformerEncoder.rebuild` can rebuild."""
+    from tfreg.pruning import hub  # pylint: disable=import-outside-toplevel
+    return type(layer) in (hub.keras_hub.layers.TransformerEncoder,
+                           hub.PrunedTransformerEncoder)
 
 
 class _Embedding(Producer):
@@ -781,6 +828,10 @@ def _register_defaults():
     _NAMED_RULES["CustomScaleLayer"] = _Merge()
     _NAMED_RULES["TFOpLambda"] = _TFOpLambda()
     _NAMED_RULES["TransformerEncoder"] = _TransformerEncoder()
+    if not _keras.LEGACY:
+        keras.saving.get_custom_objects().setdefault(
+            f"{_keras.PACKAGE}>PrunedTransformerEncoder",
+            _PrunedTransformerEncoderOnLoad)
     for name in _ELEMENTWISE_OPS:
         _OP_RULES[name] = _ElementwiseOp()
     for name in _BINARY_OPS:

@@ -405,7 +405,7 @@ def _build(model, model_graph, groups, removed, values):
             return type(layer).from_config(layer.get_config())
         config = layer.get_config()
         config.update(plans[id(layer)][0])
-        return type(layer).from_config(config)
+        return rules.rule_for(layer).rebuild(layer, config)
 
     small = keras.models.clone_model(model, clone_function=clone)
     for new_layer in small.layers:
