@@ -185,6 +185,28 @@ class BertHeadsTest(absltest.TestCase):
         self.assertFalse(np.allclose(
             attention._query_dense.kernel.numpy(), before_kernel))  # pylint: disable=protected-access
 
+    def test_a_text_classifier_takes_the_shrunk_backbone(self):
+        import keras_hub  # pylint: disable=g-import-not-at-top
+
+        path = os.path.join(tempfile.mkdtemp(), "small.keras")
+        self.small.save(path)
+        small = keras.saving.load_model(path)  # Trained below.
+        classifier = keras_hub.models.BertTextClassifier(
+            backbone=small, num_classes=3, preprocessor=None)
+        np.testing.assert_allclose(
+            classifier.predict(self.x, verbose=0),
+            classifier.output_dense(self.small(self.x)["pooled_output"]),
+            atol=1e-6)
+        classifier.compile(optimizer=keras.optimizers.SGD(0.05),
+                           loss="sparse_categorical_crossentropy")
+        classifier.fit(self.x, np.array([0, 1, 2]), epochs=1, verbose=0)
+        path = os.path.join(os.path.dirname(path), "classifier.keras")
+        classifier.save(path)
+        loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+        np.testing.assert_allclose(loaded.predict(self.x, verbose=0),
+                                   classifier.predict(self.x, verbose=0),
+                                   atol=1e-6)
+
     def test_a_shrunk_backbone_shrinks_again(self):
         path = os.path.join(tempfile.mkdtemp(), "small.keras")
         self.small.save(path)
