@@ -97,6 +97,15 @@ class SizeJobTest(absltest.TestCase):
             size_models.accuracy(saved, dataset.x_test, dataset.y_test))
         self.assertGreater(self.entry["first_evaluation"]["val"], 0.8)
 
+    def test_fine_tune_rate_scales_the_saved_optimizer(self):
+        dataset = size._data(self.data, None, 0, image=False)
+        start = size_models.loaded(self.model, dataset, [0])
+        optimizer = start.optimizer(size.FINE_TUNE_RATE)
+        self.assertIsInstance(optimizer, keras.optimizers.Adam)
+        self.assertAlmostEqual(
+            float(np.asarray(optimizer.learning_rate)),
+            1e-2 * size.FINE_TUNE_RATE, places=7)
+
     def test_rows_and_baselines(self):
         methods = [row["method"] for row in self.entry["rows"]]
         self.assertEqual(methods, [
@@ -136,6 +145,25 @@ class SizeJobTest(absltest.TestCase):
         for name in ("report.md", "results.json", "accuracy-vs-params.png"):
             self.assertTrue(os.path.isfile(os.path.join(self.out, name)),
                             name)
+
+
+class BuiltInStartTest(absltest.TestCase):
+
+    def test_one_start_model_per_seed(self):
+        # The unpruned row is then a mean over the seeds its pruned rows
+        # use, not one start model's figure.
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        with mock.patch.object(size_models, "MLP_UNITS", (6,)):
+            ((start, dataset),) = size._starts(
+                None, _blobs(directory), None, [3, 4], base_epochs=1)
+        self.assertEqual(sorted(start.models), [3, 4])
+        first, second = (start.models[seed].get_weights()[0]
+                         for seed in (3, 4))
+        self.assertFalse(np.allclose(first, second))
+        self.assertLen(start.distinct(), 2)
+        self.assertIs(start.model, start.models[3])
+        self.assertEqual(start.model.input_shape[1:], dataset.x_train.shape[1:])
 
 
 class MagnitudeBaselineTest(absltest.TestCase):

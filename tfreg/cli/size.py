@@ -1,10 +1,11 @@
 """`tfreg size`: how small can a trained model get, at what accuracy.
 
 From a trained classifier (the user's, weights kept, or the built-in MLP and
-residual CNN trained on digits), each candidate trains on with a structured
-penalty through `tfreg.optimizers.Regularized(mode="proximal")` at a sweep
-of strengths, is shrunk by `tfreg.shrink` (exactly-zero channel groups
-removed, same function) and fine-tuned, once per seed. Candidates:
+residual CNN trained on digits once per seed), each candidate trains on with
+a structured penalty through `tfreg.optimizers.Regularized(mode="proximal")`
+at a sweep of strengths, is shrunk by `tfreg.shrink` (exactly-zero channel
+groups removed, same function) and fine-tuned at FINE_TUNE_RATE times the
+learning rate, once per seed. Candidates:
 
     group_lasso          factor * sum_g sqrt(p_g) ||W_g||_2 over the coupled
                          channel groups (`tfreg.channel_groups`)
@@ -13,12 +14,13 @@ removed, same function) and fine-tuned, once per seed. Candidates:
     slimming             factor * sum |gamma| on BatchNormalization's scales
                          (a channel whose gamma is 0 is a constant, folded)
 
-Baselines at the parameter count of the verdict: the unpruned model; the
-verdict's shrunk architecture trained from new weights for the epochs the
-candidate trained after the start (`scratch`); every prunable layer
-narrowed by one factor, trained the same way (`uniform`); and the start
-model's coupled groups of smallest RMS (relative to their layer's mean)
-removed down to that count, then the candidate's fine-tune (`magnitude`). The verdict, the smallest candidate
+Baselines at the parameter count of the verdict: the unpruned model (the
+mean over the seeds' start models); the verdict's shrunk architecture
+trained from new weights for the epochs the candidate trained after the
+start (`scratch`); every prunable layer narrowed by one factor, trained the
+same way (`uniform`); and the start model's coupled groups of smallest RMS
+(relative to their layer's mean) removed down to that count, then the
+candidate's fine-tune (`magnitude`). The verdict, the smallest candidate
 within `max_drop` points of the unpruned validation accuracy, is chosen on
 the validation split and reported on the held-out test split.
 """
@@ -45,8 +47,11 @@ keras = _keras.keras
 
 SPARSE_L1_SHARE = 1.0
 # Strengths per preset and candidate (the same grid on every path: the
-# proximal step thresholds with Adam's own per-weight step sizes).
+# proximal step thresholds with Adam's own per-weight step sizes). The
+# `tiny` preset is a smoke run (the bench's --tiny): its numbers mean nothing.
 STRENGTHS = {
+    "tiny": {"group_lasso": (3e-4,), "sparse_group_lasso": (1e-3,),
+             "slimming": (1e-2,)},
     "quick": {"group_lasso": (1.5e-4, 3e-4), "sparse_group_lasso": (1e-3,),
               "slimming": (1e-2, 1.5e-2)},
     "default": {"group_lasso": (1e-4, 1.5e-4, 2e-4, 3e-4),
@@ -55,9 +60,13 @@ STRENGTHS = {
 }
 # Epochs: training the built-in start models, the penalized phase, and the
 # fine-tune of the shrunk model.
-EPOCHS = {"quick": (20, 8, 5), "default": (60, 30, 20)}
+EPOCHS = {"tiny": (1, 1, 1), "quick": (20, 8, 5), "default": (60, 30, 20)}
+# The fine-tunes (of a shrunk model, and of the magnitude baseline) run at
+# this share of the start optimizer's learning rate: they refine weights
+# that are already trained, which the full rate would partly undo.
+FINE_TUNE_RATE = 0.3
 LATENCY_BATCHES = (1, 64)
-LATENCY_REPEATS = {"quick": 15, "default": 50}
+LATENCY_REPEATS = {"tiny": 3, "quick": 15, "default": 50}
 
 
 def _data(data, target, seed, image):
@@ -78,22 +87,26 @@ def _data(data, target, seed, image):
     return dataset
 
 
-def _starts(model, data, target, seed, base_epochs):
+def _starts(model, data, target, seeds, base_epochs):
     """[(Start, dataset)]: the user's model, or the built-in ones trained
-    with Adam for `base_epochs` (the CNN on digits' 8x8 images only)."""
+    with Adam for `base_epochs`, once per seed (the CNN on digits' 8x8
+    images only). The data split is the first seed's."""
     if model is not None:
-        dataset = _data(data, target, seed, image=False)
-        return [(models.loaded(model, dataset), dataset)]
+        dataset = _data(data, target, seeds[0], image=False)
+        return [(models.loaded(model, dataset, seeds), dataset)]
     builds = [(models.mlp, False)]
     if data in (None, "digits"):
         builds.append((models.residual_cnn, True))
     starts = []
     for build, image in builds:
-        dataset = _data(data, target, seed, image)
-        network = build(dataset.x_train.shape[1:], dataset.num_classes, seed)
-        start = models.Start(network.name, network, models.adam, True,
-                             f"built-in, trained {base_epochs} epochs (Adam)")
-        models.fit(network, start, dataset, base_epochs, seed)
+        dataset = _data(data, target, seeds[0], image)
+        networks = {seed: build(dataset.x_train.shape[1:],
+                                dataset.num_classes, seed) for seed in seeds}
+        start = models.Start(networks[seeds[0]].name, networks, models.adam,
+                             True, f"built-in, trained {base_epochs} epochs "
+                             "(Adam) per seed")
+        for seed, network in networks.items():
+            models.fit(network, start, dataset, base_epochs, seed)
         starts.append((start, dataset))
     return starts
 
@@ -129,11 +142,12 @@ def _candidate(start, dataset, method, strength, seeds, epochs):
     per seed, and the last seed's model."""
     runs, small = [], None
     for seed in seeds:
-        model = models.copy(start.model)
+        model = models.copy(start.models[seed])
         models.fit(model, start, dataset, epochs[0], seed,
                    **_penalize(method, model, strength))
         small = _shrink(model)
-        models.fit(small, start, dataset, epochs[1], seed)
+        models.fit(small, start, dataset, epochs[1], seed,
+                   rate_scale=FINE_TUNE_RATE)
         runs.append(_evaluate(small, dataset))
     return runs, small
 
@@ -215,11 +229,10 @@ def _magnitude_order(groups):
 
 def _baselines(start, dataset, target, architecture, seeds, epochs):
     """{name: (runs, model)} of the scratch, uniform and magnitude
-    baselines at about `target` parameters."""
+    baselines at about `target` parameters (magnitude: pruned from each
+    seed's start model)."""
     groups = tfreg.channel_groups(start.model)
     uniform = _down_to(_uniform_order(list(groups)), start.model, target)
-    magnitude = _down_to(_magnitude_order(list(groups)), start.model,
-                         target)
     out = {}
     for name, shape in (("scratch", architecture), ("uniform", uniform)):
         runs = []
@@ -228,10 +241,15 @@ def _baselines(start, dataset, target, architecture, seeds, epochs):
             models.fit(model, start, dataset, sum(epochs), seed)
             runs.append(_evaluate(model, dataset))
         out[name] = (runs, model)
-    runs = []
+    runs, pruned = [], {}
     for seed in seeds:
-        model = models.copy(magnitude)
-        models.fit(model, start, dataset, epochs[1], seed)
+        origin = start.models[seed]
+        if id(origin) not in pruned:
+            pruned[id(origin)] = _down_to(_magnitude_order(list(
+                tfreg.channel_groups(origin))), origin, target)
+        model = models.copy(pruned[id(origin)])
+        models.fit(model, start, dataset, epochs[1], seed,
+                   rate_scale=FINE_TUNE_RATE)
         runs.append(_evaluate(model, dataset))
     out["magnitude"] = (runs, model)
     return out
@@ -318,15 +336,16 @@ def run(model=None, data=None, target=None, preset="default", seeds=3,
                "epochs": {"start": base_epochs, "penalized": epochs[0],
                           "fine_tune": epochs[1]},
                "models": []}
-    starts = _starts(model, data, target, seed, base_epochs)
+    starts = _starts(model, data, target, run_seeds, base_epochs)
     latency_dir = tempfile.mkdtemp(prefix="tfreg-size-")
     for start, dataset in starts:
         stderr.write(f"model {start.name}: {start.source}; data "
                      f"{dataset.name}: {len(dataset.x_train)} train / "
                      f"{len(dataset.x_val)} validation / "
                      f"{len(dataset.x_test)} test rows\n")
-        unpruned = _evaluate(start.model, dataset)
-        rows = [report.row("unpruned", None, [unpruned], start.model)]
+        unpruned = [_evaluate(network, dataset)
+                    for network in start.distinct()]
+        rows = [report.row("unpruned", None, unpruned, start.model)]
         methods = [method for method in STRENGTHS[preset]
                    if method != "slimming" or _has_batch_norm(start.model)]
         for method in methods:
@@ -364,7 +383,7 @@ def run(model=None, data=None, target=None, preset="default", seeds=3,
         summary["models"].append({
             "name": start.name, "source": start.source,
             "data": dataset.describe(), "test_rows": len(dataset.x_test),
-            "first_evaluation": unpruned,
+            "first_evaluation": unpruned[0],
             "rows": [report.plain(row) for row in rows],
             "verdict": {key: value for key, value in verdict.items()
                         if key != "row"},

@@ -5,6 +5,7 @@ batches.
 """
 
 import dataclasses
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -31,15 +32,29 @@ MLP_UNITS = (500, 300)
 class Start:
     """A trained model to shrink and how to train its relatives.
 
-    `optimizer()` makes a fresh optimizer of the kind the model was trained
-    with (its own, when saved compiled; else Adam); `from_logits` says
-    whether the outputs are logits or probabilities.
+    `models` maps each seed to the model its runs start from: a built-in
+    model is trained once per seed, so that the unpruned row is a mean over
+    the same seeds as the rows pruned from it; the user's one model serves
+    every seed. `optimizer(rate_scale)` makes a fresh optimizer of the kind
+    the model was trained with (its own, when saved compiled; else Adam),
+    its learning rate times `rate_scale` (a saved schedule is kept as is);
+    `from_logits` says whether the outputs are logits or probabilities.
     """
     name: str
-    model: object
+    models: dict
     optimizer: object
     from_logits: bool
     source: str
+
+    @property
+    def model(self):
+        """The first seed's model."""
+        return next(iter(self.models.values()))
+
+    def distinct(self):
+        """The start models, each once."""
+        return list({id(model): model for model in self.models.values()}
+                    .values())
 
 
 def mlp(input_shape, classes, seed):
@@ -77,12 +92,13 @@ def residual_cnn(input_shape, classes, seed, width=32):
                        name="residual_cnn")
 
 
-def adam():
-    return keras.optimizers.Adam(LEARNING_RATE)
+def adam(rate_scale=1.0):
+    return keras.optimizers.Adam(LEARNING_RATE * rate_scale)
 
 
-def loaded(path, dataset):
-    """The user's trained model from `path`, its weights kept."""
+def loaded(path, dataset, seeds):
+    """The user's trained model from `path`, its weights kept, for every
+    seed of `seeds`."""
     try:
         model = model_file.load(path, compile=True)
     except UsageError as error:
@@ -96,12 +112,17 @@ def loaded(path, dataset):
         config = inner.get_config()
         kind = type(inner)
 
-        def optimizer():
-            return kind.from_config(dict(config))
+        def optimizer(rate_scale=1.0):
+            settings = dict(config)
+            rate = settings.get("learning_rate")
+            if isinstance(rate, numbers.Real):  # tf_keras: a numpy float
+                settings["learning_rate"] = float(rate) * rate_scale
+            return kind.from_config(settings)
         what = f"its own {kind.__name__}"
     else:
         optimizer, what = adam, "Adam (saved uncompiled)"
-    return Start(model.name, model, optimizer, from_logits,
+    return Start(model.name, dict.fromkeys(seeds, model), optimizer,
+                 from_logits,
                  f"{path} ({model.count_params():,} parameters; {what})")
 
 
@@ -125,13 +146,14 @@ def _batches(x, y, seed):
 
 
 def fit(model, start, dataset, epochs, seed, regularizer=None,
-        include=None, penalties=None):
-    """Trains `model` on the training split. With a `regularizer` (on the
-    weights `include` selects) or coupled `penalties`, through
+        include=None, penalties=None, rate_scale=1.0):
+    """Trains `model` on the training split, at `rate_scale` times the
+    start optimizer's learning rate. With a `regularizer` (on the weights
+    `include` selects) or coupled `penalties`, through
     `tfreg.optimizers.Regularized(mode="proximal")`, whose step sets whole
     groups (or single weights) to exactly 0."""
     keras.utils.set_random_seed(seed)
-    optimizer = start.optimizer()
+    optimizer = start.optimizer(rate_scale)
     if regularizer is not None or penalties:
         optimizer = optimizers.Regularized(
             optimizer, mode="proximal", regularizer=regularizer,
