@@ -236,5 +236,32 @@ class BertHeadsTest(absltest.TestCase):
         assert_same_outputs(self, model, small, self.x)
 
 
+@absltest.skipIf(_keras.LEGACY, "keras_hub's TransformerEncoder needs "
+                                "Keras 3 (TF_USE_LEGACY_KERAS=1 is tf_keras)")
+class PrunedTransformerEncoderTest(absltest.TestCase):
+
+    def test_the_heads_of_a_subclass_stay(self):
+        import keras_hub  # pylint: disable=g-import-not-at-top
+
+        class Encoder(keras_hub.layers.TransformerEncoder):
+            """Another build might size its heads otherwise."""
+
+        x = keras.Input((4, 8))
+        h = Encoder(intermediate_dim=6, num_heads=2, name="encoder")(x)
+        model = keras.Model(x, keras.layers.Dense(2, name="out")(h))
+        groups = tfreg.channel_groups(model)
+        self.assertEqual([group.units for group in groups],
+                         [(("encoder", unit),) for unit in range(6)])
+
+    def test_key_dim_is_checked(self):
+        from tfreg.pruning import hub  # pylint: disable=g-import-not-at-top
+
+        with self.assertRaisesRegex(
+                ValueError, "Invalid value for argument `key_dim`.*"
+                            "Received: key_dim=0"):
+            hub.PrunedTransformerEncoder(key_dim=0, intermediate_dim=4,
+                                         num_heads=1)
+
+
 if __name__ == "__main__":
     absltest.main()

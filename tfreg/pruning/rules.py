@@ -600,6 +600,8 @@ class _PrunedTransformerEncoderOnLoad:
 def _rebuilds_heads(layer):
     """Whether `layer` is keras_hub's TransformerEncoder or tfreg's pruned
     one, whose heads `_TransformerEncoder.rebuild` can rebuild."""
+    if not type(layer).__module__.startswith(("keras_hub.", "tfreg.")):
+        return False  # Not made by keras_hub: hub's import could fail.
     from tfreg.pruning import hub  # pylint: disable=import-outside-toplevel
     return type(layer) in (hub.keras_hub.layers.TransformerEncoder,
                            hub.PrunedTransformerEncoder)
