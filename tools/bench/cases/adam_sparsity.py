@@ -6,7 +6,7 @@ import tfreg
 from tfreg import _keras
 from tfreg import optimizers as tfreg_optimizers
 from tools.bench.harness import Case, find, print_rows, Target
-from tools.bench.workloads import example
+from tools.bench.workloads import example, train_digits
 from tools.bench.writer import table
 
 keras = _keras.keras
@@ -27,18 +27,16 @@ CNN_ADAM_STRENGTHS = (1e-4, 3e-4, 5e-4)
 def _digits_sparsity(settings):
     """The digits MLP (examples/sparse_training.py) per optimizer: no
     penalty, then proximal L1 at each strength (30 epochs, batch 64)."""
-    sparse = example("sparse_training")
-    split = sparse.data()
+    split = example("sparse_training").data()
     epochs = settings.pick(full=30, tiny=1)
-    # A quick run keeps within its budget: Adam at one strength.
     names = settings.pick(full=list(SPARSITY_OPTIMIZERS),
-                          quick=["Adam(1e-3)"])
+                          tiny=["Adam(1e-3)"])
     strengths = settings.pick(full=SPARSITY_STRENGTHS,
-                              quick=SPARSITY_STRENGTHS[:1])
+                              tiny=SPARSITY_STRENGTHS[:1])
     rows = []
     for name in names:
         for strength in (None,) + tuple(strengths):
-            accuracy, kernel = sparse.train(
+            accuracy, kernel = train_digits(
                 None if strength is None else tfreg.L1(strength),
                 "loss" if strength is None else "proximal", epochs, split,
                 optimizer=SPARSITY_OPTIMIZERS[name]())
