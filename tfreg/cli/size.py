@@ -52,11 +52,11 @@ SPARSE_L1_SHARE = 1.0
 STRENGTHS = {
     "tiny": {"group_lasso": (3e-4,), "sparse_group_lasso": (1e-3,),
              "slimming": (1e-2,)},
-    "quick": {"group_lasso": (1.5e-4, 3e-4), "sparse_group_lasso": (1e-3,),
-              "slimming": (1e-2, 1.5e-2)},
-    "default": {"group_lasso": (1e-4, 1.5e-4, 2e-4, 3e-4),
-                "sparse_group_lasso": (3e-4, 1e-3),
-                "slimming": (5e-3, 1e-2, 1.5e-2)},
+    "quick": {"group_lasso": (1.5e-4, 5e-4), "sparse_group_lasso": (1e-3,),
+              "slimming": (1e-2, 3e-2)},
+    "default": {"group_lasso": (1e-4, 1.5e-4, 2e-4, 5e-4),
+                "sparse_group_lasso": (1e-3,),
+                "slimming": (5e-3, 1e-2, 3e-2)},
 }
 # Epochs: training the built-in start models, the penalized phase, and the
 # fine-tune of the shrunk model.
