@@ -134,6 +134,16 @@ class BertHeadsTest(absltest.TestCase):
             # rows; per unit: 32 kernel entries, a bias, 32 output rows.
             3 * (4 * 32 * 8 + 3 * 8) + 4 * (32 + 1 + 32))
 
+    def test_fewer_flops(self):
+        flops = [tfreg.pruning.model_cost(model)["flops"]
+                 for model in (self.model, self.small)]
+        # The free sequence axis counts one position. Per head 2 x (query
+        # 32 x 8, key and value 32 x 16, scores and their sum 16, output
+        # 8 x 32); per unit 2 x (32 in, 32 out).
+        self.assertEqual(flops[0] - flops[1],
+                         3 * 2 * (32 * 8 + 32 * 16 + 16 + 8 * 32)
+                         + 4 * 2 * (32 + 32))
+
     def test_equal_outputs_with_padding(self):
         assert_same_outputs(self, self.model, self.small, self.x)
 

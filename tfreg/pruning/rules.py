@@ -504,17 +504,20 @@ class _MultiHeadAttention(LayerRule):
         return config
 
     def flops(self, call):
-        layer = call.layer
-        query, value = call.inputs[0].shape, call.inputs[1].shape
-        heads, key_dim = layer._query_dense.kernel.shape[1:]  # pylint: disable=protected-access
-        value_dim = layer._value_dense.kernel.shape[-1]  # pylint: disable=protected-access
-        width = layer._output_dense.kernel.shape[-1]  # pylint: disable=protected-access
-        targets, sources = _positions(call.inputs[0]), _positions(
-            call.inputs[1])
-        return 2 * heads * (
-            targets * query[-1] * key_dim + sources * value[-1] * (
-                key_dim + value_dim) + targets * sources * (
-                    key_dim + value_dim) + targets * value_dim * width)
+        return _attention_flops(call.layer, call.inputs[0], call.inputs[1])
+
+
+def _attention_flops(attention, query, value):
+    """2 x multiply-adds of a MultiHeadAttention: the projections, the
+    scores, their weighted sum of values, the output projection."""
+    heads, key_dim = attention._query_dense.kernel.shape[1:]  # pylint: disable=protected-access
+    value_dim = attention._value_dense.kernel.shape[-1]  # pylint: disable=protected-access
+    width = attention._output_dense.kernel.shape[-1]  # pylint: disable=protected-access
+    targets, sources = _positions(query), _positions(value)
+    return 2 * heads * (
+        targets * query.shape[-1] * key_dim + sources * value.shape[-1] * (
+            key_dim + value_dim) + targets * sources * (
+                key_dim + value_dim) + targets * value_dim * width)
 
 
 def _heads(tracer, layer, attention):
@@ -578,6 +581,14 @@ class _TransformerEncoder(LayerRule):
         if heads != layer.num_heads:
             config["key_dim"] = attention._query_dense.kernel.shape[-1]  # pylint: disable=protected-access
         return config
+
+    def flops(self, call):
+        layer, stream = call.layer, call.inputs[0]
+        feed_forward = (layer._feedforward_intermediate_dense.kernel,  # pylint: disable=protected-access
+                        layer._feedforward_output_dense.kernel)  # pylint: disable=protected-access
+        return _attention_flops(layer._self_attention_layer, stream, stream) + (  # pylint: disable=protected-access
+            2 * _positions(stream) * sum(
+                math.prod(kernel.shape) for kernel in feed_forward))
 
     def rebuild(self, layer, config):
         if "key_dim" not in config:
