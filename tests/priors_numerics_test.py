@@ -416,6 +416,32 @@ class PriorNumericsTest(parameterized.TestCase):
                     terms = np.abs(weights - loc) / scale + np.log(2 * scale)
                 self.assertEqual(value, np.sign(terms.sum()) * np.inf)
 
+    @parameterized.named_parameters(
+        ("student_t", lambda s: priors.StudentT(3.0, s)),
+        ("cauchy", lambda s: priors.Cauchy(s)),
+        ("horseshoe", lambda s: priors.Horseshoe(s)),
+        ("spike_and_slab", lambda s: priors.SpikeAndSlab(s, 1.0, 0.5)))
+    def test_jit_equals_eager_where_one_over_scale_squared_overflows(
+            self, make):
+        # XLA:CPU rewrites (x / scale)^2 of a one-element weight as
+        # x^2 (1 / scale)^2: 0 * inf = NaN at 0 and inf near it.
+        for scale in (1e-20, 1e-30):
+            prior = make(scale)
+            for weights in ([0.0], [0.05 * scale], [[0.0]]):
+                x = tf.Variable(weights, dtype=tf.float32)
+
+                def value_and_gradient(prior=prior, x=x):
+                    with tf.GradientTape() as tape:
+                        value = prior(x)
+                    return value, tape.gradient(value, x)
+                with self.subTest(scale=scale, weights=weights):
+                    eager = value_and_gradient()
+                    jit = tf.function(value_and_gradient,
+                                      jit_compile=True)()
+                    self.assertTrue(np.isfinite(jit[0].numpy()))
+                    np.testing.assert_allclose(jit[0], eager[0], rtol=1e-5)
+                    np.testing.assert_allclose(jit[1], eager[1], rtol=1e-4)
+
     def test_horseshoe_at_zero_is_finite_with_zero_gradient(self):
         for dtype in (tf.float32, tf.float64):
             x = tf.zeros((3,), dtype)

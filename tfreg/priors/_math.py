@@ -49,6 +49,22 @@ def inverse_square(scale):
     return inverse * inverse
 
 
+def scaled(x, k):
+    """x * k, kept whole for the square XLA takes of it.
+
+    XLA:CPU rewrites (x k)^2 as x^2 k^2 (seen on one-element tensors). Where
+    k^2 overflows x's dtype (k > 1.8e19 in float32: a scale below 5.4e-20)
+    that is 0 * inf = NaN at x = 0 and inf near it. A clamp to the dtype's
+    range, which changes no finite product, keeps the product one operand;
+    other k pay nothing.
+    """
+    product = x * k
+    limit = float(x.dtype.max)
+    if k * k <= limit:
+        return product
+    return tf.clip_by_value(product, -limit, limit)
+
+
 def student_t_inverse_width(df, scale):
     """k = 1 / (sqrt(df) scale), so that ((x - loc) / scale)^2 / df is
     (k (x - loc))^2."""
@@ -109,7 +125,7 @@ def cauchy_log_normalizer(scale):
 
 def normal_log_prob(x, loc, scale):
     """log N(x; loc, scale) = -((x - loc) / scale)^2 / 2 - log(scale) - log(2 pi) / 2."""
-    z = (x - loc) * (1.0 / scale)
+    z = scaled(x - loc, 1.0 / scale)
     return -0.5 * tf.square(z) - normal_log_normalizer(scale)
 
 
@@ -168,7 +184,7 @@ def horseshoe_log_prob(x, scale):
     core_x = tf.where(tail, tf.zeros_like(x), x)
     tail_x = tf.where(tail, x, tf.ones_like(x))
     tiny = float(np.finfo(x.dtype.as_numpy_dtype).tiny)
-    u = tf.maximum(tf.square(core_x * (1.0 / scale)) * 0.5, tiny)
+    u = tf.maximum(tf.square(scaled(core_x, 1.0 / scale)) * 0.5, tiny)
     g, b = _HORSESHOE_G, _HORSESHOE_B
     q = (20.0 / 47.0) * tf.pow(u, _HORSESHOE_Q_POWER)
     h = 1.0 / (1.0 + tf.pow(u, 1.5)) + _HORSESHOE_H_INF * q / (1.0 + q)
@@ -361,7 +377,7 @@ def _near_and_far(x, loc, inverse_width):
     far = tf.abs(half) > min(0.5 * _LOG_FORM_FROM / inverse_width,
                              float(x.dtype.max))
     near = centered(x, loc)  # finite wherever `far` is False
-    z = tf.where(far, tf.zeros_like(near), near) * inverse_width
+    z = scaled(tf.where(far, tf.zeros_like(near), near), inverse_width)
     return far, z, tf.where(far, half, tf.ones_like(half))
 
 
@@ -397,7 +413,7 @@ def log1p_square_sum(x, loc, inverse_width, factor=1.0, offset=0.0):
     twice = 2.0 * inverse_width
 
     def terms(x):
-        z = centered(x, loc) * inverse_width
+        z = scaled(centered(x, loc), inverse_width)
         square = tf.square(z)
         fast = penalties.total(tf.math.log1p(square))
         finite = tf.math.is_finite(fast)
@@ -446,7 +462,7 @@ def horseshoe_negative_log_prob_sum(x, scale, factor=1.0):
     # log(inverse_width)) is not, so the far tail stays finite where u, or
     # w = x inverse_width itself, overflows.
     def terms(x):
-        w = x * inverse_width
+        w = scaled(x, inverse_width)
         raw_u = tf.square(w)
         u = tf.clip_by_value(raw_u, least_u, _HORSESHOE_TAIL_U)
         log_u = 2.0 * (tf.math.log(tf.maximum(tf.abs(x), least_x))
@@ -513,7 +529,7 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
     d = 2.0 * k * k
 
     def terms(x):
-        kx = x * k
+        kx = scaled(x, k)
         t = log_odds - tf.square(kx)
         if log_odds > _EXP_IS_SAFE_BELOW:
             softplus = tf.math.softplus(t)
@@ -530,7 +546,7 @@ def spike_and_slab_negative_log_prob_sum(x, spike_scale, slab_scale,
                 return e / (1.0 + e)
 
         def derivative():
-            if d < np.finfo(x.dtype.as_numpy_dtype).max:
+            if d < float(np.finfo(x.dtype.as_numpy_dtype).max):
                 return x * (slab_precision + d * sigmoid())
             # D x = 2 k (k x); where that overflows, sigmoid(t) is 0.
             return slab_precision * x + tf.math.multiply_no_nan(
@@ -582,7 +598,7 @@ def mean_field_kl_sum(posterior, prior_loc, prior_scale, parameterization,
     def terms(posterior, with_derivative):
         """(the KL's sum, its derivative or None)."""
         distance = centered(posterior[0], prior_loc)
-        m = distance * inverse_scale
+        m = scaled(distance, inverse_scale)
         total = 0.5 * penalties.total(tf.square(m))
         d_mean = (_times_inverse_square(distance, inverse_scale, m)
                   if with_derivative else None)
