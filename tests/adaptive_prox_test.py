@@ -4,6 +4,7 @@ every known optimizer, and the training features (schedules, strengths,
 mixed precision, clipping, distribution, saving) with Adam."""
 
 import os
+import re
 import tempfile
 import warnings
 
@@ -199,6 +200,64 @@ class ReferenceTest(parameterized.TestCase):
         self.assertIn("Ftrl", messages[0])
         self.assertIn("metric='scalar'", messages[0])
         self.assertEqual(model.optimizer.metric, "adaptive")
+
+
+def _kernel_passes(regularizer=None, metric="adaptive"):
+    """Passes over the kernel in the optimized HLO of a compiled step of
+    Adam (wrapped when `regularizer` is given): the instructions that make
+    a kernel-shaped array plus, per instruction, its kernel-shaped operands."""
+    model = _model(regularizer)
+    optimizer = keras.optimizers.Adam(0.01)
+    if regularizer is not None:
+        optimizer = optimizers.Regularized(optimizer, model=model,
+                                           metric=metric)
+    variables = model.trainable_variables
+    x, y = (tf.constant(array) for array in _data())
+
+    @tf.function(jit_compile=True)
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        gradients = tape.gradient(loss, variables)
+        if _keras.LEGACY:
+            optimizer.apply_gradients(zip(gradients, variables))
+        else:
+            optimizer.apply(gradients, variables)
+
+    hlo = step.experimental_get_compiler_ir()(stage="optimized_hlo")
+    entry = hlo[hlo.index("\nENTRY"):]
+    made = set()
+    passes = 0
+    for name, shape, rest in re.findall(
+            r"^\s*(?:ROOT )?(%\S+) = (\S+) (.*)$", entry, re.MULTILINE):
+        if shape.startswith(f"f32[{D},{UNITS}]"):
+            made.add(name)
+            passes += 1
+        passes += sum(operand in made
+                      for operand in re.findall(r"%[\w.-]+", rest))
+    return passes
+
+
+class CompiledTest(parameterized.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.adam = _kernel_passes()
+
+    @parameterized.named_parameters(
+        ("l1_adaptive", lambda: tfreg.L1(0.1), "adaptive"),
+        ("l1_scalar", lambda: tfreg.L1(0.1), "scalar"),
+        ("l1l2_adaptive", lambda: tfreg.L1L2(0.1, 0.1), "adaptive"))
+    def test_prox_fuses_into_adams_update(self, regularizer, metric):
+        """Under jit_compile the prox, its per-weight steps included (D is
+        the sqrt(v) + eps Adam's own update computes), joins the loop in
+        which Adam writes the kernel: no pass over the weights of its own."""
+        self.assertEqual(_kernel_passes(regularizer(), metric), self.adam)
+
+    def test_a_pass_of_its_own_is_counted(self):
+        # GroupLasso's prox needs the group norms first: a reduction.
+        self.assertGreater(_kernel_passes(tfreg.GroupLasso(0.1)), self.adam)
 
 
 class BehaviourTest(parameterized.TestCase):
