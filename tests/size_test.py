@@ -100,11 +100,11 @@ class SizeJobTest(absltest.TestCase):
     def test_fine_tune_rate_scales_the_saved_optimizer(self):
         dataset = size._data(self.data, None, 0, image=False)
         start = size_models.loaded(self.model, dataset, [0])
-        optimizer = start.optimizer(size.FINE_TUNE_RATE)
+        optimizer = start.optimizer(size.FINE_TUNE_RATE["default"])
         self.assertIsInstance(optimizer, keras.optimizers.Adam)
         self.assertAlmostEqual(
             float(np.asarray(optimizer.learning_rate)),
-            1e-2 * size.FINE_TUNE_RATE, places=7)
+            1e-2 * size.FINE_TUNE_RATE["default"], places=7)
 
     def test_rows_and_baselines(self):
         methods = [row["method"] for row in self.entry["rows"]]
