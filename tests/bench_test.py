@@ -274,6 +274,65 @@ class BenchTest(absltest.TestCase):
                       "first_step --write ", written)
         self.assertNotIn("### Train step", written)
 
+    def _one_run(self, names, command, commit, change=None):
+        """The tiny run as if it had run only the cases `names`; `change`
+        maps a case to a function of its rows."""
+        change = change or {}
+        cases = {name: [change.get(name, dict)(row)
+                        for row in self.results["cases"][name]]
+                 for name in names}
+        settings = harness.Settings("tiny")
+        targets = [dict(vars(target), case=case.name) for case in CASES
+                   if case.name in names
+                   for target in case.targets(cases[case.name], settings)]
+        return dict(self.results, cases=cases, targets=targets,
+                    case_seconds={name: 1.0 for name in names},
+                    machine=dict(self.results["machine"], command=command,
+                                 commit=commit, cases=names))
+
+    def test_several_runs_make_one_document_each_case_from_one_run(self):
+        first = self._one_run(["penalty", "first_step"], "cmd one", "aaa111")
+        # The second run's first_step rows differ: a later file wins.
+        second = self._one_run(
+            ["first_step", "accuracy"], "cmd two", "bbb222",
+            {"first_step": lambda row: dict(row, median_s=1234.5)})
+        with tempfile.TemporaryDirectory() as directory:
+            paths = []
+            for index, run in enumerate((first, second)):
+                paths.append(os.path.join(directory, f"run{index}.json"))
+                with open(paths[-1], "w") as f:
+                    json.dump(run, f)
+            written = os.path.join(directory, "merged.md")
+            with contextlib.redirect_stdout(io.StringIO()):
+                cli.main(["--from-json", paths[0], "--from-json", paths[1],
+                          "--write", written])
+            with open(written) as f:
+                text = f.read()
+        machine = text.split("## Machine")[1].split("## Targets")[0]
+        self.assertIn("Run 1: `cmd one` on ", machine)
+        self.assertIn("at commit aaa111; in this document: penalty.",
+                      machine)
+        self.assertIn("at commit bbb222; in this document: first_step, "
+                      "accuracy.", machine)
+        self.assertEqual(machine.count("- load average"), 2)
+        self.assertIn("Generated from 2 runs (under Machine)", text)
+        titles = {case.name: case.title for case in CASES}
+        for name, run, source in (("penalty", 1, first),
+                                  ("first_step", 2, second),
+                                  ("accuracy", 2, second)):
+            case = next(case for case in CASES if case.name == name)
+            self.assertIn(f"### {titles[name]}\n\nFrom run {run}.\n\n"
+                          + case.table(source["cases"][name]), text)
+        self.assertNotIn(first_step.table_first_step(
+            first["cases"]["first_step"]), text)
+        self.assertNotIn("### Train step", text)
+        merged = writer.merged([first, second])
+        expected = [t for t in first["targets"] if t["case"] == "penalty"] + [
+            t for t in second["targets"]]
+        self.assertEqual(merged["targets"], expected)
+        self.assertIn(f"{sum(t['met'] for t in expected)} of {len(expected)} "
+                      "measurements meet their target.", text)
+
     def test_the_script_and_the_module_write_the_same_document(self):
         root = os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(cli.__file__))))

@@ -17,6 +17,9 @@ Usage (from the clone's root; `python -m tools.bench` is the same):
                                     # its numbers mean nothing
   python tools/bench.py --from-json out.json --write BENCHMARKS.md
                                     # the document of a saved run
+  python tools/bench.py --from-json a.json --from-json b.json
+                                    # one document of several runs, each
+                                    # case from the last file that has it
 
 Modules: `harness` (settings, `Case`, `Target`, `Limit`, interleaved timing,
 `run`), `writer` (the document), `workloads` (weights, penalties, models and

@@ -29,9 +29,11 @@ def main(argv=None):
                         help="Write the Markdown document (BENCHMARKS.md).")
     parser.add_argument("--json", metavar="PATH",
                         help="Write the raw results as JSON.")
-    parser.add_argument("--from-json", metavar="PATH",
+    parser.add_argument("--from-json", metavar="PATH", action="append",
                         help="Run nothing: render the document of the run "
-                             "saved with --json.")
+                             "saved with --json. Repeat it for one document "
+                             "of several runs (each case from the last file "
+                             "that has it).")
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be >= 1. Received: {args.rounds}")
@@ -49,8 +51,11 @@ def main(argv=None):
     command = "python tools/bench.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     if args.from_json:
-        with open(os.path.join(caller, args.from_json)) as f:
-            results = json.load(f)
+        runs = []
+        for path in args.from_json:
+            with open(os.path.join(caller, path)) as f:
+                runs.append(json.load(f))
+        results = writer.merged(runs)
     else:
         results = harness.run(CASES, settings, cases, command.strip(),
                               json_path)
