@@ -126,8 +126,9 @@ class BertHeadsTest(absltest.TestCase):
                              64 - len(REMOVED_UNITS[name]), name)
             self.assertIsInstance(self.encoder(name),
                                   hub.PrunedTransformerEncoder)
-        query = self.encoder("transformer_layer_1")._self_attention_layer  # pylint: disable=protected-access
-        self.assertEqual(tuple(query._query_dense.kernel.shape), (32, 3, 8))  # pylint: disable=protected-access
+        attention = self.encoder("transformer_layer_1")._self_attention_layer  # pylint: disable=protected-access
+        self.assertEqual(tuple(attention._query_dense.kernel.shape),  # pylint: disable=protected-access
+                         (32, 3, 8))
         self.assertEqual(
             self.model.count_params() - self.small.count_params(),
             # Per head: 3 kernels of 32 x 8, 3 biases of 8, 8 x 32 output
