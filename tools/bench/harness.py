@@ -228,18 +228,28 @@ def _cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def _cpu_seconds():
+    """User + system CPU time of this process so far (all its threads):
+    what a run costs whatever the machine's load."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(cases, settings, case_names, command, json_path=None):
     """Runs the cases of `cases` named in `case_names`, in the order of
     `cases`; returns the results (JSON-ready)."""
     start = time.time()
     load_before = [round(x, 2) for x in os.getloadavg()]
-    results = {"cases": {}, "case_seconds": {}, "targets": []}
+    results = {"cases": {}, "case_seconds": {}, "case_cpu_seconds": {},
+               "targets": []}
     for case in cases:
         if case.name not in case_names:
             continue
-        begin = time.time()
+        begin, cpu = time.time(), _cpu_seconds()
         results["cases"][case.name] = case.run(settings)
         results["case_seconds"][case.name] = round(time.time() - begin, 1)
+        results["case_cpu_seconds"][case.name] = round(
+            _cpu_seconds() - cpu, 1)
         if json_path:  # what has run so far survives a crash of a later case
             with open(json_path, "w") as f:
                 json.dump(results, f, indent=1)
@@ -258,6 +268,7 @@ def run(cases, settings, case_names, command, json_path=None):
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "seconds": time.time() - start,
+        "cpu_seconds": _cpu_seconds(),
         "max_rss_gb": resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }

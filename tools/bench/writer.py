@@ -107,7 +107,8 @@ def merged(runs):
                 targets.append(target)
     return {
         "runs": [dict(results["machine"],
-                      case_seconds=results["case_seconds"])
+                      case_seconds=results["case_seconds"],
+                      case_cpu_seconds=results.get("case_cpu_seconds"))
                  for results in runs],
         "cases": {name: runs[index]["cases"][name]
                   for name, index in case_run.items()},
@@ -116,9 +117,12 @@ def merged(runs):
     }
 
 
-def _machine_lines(meta, case_seconds):
-    seconds = ", ".join(f"{name} {s:.0f} s"
-                        for name, s in case_seconds.items())
+def _machine_lines(meta, case_seconds, case_cpu_seconds=None):
+    cpu = case_cpu_seconds or {}
+    seconds = ", ".join(
+        f"{name} {s:.0f} s" + (f" (CPU {cpu[name]:.0f} s)" if name in cpu
+                               else "")
+        for name, s in case_seconds.items())
     return [
         f"- {meta['cpu']}, {meta['cores']} cores, {meta['platform']}; "
         f"Python {meta['python']}, TensorFlow {meta['tensorflow']}, Keras "
@@ -126,7 +130,9 @@ def _machine_lines(meta, case_seconds):
         f"`TF_CPU_ALLOCATOR_USE_BFC={meta['cpu_allocator_use_bfc']}`",
         f"- load average (1/5/15 min) before {meta['load_before']}, after "
         f"{meta['load_after']}; peak memory {meta['max_rss_gb']:.1f} GB; "
-        f"wall time {meta['seconds']:.0f} s ({seconds})",
+        f"wall time {meta['seconds']:.0f} s"
+        + (f", user + system CPU time {meta['cpu_seconds']:.0f} s"
+           if "cpu_seconds" in meta else "") + f" ({seconds})",
     ]
 
 
@@ -156,10 +162,12 @@ def document(results, cases):
             lines += [f"Run {index}: `{meta['command']}` on {meta['date']} at "
                       f"commit {meta['commit']}; in this document: "
                       + (", ".join(cases_from) or "none of its cases") + ".",
-                      ""] + _machine_lines(meta, meta["case_seconds"]) + [""]
+                      ""] + _machine_lines(meta, meta["case_seconds"],
+                                           meta["case_cpu_seconds"]) + [""]
         lines.pop()
     else:
-        lines += _machine_lines(results["machine"], results["case_seconds"])
+        lines += _machine_lines(results["machine"], results["case_seconds"],
+                                results.get("case_cpu_seconds"))
     met = sum(t.met for t in targets)
     lines += ["", "## Targets", "",
               f"{met} of {len(targets)} measurements meet their target. "
