@@ -4,8 +4,8 @@ From a trained classifier (the user's, weights kept, or the built-in MLP and
 residual CNN trained on digits once per seed), each candidate trains on with
 a structured penalty through `tfreg.optimizers.Regularized(mode="proximal")`
 at a sweep of strengths, is shrunk by `tfreg.shrink` (exactly-zero channel
-groups removed, same function) and fine-tuned at FINE_TUNE_RATE times the
-learning rate, once per seed. Candidates:
+groups removed, same function) and fine-tuned at the preset's
+FINE_TUNE_RATE times the learning rate, once per seed. Candidates:
 
     group_lasso          factor * sum_g sqrt(p_g) ||W_g||_2 over the coupled
                          channel groups (`tfreg.channel_groups`)
@@ -15,14 +15,15 @@ learning rate, once per seed. Candidates:
                          (a channel whose gamma is 0 is a constant, folded)
 
 Baselines at the parameter count of the verdict: the unpruned model (the
-mean over the seeds' start models); the verdict's shrunk architecture
-trained from new weights for the epochs the candidate trained after the
-start (`scratch`); every prunable layer narrowed by one factor, trained the
-same way (`uniform`); and the start model's coupled groups of smallest RMS
-(relative to their layer's mean) removed down to that count, then the
-candidate's fine-tune (`magnitude`). The verdict, the smallest candidate
-within `max_drop` points of the unpruned validation accuracy, is chosen on
-the validation split and reported on the held-out test split.
+built-in ones: the mean over the seeds' models); the verdict's shrunk
+architecture trained from new weights for the epochs the candidate trained
+after the start (`scratch`); every prunable layer narrowed by one factor,
+trained the same way (`uniform`); and each seed's start model's coupled
+groups of smallest RMS (relative to their layer's mean) removed down to
+that count, then the candidate's fine-tune (`magnitude`). The verdict, the
+smallest candidate within `max_drop` points of the unpruned validation
+accuracy, is chosen on the validation split and reported on the held-out
+test split.
 """
 
 import json
