@@ -57,7 +57,7 @@ STRENGTHS = {
               "slimming": (1e-2, 3e-2)},
     "default": {"group_lasso": (1e-4, 1.5e-4, 2e-4, 5e-4),
                 "sparse_group_lasso": (1e-3,),
-                "slimming": (5e-3, 1e-2, 3e-2)},
+                "slimming": (5e-3, 1e-2, 3e-2, 5e-2)},
 }
 # Epochs: training the built-in start models, the penalized phase, and the
 # fine-tune of the shrunk model.
