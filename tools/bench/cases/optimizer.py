@@ -1,8 +1,10 @@
 """The optimizer case: `tfreg.optimizers.Regularized` against the loss path."""
 
 import gc
+import math
 import time
 
+import numpy as np
 import tensorflow as tf
 
 import tfreg
@@ -18,74 +20,160 @@ from tools.bench.writer import table
 keras = _keras.keras
 
 
-def _optimizer_mlp(regularizer, settings):
-    """The train-step case's MLP at batch 256."""
-    return mlp(regularizer, settings, batch=256)
+def _plain(loss=None, weight_decay=None):
+    """The shared optimizer itself; `loss`: a Keras regularizer added to
+    the loss on every kernel; `weight_decay`: Keras' own decay (AdamW)."""
+    return lambda model, inner: (inner, loss, weight_decay)
 
 
-def _wrapped(mode, inner, metric="adaptive"):
-    return lambda model: tfreg_optimizers.Regularized(
-        inner(), mode=mode, model=model, metric=metric)
+def _wrapped(mode, regularizer, metric="adaptive"):
+    return lambda model, inner: (tfreg_optimizers.Regularized(
+        inner, mode=mode, regularizer=regularizer, model=model,
+        metric=metric), None, None)
 
 
 def _optimizer_plan(settings):
-    """(model, jit, inner optimizer, {contender: (regularizer, optimizer)})."""
+    """(model, jit, whole step?, inner optimizer, {contender: (model, inner)
+    -> (optimizer, loss regularizer, weight decay)})."""
     adam = lambda: keras.optimizers.Adam(1e-3)
     sgd = lambda: keras.optimizers.SGD(1e-3)
-    plain = lambda inner: lambda model: inner()
-    mlp_plan = ("mlp", True, {
-        "none": (None, plain(adam)),
-        "Keras L2 (loss)": (keras.regularizers.L2(1e-4), plain(adam)),
-        "Keras AdamW": (None, lambda model: keras.optimizers.AdamW(
-            1e-3, weight_decay=2e-4)),
-        "tfreg L2 decoupled": (tfreg.L2(1e-4), _wrapped("decoupled", adam)),
-        "Keras L1 (loss)": (keras.regularizers.L1(1e-5), plain(adam)),
-        "tfreg L1 proximal": (tfreg.L1(1e-5), _wrapped("proximal", adam)),
-        "tfreg L1 proximal, scalar metric": (
-            tfreg.L1(1e-5), _wrapped("proximal", adam, "scalar")),
-        "tfreg GroupLasso proximal": (tfreg.GroupLasso(1e-5),
-                                      _wrapped("proximal", adam)),
-        "control": (None, plain(adam)),
+    mlp_plan = ("mlp", True, False, adam, {
+        "none": _plain(),
+        "Keras L2 (loss)": _plain(loss=keras.regularizers.L2(1e-4)),
+        # keras.optimizers.AdamW is Adam with the base optimizer's decay.
+        "Keras AdamW": _plain(weight_decay=2e-4),
+        "tfreg L2 decoupled": _wrapped("decoupled", tfreg.L2(1e-4)),
+        "Keras L1 (loss)": _plain(loss=keras.regularizers.L1(1e-5)),
+        "tfreg L1 proximal": _wrapped("proximal", tfreg.L1(1e-5)),
+        "tfreg L1 proximal, scalar metric": _wrapped(
+            "proximal", tfreg.L1(1e-5), "scalar"),
+        "tfreg GroupLasso proximal": _wrapped("proximal",
+                                              tfreg.GroupLasso(1e-5)),
+        "control": _plain(),
     })
-    deep_plan = ("deep128", False, {
-        "none": (None, plain(sgd)),
-        "Keras L1L2 (loss)": (keras.regularizers.L1L2(1e-5, 1e-4),
-                              plain(sgd)),
-        "tfreg L1L2 proximal": (tfreg.L1L2(1e-5, 1e-4),
-                                _wrapped("proximal", sgd)),
-        "control": (None, plain(sgd)),
+    deep_plan = ("deep128", False, True, sgd, {
+        "none": _plain(),
+        "Keras L1L2 (loss)": _plain(loss=keras.regularizers.L1L2(1e-5, 1e-4)),
+        "tfreg L1L2 proximal": _wrapped("proximal", tfreg.L1L2(1e-5, 1e-4)),
+        "control": _plain(),
     })
     return settings.pick(full=(mlp_plan, deep_plan))
 
 
-_OPTIMIZER_MODELS = {"mlp": _optimizer_mlp, "deep128": deep}
+_OPTIMIZER_MODELS = {"mlp": lambda settings: mlp(None, settings, batch=256),
+                     "deep128": lambda settings: deep(None, settings)}
+
+
+def _shared_steps(model_name, jit, whole, inner, plan, settings):
+    """One compiled training step per contender, all on one model and one
+    optimizer state (Regularized shares its wrapped optimizer's slots and
+    iterations), so that no contender gets other memory or a first build.
+
+    whole: each step is the network's forward, backward and update; else the
+    update alone, from fixed random gradients plus the loss path's
+    penalty's.
+    Each step is traced now, with its own weight decay set on the shared
+    optimizer (read when traced) and unset after.
+
+    Returns ({contender: step}, the whole step without a penalty).
+    """
+    keras.utils.set_random_seed(0)
+    model, input_shape = _OPTIMIZER_MODELS[model_name](settings)
+    variables = model.trainable_variables
+    kernels = [v for v in variables if "kernel" in v.name]
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=input_shape).astype(np.float32))
+    y = tf.constant(rng.integers(0, 10, size=(input_shape[0],)))
+    fixed = [tf.constant(1e-3 * rng.normal(size=v.shape).astype(np.float32))
+             for v in variables]
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True)
+    inner = inner()
+    inner.build(variables)
+
+    def compiled(optimizer, loss_regularizer, weight_decay, whole):
+        def step():
+            with tf.GradientTape() as tape:
+                loss = (cross_entropy(y, model(x, training=True)) if whole
+                        else tf.zeros(()))
+                if loss_regularizer is not None:
+                    loss += tf.add_n([loss_regularizer(k) for k in kernels])
+            if whole:
+                gradients = tape.gradient(loss, variables)
+            elif loss_regularizer is None:
+                gradients = fixed
+            else:
+                gradients = [f if g is None else f + g for f, g in zip(
+                    fixed, tape.gradient(loss, variables))]
+            if _keras.LEGACY:
+                optimizer.apply_gradients(zip(gradients, variables))
+            else:
+                optimizer.apply(gradients, variables)
+            return loss
+        optimizer.build(variables)
+        inner.weight_decay = weight_decay
+        function = tf.function(step, jit_compile=jit, autograph=False)
+        function()
+        inner.weight_decay = None
+        return lambda: function().numpy()
+
+    steps = {name: compiled(*contender(model, inner), whole)
+             for name, contender in plan.items()}
+    return steps, (steps["none"] if whole
+                   else compiled(inner, None, None, True))
+
+
+def _cpu_interleave(contenders, rounds):
+    """Process CPU seconds per call, rounds rotated as `interleave`'s: the
+    machine's other processes add wall time to whichever contender they
+    interrupt, but not CPU time."""
+    times = {name: [] for name in contenders}
+    for index in range(rounds):
+        for name in rotated(list(contenders), index):
+            start = time.process_time()
+            contenders[name]()
+            times[name].append(time.process_time() - start)
+    return times
+
+
+def _median_interval(values, z=1.96):
+    """The median's distribution-free 95% interval: the order statistics
+    n/2 -+ z sqrt(n)/2 (a Binomial(n, 1/2) count below the median);
+    (-inf, inf) when n is too small for one."""
+    ordered = sorted(values)
+    n = len(ordered)
+    low = math.floor(n / 2 - z * math.sqrt(n) / 2)
+    high = math.ceil(1 + n / 2 + z * math.sqrt(n) / 2)
+    if low < 1 or high > n:
+        return -math.inf, math.inf
+    return ordered[low - 1], ordered[high - 1]
 
 
 def _run_optimizer_steps(settings):
-    rounds = settings.rounds(full=7, quick=3)
-    repeat = settings.pick(full=4, quick=2, tiny=1)
-    seconds = settings.pick(full=15, quick=5, tiny=0)
+    rounds = settings.rounds(full=400, quick=150)
+    seconds = settings.pick(full=90, quick=8, tiny=0)
     rows = []
-    for model_name, jit, plan in _optimizer_plan(settings):
-        def build(regularizer, model_name=model_name):
-            return _OPTIMIZER_MODELS[model_name](regularizer, settings)
-        contenders = {name: train_step(build, regularizer, jit,
-                                        optimizer=optimizer)
-                      for name, (regularizer, optimizer) in plan.items()}
-        times = interleave(
-            contenders, rounds_within(contenders, rounds, repeat, seconds),
-            warmup=0, repeat=repeat)
+    for model_name, jit, whole, inner, plan in _optimizer_plan(settings):
+        steps, whole_step = _shared_steps(model_name, jit, whole, inner,
+                                          plan, settings)
+        times = _cpu_interleave(
+            steps, rounds_within(steps, rounds, 1, seconds))
         none = times["none"]
+        step_ms = 1e3 * median(_cpu_interleave(
+            {"none": whole_step}, settings.rounds(full=30, quick=10))["none"])
         for name, samples in times.items():
+            overheads = [1e3 * (a - b) for a, b in zip(samples, none)]
+            low, high = _median_interval(overheads)
             rows.append({
                 "kind": "step", "model": model_name, "jit": jit,
-                "contender": name, "rounds": len(none),
-                "ms": 1e3 * median(samples),
-                "overhead_ms": 1e3 * median(
-                    [a - b for a, b in zip(samples, none)]),
+                "whole": whole, "contender": name, "rounds": len(none),
+                "ms": 1e3 * median(samples), "step_ms": step_ms,
+                "overhead_ms": median(overheads),
+                "overhead_low_ms": low, "overhead_high_ms": high,
             })
         print_rows(rows[-len(plan):], ("model", "contender", "ms",
-                                       "overhead_ms"))
+                                       "overhead_ms", "overhead_low_ms",
+                                       "overhead_high_ms"))
         keras.backend.clear_session()
     return rows
 
@@ -134,8 +222,9 @@ def _run_optimizer_first_step(settings):
     rounds = settings.rounds(full=3, quick=1)
     sgd = lambda: keras.optimizers.SGD(1e-3)
     contenders = {"none": (None, lambda model: sgd()),
-                  "tfreg L2 proximal": (tfreg.L2(1e-4),
-                                        _wrapped("proximal", sgd))}
+                  "tfreg L2 proximal": (
+                      tfreg.L2(1e-4), lambda model: tfreg_optimizers.Regularized(
+                          sgd(), mode="proximal", model=model))}
     times = {name: [] for name in contenders}
     for index in range(rounds):
         for name in rotated(list(contenders), index):
@@ -172,18 +261,31 @@ def _by_penalty(rows):
     return list(merged.values())
 
 
+def _overhead_cell(row):
+    if row["contender"] == "none":
+        return ""
+    interval = (f"{row['overhead_ms']:+.3g} ({row['overhead_low_ms']:+.3g}"
+                f"..{row['overhead_high_ms']:+.3g})")
+    return (f"within noise: {interval}" if _within_noise(row)
+            else interval)
+
+
 def table_optimizer(rows):
     steps = [row for row in rows if row["kind"] == "step"]
     priors = [row for row in rows if row["kind"] == "priors"]
     first = [row for row in rows if row["kind"] == "first_step"]
     return (
-        "ms per `train_on_batch`; overhead = median over rounds of the step "
-        "minus the same round's unregularized step (control: a second "
-        "unregularized model, the noise).\n\n"
+        "Process CPU ms per compiled training step (forward, backward, "
+        "update), every contender its own step function on one shared model "
+        "and optimizer state, traced and warmed before the rotated rounds; "
+        "overhead = median over rounds of the step minus the same round's "
+        "unregularized step, with its 95% interval (control: a second "
+        "unregularized step function, the noise; an interval that holds 0 "
+        "reads \"within noise\" and gives no ratio).\n\n"
         + table(steps, (("model", "model"),
                         ("jit", lambda r: "yes" if r["jit"] else "no"),
                         ("contender", "contender"), ("rounds", "rounds"),
-                        ("ms", "ms"), ("overhead ms", "overhead_ms")))
+                        ("CPU ms", "ms"), ("overhead ms", _overhead_cell)))
         + "\n\nThe decoupled update alone (`w - eta grad R(w)` for every "
         "weight, one call), ms and per-round ratio to L2's:\n\n"
         + table(_by_penalty(priors), (
@@ -196,9 +298,15 @@ def table_optimizer(rows):
                         ("s", "s"), ("x none", "vs_none"))))
 
 
-def _overhead(rows, model, contender):
+def _step_row(rows, model, contender):
     found = find(rows, kind="step", model=model, contender=contender)
-    return found[0]["overhead_ms"] if found else float("nan")
+    return found[0] if found else None
+
+
+def _within_noise(row):
+    """The overhead's interval holds 0 (or there is no row)."""
+    return row is None or row["overhead_low_ms"] <= 0 <= row[
+        "overhead_high_ms"]
 
 
 OPTIMIZER_GOALS = {
@@ -222,30 +330,33 @@ def targets_optimizer(rows, settings):
     del settings
     out = []
 
-    def ratio(model, ours, theirs):
-        return (_overhead(rows, model, ours)
-                / _overhead(rows, model, theirs))
+    def ratio(goal, bound, model, ours, theirs):
+        """Our overhead over theirs, or, where either overhead's interval
+        holds 0, no ratio (NaN, unmet) and a subject that says so."""
+        noisy = [name for name in (ours, theirs)
+                 if _within_noise(_step_row(rows, model, name))]
+        if noisy:
+            return Target(goal, f"{ours} ({' and '.join(noisy)}: overhead "
+                          "within noise, no ratio)", "", float("nan"), False)
+        value = (_step_row(rows, model, ours)["overhead_ms"]
+                 / _step_row(rows, model, theirs)["overhead_ms"])
+        return Target(goal, ours, "", value, value <= bound)
     if find(rows, kind="step", model="mlp"):
-        value = ratio("mlp", "tfreg L2 decoupled", "Keras AdamW")
-        out.append(Target(OPTIMIZER_GOALS["adamw"], "tfreg L2 decoupled", "",
-                          value, value <= 1.1))
-        value = ratio("mlp", "tfreg L1 proximal", "Keras L1 (loss)")
-        out.append(Target(OPTIMIZER_GOALS["l1"], "tfreg L1 proximal", "",
-                          value, value <= 0.3))
-        value = ratio("mlp", "tfreg L1 proximal",
-                      "tfreg L1 proximal, scalar metric")
-        out.append(Target(OPTIMIZER_GOALS["adaptive"], "tfreg L1 proximal",
-                          "", value, value <= 1.1))
-        none = find(rows, kind="step", model="mlp", contender="none")
-        value = (_overhead(rows, "mlp", "tfreg GroupLasso proximal")
-                 / none[0]["ms"])
+        out.append(ratio(OPTIMIZER_GOALS["adamw"], 1.1, "mlp",
+                         "tfreg L2 decoupled", "Keras AdamW"))
+        out.append(ratio(OPTIMIZER_GOALS["l1"], 0.3, "mlp",
+                         "tfreg L1 proximal", "Keras L1 (loss)"))
+        out.append(ratio(OPTIMIZER_GOALS["adaptive"], 1.1, "mlp",
+                         "tfreg L1 proximal",
+                         "tfreg L1 proximal, scalar metric"))
+        group = _step_row(rows, "mlp", "tfreg GroupLasso proximal")
+        value = group["overhead_ms"] / group["step_ms"]
         out.append(Target(OPTIMIZER_GOALS["group"],
                           "tfreg GroupLasso proximal", "", value,
                           value <= 0.02))
     if find(rows, kind="step", model="deep128"):
-        value = ratio("deep128", "tfreg L1L2 proximal", "Keras L1L2 (loss)")
-        out.append(Target(OPTIMIZER_GOALS["deep"], "tfreg L1L2 proximal", "",
-                          value, value <= 0.5))
+        out.append(ratio(OPTIMIZER_GOALS["deep"], 0.5, "deep128",
+                         "tfreg L1L2 proximal", "Keras L1L2 (loss)"))
     for row in find(rows, kind="priors"):
         if row["contender"] != "L2":
             out.append(Target(_goal_priors(row["params"]), row["contender"],
