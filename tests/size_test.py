@@ -166,6 +166,28 @@ class BuiltInStartTest(absltest.TestCase):
         self.assertEqual(start.model.input_shape[1:], dataset.x_train.shape[1:])
 
 
+class ResidualCnnTest(absltest.TestCase):
+
+    def test_slimming_reaches_every_layer(self):
+        # Zero scales make their channels constants, which shrink folds:
+        # every layer, the stem's channels too (with block_b's beside them
+        # in the residual Add), narrows by the channels zeroed.
+        model = size_models.residual_cnn((8, 8, 1), 10, seed=0)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                gamma = layer.gamma.numpy()
+                gamma[:3] = 0
+                layer.gamma.assign(gamma)
+        small = size._shrink(model)
+        widths = {layer.name: getattr(layer, "filters", None) or layer.units
+                  for layer in small.layers if hasattr(layer, "kernel")}
+        self.assertEqual(widths, {"stem": 29, "block_a": 29, "block_b": 29,
+                                  "wide": 61, "hidden": 61, "logits": 10})
+        x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(
+            np.float32)
+        np.testing.assert_allclose(small(x), model(x), atol=1e-5)
+
+
 class MagnitudeBaselineTest(absltest.TestCase):
 
     def test_a_layer_of_small_weights_keeps_its_share(self):
