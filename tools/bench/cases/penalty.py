@@ -18,12 +18,14 @@ def _read_floor(v):
 def run_penalty(settings):
     sizes = settings.pick(full=(4_000_000, 16_000_000, 64_000_000),
                           quick=(4_000_000,), tiny=(20_000,))
-    num_tensors = settings.pick(full=50, tiny=2)
+    # Compiling a contender costs time per tensor (an XLA value+gradient
+    # over 50 tensors ~6 CPU s, over 20 ~2.5), a timed call ~5 ms: a quick
+    # run compiles 20 tensors (still each below `total`'s 512K elements, as
+    # 50 are) and buys rounds with the time saved.
+    num_tensors = settings.pick(full=50, quick=20, tiny=2)
     # Quick runs leave the priors to their own case (time).
     with_priors = settings.pick(full=True, quick=False)
-    # A call takes milliseconds at the quick size: rounds are cheap there,
-    # compiling the contenders is not.
-    rounds = settings.rounds(full=7, quick=11)
+    rounds = settings.rounds(full=7, quick=21)
     rows = []
     for num_params in sizes:
         variables = weights(num_params, num_tensors)
