@@ -288,7 +288,7 @@ def table_optimizer(rows):
         "median over rounds of the call minus the same round's unregularized "
         "call, with its 95% interval (control: a second unregularized "
         "function, the noise; an interval that holds 0 reads \"within "
-        "noise\" and gives no ratio; a target's ratio names its interval "
+        "noise\"; a ratio needs both overheads' intervals above 0; a target's ratio names its interval "
         "from the two overheads' intervals). On the MLP, penalties through "
         "the loss cost in the backward pass and are timed in whole steps, "
         "those in the optimizer in the update alone; GroupLasso's share is "
@@ -317,9 +317,13 @@ def _step_row(rows, model, contender):
 
 
 def _within_noise(row):
-    """The overhead's interval holds 0 (or there is no row)."""
-    return row is None or row["overhead_low_ms"] <= 0 <= row[
-        "overhead_high_ms"]
+    """The overhead's interval holds 0."""
+    return row["overhead_low_ms"] <= 0 <= row["overhead_high_ms"]
+
+
+def _not_above_zero(row):
+    """No row, or an overhead whose interval reaches 0 or below."""
+    return row is None or row["overhead_low_ms"] <= 0
 
 
 OPTIMIZER_GOALS = {
@@ -345,13 +349,13 @@ def targets_optimizer(rows, settings):
 
     def ratio(goal, bound, model, ours, theirs):
         """Our overhead over theirs, its interval in the subject; where
-        either overhead's interval holds 0, no ratio (NaN, unmet) and a
-        subject that says so."""
+        either overhead's interval reaches 0 or below, no ratio (NaN,
+        unmet) and a subject that says so."""
         noisy = [name for name in (ours, theirs)
-                 if _within_noise(_step_row(rows, model, name))]
+                 if _not_above_zero(_step_row(rows, model, name))]
         if noisy:
             return Target(goal, f"{ours} ({' and '.join(noisy)}: overhead "
-                          "within noise, no ratio)", "", float("nan"), False)
+                          "not above 0, no ratio)", "", float("nan"), False)
         ours, theirs = _step_row(rows, model, ours), _step_row(
             rows, model, theirs)
         value = ours["overhead_ms"] / theirs["overhead_ms"]
