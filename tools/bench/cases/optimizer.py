@@ -228,7 +228,8 @@ def _run_optimizer_first_step(settings):
     sgd = lambda: keras.optimizers.SGD(1e-3)
     contenders = {"none": (None, lambda model: sgd()),
                   "tfreg L2 proximal": (
-                      tfreg.L2(1e-4), lambda model: tfreg_optimizers.Regularized(
+                      tfreg.L2(1e-4),
+                      lambda model: tfreg_optimizers.Regularized(
                           sgd(), mode="proximal", model=model))}
     times = {name: [] for name in contenders}
     for index in range(rounds):
@@ -288,9 +289,10 @@ def table_optimizer(rows):
         "median over rounds of the call minus the same round's unregularized "
         "call, with its 95% interval (control: a second unregularized "
         "function, the noise; an interval that holds 0 reads \"within "
-        "noise\"; a ratio needs both overheads' intervals above 0; a target's ratio names its interval "
-        "from the two overheads' intervals). On the MLP, penalties through "
-        "the loss cost in the backward pass and are timed in whole steps, "
+        "noise\"; a target's ratio needs both overheads' intervals above 0 "
+        "and names its own interval from theirs). On the MLP, penalties "
+        "through the loss cost in the backward pass and are timed in whole "
+        "steps, "
         "those in the optimizer in the update alone; GroupLasso's share is "
         "of the unregularized whole step.\n\n"
         + table([dict(row, none_ms=none[row["model"], row["whole"]])
@@ -358,13 +360,13 @@ def targets_optimizer(rows, settings):
         if noisy:
             return Target(goal, f"{ours} ({' and '.join(noisy)}: overhead "
                           "not above 0, no ratio)", "", float("nan"), False)
-        ours, theirs = _step_row(rows, model, ours), _step_row(
+        mine, their = _step_row(rows, model, ours), _step_row(
             rows, model, theirs)
-        value = ours["overhead_ms"] / theirs["overhead_ms"]
-        return Target(goal, f"{ours['contender']} (interval "
-                      f"{ours['overhead_low_ms'] / theirs['overhead_high_ms']:.2g}"
-                      f"..{ours['overhead_high_ms'] / theirs['overhead_low_ms']:.2g})",
-                      "", value, value <= bound)
+        value = mine["overhead_ms"] / their["overhead_ms"]
+        low = mine["overhead_low_ms"] / their["overhead_high_ms"]
+        high = mine["overhead_high_ms"] / their["overhead_low_ms"]
+        return Target(goal, f"{ours} (interval {low:.2g}..{high:.2g})", "",
+                      value, value <= bound)
     if find(rows, kind="step", model="mlp"):
         out.append(ratio(OPTIMIZER_GOALS["adamw"], 1.1, "mlp",
                          "tfreg L2 decoupled", "Keras AdamW"))
