@@ -19,7 +19,7 @@ SPARSITY_OPTIMIZERS = {
     "RMSprop(1e-3)": lambda: keras.optimizers.RMSprop(1e-3),
     "AdamW(1e-3)": lambda: keras.optimizers.AdamW(1e-3),
 }
-SPARSITY_STRENGTHS = (1e-3, 3e-3, 1e-2)
+SPARSITY_STRENGTHS = (1e-3, 2e-3, 3e-3, 5e-3, 1e-2)
 # GroupLasso strengths of the residual CNN trained on with Adam.
 CNN_ADAM_STRENGTHS = (1e-4, 3e-4, 5e-4)
 
