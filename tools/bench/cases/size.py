@@ -26,11 +26,11 @@ def run_size(settings):
     """`tfreg size --data digits.npz --max-drop 0.5`: the built-in MLP
     (64-500-300-10) on digits, default preset and 3 seeds (tiny: one epoch
     per phase, 1 seed); a quick run skips it."""
-    preset = settings.pick(full="default", quick=None, tiny="tiny")
-    if preset is None:
+    if settings.scale == "quick":
         # The published table needs the default preset (minutes): full
         # runs only.
         return []
+    preset = settings.pick(full="default", tiny="tiny")
     seeds = settings.pick(full=3, tiny=1)
     with tempfile.TemporaryDirectory(prefix="bench-size-") as directory:
         x, y = data_lib.load_builtin("digits")
