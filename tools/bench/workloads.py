@@ -85,7 +85,7 @@ NOISE = Limit("Noise", (
     "Ratios of calls a few milliseconds long, and differences of two step "
     "times, move between runs by more than some gaps to their lines; L1 "
     "under XLA compiles to the same optimized program as Keras' L1, so its "
-    "ratio is 1 within that noise. Compare the control column and rerun "
+    "ratio is 1 within that noise. Compare the control and rerun "
     "with more `--rounds`."))
 
 

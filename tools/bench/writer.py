@@ -169,9 +169,10 @@ def document(results, cases):
         lines += _machine_lines(results["machine"], results["case_seconds"],
                                 results.get("case_cpu_seconds"))
     met = sum(t.met for t in targets)
+    source = "its case's run" if runs else "this run"
     lines += ["", "## Targets", "",
               f"{met} of {len(targets)} measurements meet their target. "
-              "Each cell is one number of this run: ✓ met, ✗ not met.", ""]
+              f"Each cell is one number of {source}: ✓ met, ✗ not met.", ""]
     titles = {case.name: case.title for case in cases}
     titles["run"] = "These runs" if runs else "This run"
     for name, title in titles.items():
