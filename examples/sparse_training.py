@@ -30,11 +30,11 @@ def data():
         x, digits.target.astype(np.int32), test_size=0.25, random_state=0)
 
 
-def train(regularizer, through, epochs, split, optimizer=None):
-    """Validation accuracy and the hidden kernel after training with
-    `optimizer` (default SGD(0.1, momentum=0.9))."""
-    x_train, x_val, y_train, y_val = split
-    keras.utils.set_random_seed(0)
+def build(regularizer, through, optimizer=None, seed=0):
+    """The MLP 64-64-10 with `regularizer` on its hidden kernel, and
+    `optimizer` (default SGD(0.1, momentum=0.9)), wrapped by
+    `tfreg.optimizers.Regularized` when `through` is "proximal"."""
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential([
         keras.Input((64,)),
         keras.layers.Dense(64, activation="relu", name="hidden",
@@ -45,6 +45,14 @@ def train(regularizer, through, epochs, split, optimizer=None):
         # The model's regularizers move into the optimizer's update.
         optimizer = tfreg.optimizers.Regularized(optimizer, mode="proximal",
                                                  model=model)
+    return model, optimizer
+
+
+def train(regularizer, through, epochs, split, optimizer=None):
+    """Validation accuracy and the hidden kernel after training with
+    `optimizer` (default SGD(0.1, momentum=0.9))."""
+    x_train, x_val, y_train, y_val = split
+    model, optimizer = build(regularizer, through, optimizer)
     model.compile(optimizer,
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=True)

@@ -181,16 +181,8 @@ def train_digits(regularizer, through, epochs, split, optimizer=None,
       (validation accuracy, the hidden kernel as a numpy array).
     """
     x_train, x_val, y_train, y_val = split
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(64, activation="relu", name="hidden",
-                           kernel_regularizer=regularizer),
-        keras.layers.Dense(10, name="out")])
-    optimizer = optimizer or keras.optimizers.SGD(0.1, momentum=0.9)
-    if through == "proximal":
-        optimizer = tfreg.optimizers.Regularized(optimizer, mode="proximal",
-                                                 model=model)
+    model, optimizer = example("sparse_training").build(
+        regularizer, through, optimizer, seed)
     loss_of = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     x, y = tf.constant(x_train), tf.constant(y_train)
     rows = len(x_train)
