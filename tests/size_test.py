@@ -16,6 +16,7 @@ import _tfreg_cli
 from tfreg import _keras
 from tfreg.cli import size
 from tfreg.cli import size_models
+from tfreg.cli import size_report
 
 keras = _keras.keras
 TINY_STRENGTHS = {"group_lasso": (3e-2,), "sparse_group_lasso": (3e-2,),
@@ -126,7 +127,8 @@ class SizeJobTest(absltest.TestCase):
     def test_verdict_is_chosen_on_validation_and_scored_on_test(self):
         rows = self.entry["rows"]
         limit = rows[0]["val"] - 5.0 / 100
-        within = [row for row in rows[1:4] if row["val"] >= limit]
+        within = [row for row in rows[1:4]
+                  if row["val"] - row["val_sd"] >= limit]
         verdict = self.entry["verdict"]
         self.assertTrue(verdict["within"])
         chosen = min(within, key=lambda row: row["params"])
@@ -145,6 +147,37 @@ class SizeJobTest(absltest.TestCase):
         for name in ("report.md", "results.json", "accuracy-vs-params.png"):
             self.assertTrue(os.path.isfile(os.path.join(self.out, name)),
                             name)
+
+
+class ChooseTest(absltest.TestCase):
+
+    @staticmethod
+    def _row(method, params, val, val_sd):
+        return {"method": method, "strength": 1.0, "params": params,
+                "val": val, "val_sd": val_sd, "test": val, "test_sd": val_sd}
+
+    def test_within_beyond_the_seed_spread(self):
+        rows = [self._row("unpruned", 100, 0.970, 0.003),
+                self._row("group_lasso", 30, 0.9660, 0.001),
+                # Within 0.5 points on the mean, not beyond its spread.
+                self._row("slimming", 20, 0.9660, 0.0045),
+                self._row("scratch", 10, 0.99, 0.0)]
+        verdict = size_report.choose(rows, 0.5)
+        self.assertTrue(verdict["within"])
+        self.assertEqual(verdict["params"], 30)
+        self.assertIsNone(
+            size_report.smallest_within(rows, 0.5, methods=("slimming",)))
+        self.assertEqual(
+            size_report.smallest_within(rows, 1.0, methods=("slimming",)),
+            rows[2])
+
+    def test_none_within_takes_the_best_validation_accuracy(self):
+        rows = [self._row("unpruned", 100, 0.97, 0.0),
+                self._row("group_lasso", 30, 0.90, 0.0),
+                self._row("slimming", 20, 0.93, 0.0)]
+        verdict = size_report.choose(rows, 1.0)
+        self.assertFalse(verdict["within"])
+        self.assertEqual(verdict["params"], 20)
 
 
 class BuiltInStartTest(absltest.TestCase):

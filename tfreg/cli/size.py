@@ -22,8 +22,8 @@ trained the same way (`uniform`); and each seed's start model's coupled
 groups of smallest RMS (relative to their layer's mean) removed down to
 that count, then the candidate's fine-tune (`magnitude`). The verdict, the
 smallest candidate within `max_drop` points of the unpruned validation
-accuracy, is chosen on the validation split and reported on the held-out
-test split.
+accuracy beyond the seed spread (mean - sd), is chosen on the validation
+split and reported on the held-out test split.
 """
 
 import json

@@ -36,18 +36,35 @@ def label(entry):
     return name
 
 
-def choose(rows, max_drop):
-    """The verdict: the smallest candidate (fewest mean parameters) whose
-    mean validation accuracy is within `max_drop` points of the unpruned
-    model's; when none is, the candidate of best validation accuracy."""
+def smallest_within(rows, max_drop, methods=None):
+    """The candidate (a row after the first, the unpruned model's; of
+    `methods` when given) with the fewest mean parameters whose validation
+    accuracy is within `max_drop` points of the unpruned model's beyond the
+    seed spread: mean - sd >= unpruned mean - max_drop. None when none is.
+
+    The mean alone would pass a candidate that reaches the bound on some
+    seeds only.
+    """
     unpruned = rows[0]
-    candidates = [entry for entry in rows[1:]
-                  if entry["method"] not in BASELINES]
-    within = [entry for entry in candidates
-              if entry["val"] >= unpruned["val"] - max_drop / 100]
-    chosen = (min(within, key=lambda entry: entry["params"]) if within
-              else max(candidates, key=lambda entry: entry["val"]))
-    return {"row": chosen, "label": label(chosen), "within": bool(within),
+    within = [entry for entry in rows[1:]
+              if entry["method"] not in BASELINES
+              and (methods is None or entry["method"] in methods)
+              and entry["val"] - entry["val_sd"]
+              >= unpruned["val"] - max_drop / 100]
+    return min(within, key=lambda entry: entry["params"]) if within else None
+
+
+def choose(rows, max_drop):
+    """The verdict: `smallest_within(rows, max_drop)`; when no candidate
+    is within, the one of best mean validation accuracy."""
+    unpruned = rows[0]
+    chosen = smallest_within(rows, max_drop)
+    within = chosen is not None
+    if not within:
+        chosen = max((entry for entry in rows[1:]
+                      if entry["method"] not in BASELINES),
+                     key=lambda entry: entry["val"])
+    return {"row": chosen, "label": label(chosen), "within": within,
             "params": chosen["params"], "unpruned_params": unpruned["params"],
             "test": chosen["test"], "test_sd": chosen["test_sd"],
             "unpruned_test": unpruned["test"]}

@@ -55,11 +55,9 @@ def run_size(settings):
 
 def _chosen(rows, method):
     """The smallest row of `method` within MAX_DROP points of the unpruned
-    validation accuracy, or None."""
-    (unpruned,) = find(rows, method="unpruned")
-    within = [row for row in find(rows, method=method)
-              if row["val"] >= unpruned["val"] - MAX_DROP / 100]
-    return min(within, key=lambda row: row["params"]) if within else None
+    validation accuracy beyond the seed spread (the verdict's rule), or
+    None."""
+    return size_report.smallest_within(rows, MAX_DROP, methods=(method,))
 
 
 def _percent(row, key):
@@ -110,7 +108,8 @@ def table_size(rows):
             f"{regime['data']}). Liu et al. (ICCV 2017) prune an MNIST MLP "
             "784-500-300-10; ours is 64-500-300-10 on digits. Per penalty, "
             f"the strength named is the smallest model within {MAX_DROP:g} "
-            "points of the unpruned validation accuracy; the baselines sit "
+            "points of the unpruned validation accuracy beyond the seed "
+            "spread (mean - sd); the baselines sit "
             "at the parameter count of the verdict (the smallest of all "
             "candidates within it).\n\n" + body)
 
