@@ -22,14 +22,19 @@ def _shrink_model(settings):
 def run_shrink_speed(settings):
     name, model = _shrink_model(settings)
     groups = tfreg.channel_groups(model)
-    for index, group in enumerate(groups):
-        if index % 2:  # Every other group zeroed, all its slices.
-            for piece in group.trainable_slices():
-                value = piece.variable.numpy()
-                entries = [slice(None)] * value.ndim
-                entries[piece.axis] = list(piece.indices)
-                value[tuple(entries)] = 0
-                piece.variable.assign(value)
+    # Every other group zeroed, all its slices; each variable read and
+    # assigned once (a group is one channel: ResNet50 has 66K slices).
+    values = {}
+    for group in groups[1::2]:
+        for piece in group.trainable_slices():
+            variable, value = values.setdefault(
+                id(piece.variable),
+                (piece.variable, piece.variable.numpy()))
+            entries = [slice(None)] * value.ndim
+            entries[piece.axis] = list(piece.indices)
+            value[tuple(entries)] = 0
+    for variable, value in values.values():
+        variable.assign(value)
 
     def clone():
         keras.models.clone_model(model).set_weights(model.get_weights())
