@@ -16,6 +16,7 @@ from absl.testing import parameterized
 import tfreg
 from tests import devices
 from tfreg import _keras
+from tfreg import _updates
 from tfreg import optimizers
 
 keras = _keras.keras
@@ -174,6 +175,27 @@ class ReferenceTest(parameterized.TestCase):
         np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-7)
         np.testing.assert_array_equal(mine == 0, expected == 0)
 
+    @parameterized.named_parameters(
+        ("rmsprop", "RMSprop", {}),
+        ("rmsprop_centered", "RMSprop", {"centered": True}),
+        ("adam", "Adam", {}), ("adam_amsgrad", "Adam", {"amsgrad": True}),
+        ("adamw", "AdamW", {}), ("nadam", "Nadam", {}),
+        ("adamax", "Adamax", {}), ("adagrad", "Adagrad", {}))
+    def test_group_step_is_the_harmonic_mean(self, name, arguments):
+        """Metric.steps over axes (from the group mean of D) equals the
+        harmonic mean of the per-weight steps eta / D_i there."""
+        model = _trained(getattr(keras.optimizers, name)(0.05, **arguments),
+                         None, 3, False)
+        metric = _updates.Metric(model.optimizer.optimizer, "adaptive")
+        kernel = model.layers[0].kernel
+        steps = metric.steps(kernel, 0.1).numpy()
+        self.assertGreater(np.ptp(steps), 0.0)
+        for axes in ([0], [1], [0, 1]):
+            np.testing.assert_allclose(
+                metric.steps(kernel, 0.1, axes).numpy(),
+                1.0 / np.mean(1.0 / steps, axis=tuple(axes), keepdims=True),
+                rtol=1e-5)
+
     def test_scalar_metric_and_sgd_are_ista(self):
         rate, l1 = 0.05, 0.3
         scalar = _trained(keras.optimizers.Adam(rate), tfreg.L1(l1), 1, True,
@@ -202,17 +224,22 @@ class ReferenceTest(parameterized.TestCase):
         self.assertEqual(model.optimizer.metric, "adaptive")
 
 
-def _kernel_passes(regularizer=None, metric="adaptive"):
+def _kernel_passes(regularizer=None, metric="adaptive", shape=(D, UNITS)):
     """Passes over the kernel in the optimized HLO of a compiled step of
-    Adam (wrapped when `regularizer` is given): the instructions that make
-    a kernel-shaped array plus, per instruction, its kernel-shaped operands."""
-    model = _model(regularizer)
+    Adam (wrapped when `regularizer` is given) on a Dense kernel of `shape`:
+    the instructions that make a kernel-shaped array plus, per instruction,
+    its kernel-shaped operands."""
+    rows, units = shape
+    model = keras.Sequential([keras.Input((rows,)),
+                              keras.layers.Dense(units, use_bias=False)])
     optimizer = keras.optimizers.Adam(0.01)
     if regularizer is not None:
-        optimizer = optimizers.Regularized(optimizer, model=model,
-                                           metric=metric)
+        optimizer = optimizers.Regularized(optimizer, regularizer=regularizer,
+                                           model=model, metric=metric)
     variables = model.trainable_variables
-    x, y = (tf.constant(array) for array in _data())
+    rng = np.random.RandomState(0)
+    x, y = (tf.constant(rng.randn(N, size).astype(np.float32))
+            for size in (rows, units))
 
     @tf.function(jit_compile=True)
     def step():
@@ -228,9 +255,9 @@ def _kernel_passes(regularizer=None, metric="adaptive"):
     entry = hlo[hlo.index("\nENTRY"):]
     made = set()
     passes = 0
-    for name, shape, rest in re.findall(
+    for name, kind, rest in re.findall(
             r"^\s*(?:ROOT )?(%\S+) = (\S+) (.*)$", entry, re.MULTILINE):
-        if shape.startswith(f"f32[{D},{UNITS}]"):
+        if kind.startswith(f"f32[{rows},{units}]"):
             made.add(name)
             passes += 1
         passes += sum(operand in made
@@ -258,6 +285,18 @@ class CompiledTest(parameterized.TestCase):
     def test_a_pass_of_its_own_is_counted(self):
         # GroupLasso's prox needs the group norms first: a reduction.
         self.assertGreater(_kernel_passes(tfreg.GroupLasso(0.1)), self.adam)
+
+    def test_group_step_reads_adams_square_root_once(self):
+        """Adam's metric costs a group prox one reduction of sqrt(v) over
+        and above the scalar metric: sqrt(v) written once (Adam's own update
+        reads it too) and read once by the group means; at most 3 passes.
+        The kernel is large enough that XLA gives each reduction a kernel of
+        its own, as on real layers."""
+        shape = (64, 16)
+        scalar = _kernel_passes(tfreg.GroupLasso(0.1), "scalar", shape)
+        adaptive = _kernel_passes(tfreg.GroupLasso(0.1), "adaptive", shape)
+        self.assertGreater(scalar, _kernel_passes(shape=shape))
+        self.assertLessEqual(adaptive, scalar + 3)
 
 
 class BehaviourTest(parameterized.TestCase):

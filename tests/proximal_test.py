@@ -128,6 +128,31 @@ class ProxTest(parameterized.TestCase):
                 got, reference(w.astype(np.float64), steps_used), rtol=1e-5,
                 atol=1e-6)
 
+    @parameterized.named_parameters(
+        ("group_lasso", tfreg.GroupLasso(0.4), [0]),
+        ("group_lasso_rows", tfreg.GroupLasso(0.4, axis=0), [1]),
+        ("sparse_group_lasso", tfreg.SparseGroupLasso(0.2, 0.4), [0]),
+        ("nuclear_norm", tfreg.NuclearNorm(1.0), [0, 1]),
+        ("l1", tfreg.L1(0.5), None))
+    def test_one_step_per_group(self, regularizer, axes):
+        """`group_axes` names the axes of one step; a step of size 1 there
+        is taken as is, as the harmonic mean of per-weight steps."""
+        w = _weights()
+        self.assertEqual(proximal.group_axes(regularizer, w.ndim), axes)
+        if axes is None:
+            return
+        steps = np.random.RandomState(1).uniform(0.1, 0.6, w.shape)
+        harmonic = 1.0 / np.mean(1.0 / steps, axis=tuple(axes), keepdims=True)
+        for _, jit in REGIMES:
+            per_weight = _run(lambda x, s: proximal.prox(regularizer, x, s),
+                              jit, tf.constant(w), tf.constant(steps,
+                                                               tf.float32))
+            per_group = _run(lambda x, s: proximal.prox(regularizer, x, s),
+                             jit, tf.constant(w), tf.constant(harmonic,
+                                                              tf.float32))
+            np.testing.assert_allclose(per_group, per_weight, rtol=1e-5,
+                                       atol=1e-6)
+
     def test_exact_zeros_stay_zero(self):
         w = tf.constant(_weights())
         for regularizer in (tfreg.L1(0.5), tfreg.GroupLasso(0.4),

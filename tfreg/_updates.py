@@ -96,16 +96,24 @@ def _bias_correction(optimizer, beta):
     return 1.0 - tf.pow(tf.constant(float(beta), tf.float32), steps)
 
 
+# D = (B + shift) / divisor per weight, B a tensor of the variable's shape,
+# shift and divisor scalars (None: none). A group's mean of D is then
+# (mean(B) + shift) / divisor: one reduction of B, e.g. Adam's sqrt(v),
+# which its own update reads as well.
+Denominator = collections.namedtuple("Denominator",
+                                     ["base", "shift", "divisor"])
+
+
 def _adagrad(optimizer, variable):
-    return tf.sqrt(_slot(optimizer, "_accumulators", variable)
-                   + optimizer.epsilon)
+    return Denominator(tf.sqrt(_slot(optimizer, "_accumulators", variable)
+                               + optimizer.epsilon), None, None)
 
 
 def _rmsprop(optimizer, variable):
     second = _slot(optimizer, "_velocities", variable)
     if optimizer.centered:
         second -= tf.square(_slot(optimizer, "_average_gradients", variable))
-    return tf.sqrt(second + optimizer.epsilon)
+    return Denominator(tf.sqrt(second + optimizer.epsilon), None, None)
 
 
 def _adam(optimizer, variable):
@@ -117,17 +125,19 @@ def _adam(optimizer, variable):
     epsilon = optimizer.epsilon
     if getattr(optimizer, "adaptive_epsilon", False):
         epsilon = epsilon * correction
-    return (tf.sqrt(second) + epsilon) / correction
+    return Denominator(tf.sqrt(second), epsilon, correction)
 
 
 def _nadam(optimizer, variable):
-    second = _slot(optimizer, "_velocities", variable)
-    return tf.sqrt(second / _bias_correction(optimizer, optimizer.beta_2)) + (
-        optimizer.epsilon)
+    """sqrt(v / (1 - b2^t)) + eps = (sqrt(v) + eps c) / c, c = sqrt(1 - b2^t)."""
+    correction = tf.sqrt(_bias_correction(optimizer, optimizer.beta_2))
+    return Denominator(tf.sqrt(_slot(optimizer, "_velocities", variable)),
+                       optimizer.epsilon * correction, correction)
 
 
 def _adamax(optimizer, variable):
-    return _slot(optimizer, "_u", variable) + optimizer.epsilon
+    return Denominator(_slot(optimizer, "_u", variable), optimizer.epsilon,
+                       None)
 
 
 _DENOMINATORS = {"Adagrad": _adagrad, "RMSprop": _rmsprop, "Adam": _adam,
@@ -135,7 +145,8 @@ _DENOMINATORS = {"Adagrad": _adagrad, "RMSprop": _rmsprop, "Adam": _adam,
 
 
 def _denominator(optimizer):
-    """D's function (optimizer, variable) -> tensor; None for SGD (D = 1)."""
+    """D's function (optimizer, variable) -> `Denominator`; None for SGD
+    (D = 1)."""
     if type(optimizer) is keras.optimizers.SGD:  # pylint: disable=unidiomatic-typecheck
         return None
     for name, function in _DENOMINATORS.items():
@@ -143,6 +154,15 @@ def _denominator(optimizer):
         if type(optimizer) is getattr(keras.optimizers, name):  # pylint: disable=unidiomatic-typecheck
             return function
     raise LookupError(type(optimizer).__name__)
+
+
+def _value(denominator, base):
+    """(base + shift) / divisor."""
+    if denominator.shift is not None:
+        base = base + denominator.shift
+    if denominator.divisor is not None:
+        base = base / denominator.divisor
+    return base
 
 
 class Metric:
@@ -171,11 +191,20 @@ class Metric:
     def adaptive(self):
         return self._denominator is not None
 
-    def steps(self, variable, rate):
-        """eta_i of `variable` (a tensor of its shape), or `rate` itself."""
+    def steps(self, variable, rate, axes=None):
+        """eta_i = eta / D_i of `variable` (a tensor of its shape), or
+        `rate` itself in the scalar metric.
+
+        With `axes`, one step per group: eta / mean(D) over `axes` (kept,
+        of size 1), the harmonic mean of the group's eta_i.
+        """
         if self._denominator is None:
             return rate
-        return rate / self._denominator(self._optimizer, variable)
+        denominator = self._denominator(self._optimizer, variable)
+        base = denominator.base
+        if axes is not None:
+            base = tf.reduce_mean(base, axis=axes, keepdims=True)
+        return rate / _value(denominator, base)
 
 
 def new_value(update, rate, metric):
@@ -183,8 +212,8 @@ def new_value(update, rate, metric):
     x = read(update.variable)
     regularizer = update.regularizer
     if update.kind == PROX:
-        return proximal.prox(regularizer, x,
-                             metric.steps(update.variable, rate))
+        return proximal.prox(regularizer, x, _prox_steps(update, x, rate,
+                                                         metric))
     if update.kind == GRADIENT:
         gradient = proximal.gradient(regularizer, x)
     else:
@@ -193,6 +222,13 @@ def new_value(update, rate, metric):
             value = regularizer(x)
         gradient = tf.cast(tape.gradient(value, x), x.dtype)
     return x - tf.cast(rate, x.dtype) * gradient
+
+
+def _prox_steps(update, x, rate, metric):
+    """The steps of `update`'s prox on `x`: per weight, or for a group
+    penalty per group (see the module docstring)."""
+    return metric.steps(update.variable, rate, proximal.group_axes(
+        update.regularizer, x.shape.rank))
 
 
 def _harmonic_mean(steps):
@@ -255,15 +291,16 @@ def apply_prox(updates, penalties, rate, metric):
     variables, values, scaled = [], [], []
     for update in updates:
         x = read(update.variable)
-        steps = metric.steps(update.variable, rate)
         variables.append(update.variable)
         if id(tf_variable(update.variable)) in spanned_ids:
-            shrunk, scale = proximal.prox_parts(update.regularizer, x, steps)
+            shrunk, scale = proximal.prox_parts(
+                update.regularizer, x, metric.steps(update.variable, rate))
             values.append(shrunk)
             if not isinstance(scale, float):
                 scaled.append((update.variable, scale))
         else:
-            values.append(proximal.prox(update.regularizer, x, steps))
+            values.append(proximal.prox(update.regularizer, x, _prox_steps(
+                update, x, rate, metric)))
     if variables:
         assign_all(variables, values)
     for penalty in penalties:

@@ -59,7 +59,7 @@ from tfreg import regularizers
 from tfreg import structured
 
 __all__ = ["block_threshold", "composes_with_groups", "gradient",
-           "has_gradient", "has_prox", "is_elementwise", "prox",
+           "group_axes", "has_gradient", "has_prox", "is_elementwise", "prox",
            "prox_parts", "singular_value_threshold", "soft_threshold"]
 
 # Keras' own L1, L2, L1L2 (same math and attribute names as tfreg's).
@@ -178,10 +178,24 @@ def singular_value_threshold(x, threshold, batch_dims=0):
         tf.matmul(u * shrunk[..., None, :], v, adjoint_b=True), x.shape)
 
 
+def group_axes(regularizer, rank, batch_dims=0):
+    """The axes over which `prox` takes one step per group for
+    `regularizer` on a weight of `rank` (NuclearNorm: all but the batch
+    axes), or None where each weight takes its own."""
+    kind = type(regularizer)
+    if kind in (structured.GroupLasso, structured.SparseGroupLasso):
+        return _group_axes(rank, regularizer.axis, batch_dims)
+    if kind is structured.NuclearNorm:
+        return list(range(batch_dims, rank))
+    return None
+
+
 def _group_step(step, axes):
     """One step per group from per-weight steps eta_i: eta / mean(D_i) with
-    D_i = eta / eta_i, the harmonic mean of eta_i over `axes`."""
-    if step.shape.rank == 0:
+    D_i = eta / eta_i, the harmonic mean of eta_i over `axes`. A step of
+    size 1 along `axes` is one per group already."""
+    axes = [axis for axis in axes if step.shape.rank and step.shape[axis] != 1]
+    if not axes:
         return step
     return 1.0 / tf.reduce_mean(1.0 / step, axis=axes, keepdims=True)
 
@@ -197,7 +211,8 @@ def prox(regularizer, x, step, batch_dims=0):
         tensor of x's shape, each weight's own eta_i (the prox in the
         diagonal metric diag(eta / eta_i)). A group penalty then takes one
         step per group (NuclearNorm: per matrix), the harmonic mean of its
-        eta_i, so that the whole group can land on 0.
+        eta_i, so that the whole group can land on 0; it also takes that
+        step directly, of size 1 along `group_axes`.
       batch_dims: Number of leading stacking axes (structured penalties).
     """
     dtype = x.dtype
@@ -224,15 +239,16 @@ def prox(regularizer, x, step, batch_dims=0):
         loc = regularizer.loc
         return loc + (x - loc) / (1.0 + step * factor * precision)
     if kind in (structured.GroupLasso, structured.SparseGroupLasso):
-        step = _group_step(step, _group_axes(x.shape.rank, regularizer.axis,
-                                             batch_dims))
+        step = _group_step(step, group_axes(regularizer, x.shape.rank,
+                                            batch_dims))
         if kind is structured.SparseGroupLasso:
             x = soft_threshold(x, step * _scalar(regularizer.l1, dtype))
         size = _group_size(x, regularizer.axis, batch_dims)
         threshold = step * _scalar(regularizer.factor, dtype) * math.sqrt(size)
         return block_threshold(x, threshold, regularizer.axis, batch_dims)
     if kind is structured.NuclearNorm:
-        step = _group_step(step, list(range(batch_dims, x.shape.rank)))
+        step = _group_step(step, group_axes(regularizer, x.shape.rank,
+                                            batch_dims))
         if step.shape.rank:
             # One step per matrix, against its singular values' axis.
             step = tf.reshape(step, step.shape[:batch_dims] + [1])
