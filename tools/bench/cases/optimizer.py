@@ -186,10 +186,10 @@ def _run_optimizer_steps(settings):
 def _run_decoupled_priors(settings):
     """The decoupled update alone (no model, no optimizer step) on ~16M
     weights (quick: 4M): each closed-form prior's gradient against L2's."""
-    # A compile's time grows with the tensors: a quick run compiles 10 per
-    # contender, not 50.
+    # A compile's time grows with the tensors: a quick run compiles 5 per
+    # contender (one Conv-shaped), not 50.
     num_params = settings.pick(full=16_000_000, quick=4_000_000, tiny=20_000)
-    variables = weights(num_params, settings.pick(full=50, quick=10, tiny=2))
+    variables = weights(num_params, settings.pick(full=50, quick=5, tiny=2))
     rounds = settings.rounds(full=7, quick=5)
     rows = []
     for jit in settings.pick(full=(False, True), tiny=(False,)):

@@ -38,9 +38,10 @@ def run_penalty(settings):
             for name, prior in closed_form_priors().items():
                 regularizers[f"tfreg {name}"] = prior
         for jit in (False, True):
+            # One floor for both: it is the value alone either way.
+            floor_fn = penalty_fn(variables, _read_floor, False, jit)
             for gradient in (False, True):
-                contenders = {"read floor": penalty_fn(
-                    variables, _read_floor, False, jit)}
+                contenders = {"read floor": floor_fn}
                 for name, regularizer in regularizers.items():
                     contenders[name] = penalty_fn(
                         variables, regularizer, gradient, jit)

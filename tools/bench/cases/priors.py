@@ -4,8 +4,8 @@ import tensorflow as tf
 
 import tfreg
 from tools.bench.harness import (
-    Case, find, interleave, median, mode_name, page_faults_per_call,
-    print_rows, round_ratios, size_name, Target)
+    Case, find, interleave, median, mode_name, print_rows, round_ratios,
+    size_name, Target)
 from tools.bench.workloads import closed_form_priors, LOGS, penalty_fn, weights
 from tools.bench.writer import table
 
@@ -27,8 +27,9 @@ def tfp_twins():
 
 def run_priors(settings):
     num_params = settings.pick(full=16_000_000, quick=1_000_000, tiny=10_000)
-    # Compiling 16 contenders x 50 tensors under XLA takes minutes.
-    num_tensors = settings.pick(full=50, quick=10, tiny=2)
+    # Tracing and compiling cost time per tensor (16 contenders x 50 tensors
+    # under XLA take minutes); a quick run's 5 keep one Conv-shaped kernel.
+    num_tensors = settings.pick(full=50, quick=5, tiny=2)
     rounds = settings.rounds(full=7, quick=11)
     variables = weights(num_params, num_tensors=num_tensors, seed=1)
     params = sum(v.shape.num_elements() for v in variables)
@@ -60,7 +61,6 @@ def run_priors(settings):
                 "mode": mode_name(jit), "contender": name,
                 "median_ms": 1e3 * median(samples),
                 "vs_tfreg_l2": median(round_ratios(samples, base)),
-                "page_faults": page_faults_per_call(contenders[name]),
             })
         print_rows(rows[-len(times):], ("mode", "contender", "median_ms",
                                         "vs_tfreg_l2"))
