@@ -499,6 +499,36 @@ class CoupledTest(absltest.TestCase):
             np.testing.assert_allclose(new[2][unit], following[unit] * scale,
                                        rtol=1e-5)
 
+    def test_one_scalar_step_is_eta_over_the_mean_metric(self):
+        """A coupled penalty without per-weight steps gets one scalar: eta
+        over the mean of D over all entries of all its variables."""
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((D,)),
+                                  keras.layers.Dense(4, name="hidden"),
+                                  keras.layers.Dense(2, name="out")])
+        model.compile(optimizers.Regularized(keras.optimizers.Adam(0.02),
+                                             model=model), "mse")
+        model.fit(*_data(units=2), batch_size=N, epochs=3, verbose=0)
+        metric = _updates.Metric(model.optimizer.optimizer, "adaptive")
+        variables = [layer.kernel for layer in model.layers]
+
+        class Recorder:
+            received = []
+
+            def __init__(self):
+                self.variables = tuple(variables)
+
+            def proximal_update(self, step):
+                self.received.append(step)
+                return [tf.convert_to_tensor(v) for v in self.variables]
+
+        _updates.coupled_values(Recorder(), 0.1, metric)
+        steps = np.concatenate([metric.steps(v, 0.1).numpy().ravel()
+                                for v in variables])
+        self.assertGreater(np.ptp(steps), 0.0)
+        np.testing.assert_allclose(float(Recorder.received[0]),
+                                   1.0 / np.mean(1.0 / steps), rtol=1e-5)
+
     def test_adam_zeros_whole_coupled_groups(self):
         keras.utils.set_random_seed(1)
         model = keras.Sequential([keras.Input((D,)),

@@ -129,7 +129,8 @@ def _adam(optimizer, variable):
 
 
 def _nadam(optimizer, variable):
-    """sqrt(v / (1 - b2^t)) + eps = (sqrt(v) + eps c) / c, c = sqrt(1 - b2^t)."""
+    """D = sqrt(v / (1 - b2^t)) + eps = (sqrt(v) + eps c) / c with
+    c = sqrt(1 - b2^t)."""
     correction = tf.sqrt(_bias_correction(optimizer, optimizer.beta_2))
     return Denominator(tf.sqrt(_slot(optimizer, "_velocities", variable)),
                        optimizer.epsilon * correction, correction)
@@ -231,10 +232,16 @@ def _prox_steps(update, x, rate, metric):
         update.regularizer, x.shape.rank))
 
 
-def _harmonic_mean(steps):
-    """eta / mean(D) over all entries of all tensors of `steps`."""
-    count = sum(step.shape.num_elements() for step in steps)
-    total = tf.add_n([tf.reduce_sum(1.0 / step) for step in steps])
+def _harmonic_mean(variables, rate, metric):
+    """eta / mean(D) over all entries of `variables`, from each variable's
+    own eta / mean(D) (`Metric.steps` over all its axes)."""
+    count, total = 0, 0.0
+    for variable in variables:
+        shape = tf_variable(variable).shape
+        step = metric.steps(variable, rate, list(range(shape.rank)))
+        count += shape.num_elements()
+        total += shape.num_elements() / tf.reshape(
+            tf.cast(step, tf.float32), [])
     return count / total
 
 
@@ -246,11 +253,11 @@ def coupled_values(penalty, rate, metric):
     """
     variables = list(penalty.variables)
     step = rate
-    if metric.adaptive:
-        steps = [tf.cast(metric.steps(variable, rate), tf.float32)
-                 for variable in variables]
-        step = (steps if getattr(penalty, "per_weight_steps", False)
-                else _harmonic_mean(steps))
+    if getattr(penalty, "per_weight_steps", False) and metric.adaptive:
+        step = [tf.cast(metric.steps(variable, rate), tf.float32)
+                for variable in variables]
+    elif metric.adaptive:
+        step = _harmonic_mean(variables, rate, metric)
     return variables, _one_per_variable(
         penalty, list(penalty.proximal_update(step)))
 
