@@ -140,8 +140,8 @@ MODELS = {"mlp": mlp, "cnn": cnn, "deep128": deep}
 
 def train_step(build, regularizer, jit, seed=0,
                 optimizer=lambda model: keras.optimizers.SGD(0.001)):
-    """A compiled model's `train_on_batch` on a fixed batch, called once;
-    the model is compiled with `optimizer(model)`."""
+    """(model, its `train_on_batch` on a fixed batch), called once; the
+    model is compiled with `optimizer(model)`."""
     keras.utils.set_random_seed(seed)
     model, input_shape = build(regularizer)
     model.compile(optimizer=optimizer(model),
@@ -152,7 +152,7 @@ def train_step(build, regularizer, jit, seed=0,
     x = rng.normal(size=input_shape).astype(np.float32)
     y = rng.integers(0, 10, size=(input_shape[0],)).astype(np.int32)
     model.train_on_batch(x, y)
-    return lambda: model.train_on_batch(x, y)
+    return model, lambda: model.train_on_batch(x, y)
 
 
 def example(name):

@@ -48,7 +48,7 @@ def run_train_step(settings):
 
         def build(regularizer, model_name=model_name):
             return MODELS[model_name](regularizer, settings)
-        contenders = {
+        built = {
             "none": train_step(build, None, jit),
             "keras": train_step(build, theirs, jit),
             "tfreg": train_step(build, ours, jit),
@@ -57,6 +57,8 @@ def run_train_step(settings):
             # times, so every contender has the same seed.)
             "control": train_step(build, None, jit),
         }
+        contenders = {name: step for name, (_, step) in built.items()}
+        model = built["none"][0]
         # rounds_within has run every contender for two rounds: the warm-up.
         times = interleave(
             contenders, rounds_within(contenders, rounds, repeat, seconds),
@@ -68,7 +70,6 @@ def run_train_step(settings):
             # back, so a drift of the machine between rounds cancels.
             return median([a - b for a, b in zip(times[name], none)])
         keras_overhead, tfreg_overhead = overhead("keras"), overhead("tfreg")
-        model, _ = build(None)
         row = {
             "model": model_name, "regularizer": regularizer_name, "jit": jit,
             "params": int(model.count_params()), "rounds": len(none),
