@@ -2,6 +2,7 @@
 writes (BENCHMARKS.md). No timing assertions: only the bookkeeping."""
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -95,6 +96,10 @@ class BenchTest(absltest.TestCase):
         self.assertEqual(harness.rounds_within(instant, 5, 1, seconds=60.0),
                          1000)
         self.assertEqual(harness.rounds_within(instant, 5, 1, seconds=0.0), 5)
+
+    def test_the_run_leaves_nothing_frozen(self):
+        # The run freezes the imports' objects only while its cases run.
+        self.assertEqual(gc.get_freeze_count(), 0)
 
     def test_settings_pick_by_scale_and_rounds_override(self):
         self.assertEqual(harness.Settings("full").pick(1, 2, 3), 1)
