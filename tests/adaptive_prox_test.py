@@ -404,6 +404,23 @@ class BehaviourTest(parameterized.TestCase):
         far = np.abs(_adam_reference("l1", 0.45, 0.05, 20)) > 0.05
         np.testing.assert_array_equal((mine == 0)[far], (expected == 0)[far])
 
+    @parameterized.named_parameters(*REGIMES)
+    def test_float64_weights(self, jit):
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("float64")
+        try:
+            model = _trained(keras.optimizers.Adam(0.05, epsilon=EPS),
+                             tfreg.GroupLasso(0.4), 20, jit)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        mine = model.layers[0].kernel.numpy()
+        self.assertEqual(mine.dtype, np.float64)
+        expected = _adam_reference("group_lasso", 0.4, 0.05, 20)
+        # Keras' float64 Adam without a penalty is as far from it (6e-6).
+        np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(mine == 0, expected == 0)
+        self.assertGreater(np.sum(expected == 0), 0)
+
     def test_mirrored_strategy_equals_one_device(self):
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():

@@ -90,10 +90,10 @@ def _slot(optimizer, name, variable):
     return read(getattr(optimizer, name)[index])
 
 
-def _bias_correction(optimizer, beta):
+def _bias_correction(optimizer, beta, dtype):
     """1 - beta^t after the wrapped step (t = its `iterations`, incremented)."""
-    steps = tf.cast(optimizer.iterations, tf.float32)
-    return 1.0 - tf.pow(tf.constant(float(beta), tf.float32), steps)
+    steps = tf.cast(optimizer.iterations, dtype)
+    return 1.0 - tf.pow(tf.constant(float(beta), dtype), steps)
 
 
 # D = (B + shift) / divisor per weight, B a tensor of the variable's shape,
@@ -121,7 +121,8 @@ def _adam(optimizer, variable):
     lr m_hat / D with D = (sqrt(v) + eps) / sqrt(1 - b2^t)."""
     second = _slot(optimizer, "_velocity_hats" if optimizer.amsgrad
                    else "_velocities", variable)
-    correction = tf.sqrt(_bias_correction(optimizer, optimizer.beta_2))
+    correction = tf.sqrt(_bias_correction(optimizer, optimizer.beta_2,
+                                          second.dtype))
     epsilon = optimizer.epsilon
     if getattr(optimizer, "adaptive_epsilon", False):
         epsilon = epsilon * correction
@@ -131,9 +132,11 @@ def _adam(optimizer, variable):
 def _nadam(optimizer, variable):
     """D = sqrt(v / (1 - b2^t)) + eps = (sqrt(v) + eps c) / c with
     c = sqrt(1 - b2^t)."""
-    correction = tf.sqrt(_bias_correction(optimizer, optimizer.beta_2))
-    return Denominator(tf.sqrt(_slot(optimizer, "_velocities", variable)),
-                       optimizer.epsilon * correction, correction)
+    second = _slot(optimizer, "_velocities", variable)
+    correction = tf.sqrt(_bias_correction(optimizer, optimizer.beta_2,
+                                          second.dtype))
+    return Denominator(tf.sqrt(second), optimizer.epsilon * correction,
+                       correction)
 
 
 def _adamax(optimizer, variable):
@@ -158,11 +161,11 @@ def _denominator(optimizer):
 
 
 def _value(denominator, base):
-    """(base + shift) / divisor."""
+    """(base + shift) / divisor, in base's dtype."""
     if denominator.shift is not None:
-        base = base + denominator.shift
+        base = base + tf.cast(denominator.shift, base.dtype)
     if denominator.divisor is not None:
-        base = base / denominator.divisor
+        base = base / tf.cast(denominator.divisor, base.dtype)
     return base
 
 
@@ -205,7 +208,7 @@ class Metric:
         base = denominator.base
         if axes is not None:
             base = tf.reduce_mean(base, axis=axes, keepdims=True)
-        return rate / _value(denominator, base)
+        return tf.cast(rate, base.dtype) / _value(denominator, base)
 
 
 def new_value(update, rate, metric):
