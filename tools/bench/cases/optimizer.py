@@ -434,9 +434,9 @@ OPTIMIZER_CASE = Case(
             "known, so XLA:CPU runs a reduction over each kernel (its "
             "squares written out, then summed) and a scaling pass on top of "
             "Adam's own loop; in Adam's metric, one more reduction of "
-            "sqrt(v) for the group's step. One extra read and write of the "
-            "MLP's kernels alone costs 2.4-3% of its step on this CPU, more "
-            "than the 2% target (docs/optimizers.md, Cost).")),),
+            "sqrt(v) for the group's step: at least one read and write of "
+            "every kernel more than Adam's update, a memory-bound pass no "
+            "fusion removes (docs/optimizers.md, Cost).")),),
             "MLP jit": (NOISE,), "128-layer": (NOISE,),
             "decoupled closed-form prior": (Limit(
                 "The Horseshoe's derivative", (
