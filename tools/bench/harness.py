@@ -245,6 +245,10 @@ def _run_cases(cases, settings, case_names, results, json_path):
         results["case_seconds"][case.name] = round(time.time() - begin, 1)
         results["case_cpu_seconds"][case.name] = round(
             _cpu_seconds() - cpu, 1)
+        # What outlives a case (caches, its rows) is frozen with the
+        # imports: the next cases' collections skip it.
+        gc.collect()
+        gc.freeze()
         if json_path:  # what has run so far survives a crash of a later case
             with open(json_path, "w") as f:
                 json.dump(results, f, indent=1)
