@@ -9,6 +9,7 @@ from tfreg import validation
 from tfreg._version import __version__
 from tfreg import priors
 from tfreg import optimizers
+from tfreg import proximal
 from tfreg.attach import apply
 from tfreg.attach import attach_l2sp
 from tfreg.attach import remove
@@ -77,6 +78,7 @@ __all__ = [
     "model_cost",
     "optimizers",
     "priors",
+    "proximal",
     "register",
     "regularization_loss",
     "remove",
