@@ -36,6 +36,12 @@ def label(entry):
     return name
 
 
+def _candidates(rows):
+    """The rows after the first (the unpruned model's) that are not
+    baselines."""
+    return [entry for entry in rows[1:] if entry["method"] not in BASELINES]
+
+
 def smallest_within(rows, max_drop, methods=None):
     """The candidate (a row after the first, the unpruned model's; of
     `methods` when given) with the fewest mean parameters whose validation
@@ -45,12 +51,10 @@ def smallest_within(rows, max_drop, methods=None):
     The mean alone would pass a candidate that reaches the bound on some
     seeds only.
     """
-    unpruned = rows[0]
-    within = [entry for entry in rows[1:]
-              if entry["method"] not in BASELINES
-              and (methods is None or entry["method"] in methods)
-              and entry["val"] - entry["val_sd"]
-              >= unpruned["val"] - max_drop / 100]
+    bound = rows[0]["val"] - max_drop / 100
+    within = [entry for entry in _candidates(rows)
+              if (methods is None or entry["method"] in methods)
+              and entry["val"] - entry["val_sd"] >= bound]
     return min(within, key=lambda entry: entry["params"]) if within else None
 
 
@@ -61,9 +65,7 @@ def choose(rows, max_drop):
     chosen = smallest_within(rows, max_drop)
     within = chosen is not None
     if not within:
-        chosen = max((entry for entry in rows[1:]
-                      if entry["method"] not in BASELINES),
-                     key=lambda entry: entry["val"])
+        chosen = max(_candidates(rows), key=lambda entry: entry["val"])
     return {"row": chosen, "label": label(chosen), "within": within,
             "params": chosen["params"], "unpruned_params": unpruned["params"],
             "test": chosen["test"], "test_sd": chosen["test_sd"],

@@ -240,15 +240,18 @@ def _run_cases(cases, settings, case_names, results, json_path):
     for case in cases:
         if case.name not in case_names:
             continue
+        # A full collection walks every tracked object (TensorFlow's and
+        # Keras' modules: ~0.4 s), and the cases collect often (the memory
+        # case before every measure, Keras 3's `clear_session` each time):
+        # what exists before a case (imports, earlier cases' caches and
+        # rows) is frozen, so only the case's own objects are walked.
+        gc.collect()
+        gc.freeze()
         begin, cpu = time.time(), _cpu_seconds()
         results["cases"][case.name] = case.run(settings)
         results["case_seconds"][case.name] = round(time.time() - begin, 1)
         results["case_cpu_seconds"][case.name] = round(
             _cpu_seconds() - cpu, 1)
-        # What outlives a case (caches, its rows) is frozen with the
-        # imports: the next cases' collections skip it.
-        gc.collect()
-        gc.freeze()
         if json_path:  # what has run so far survives a crash of a later case
             with open(json_path, "w") as f:
                 json.dump(results, f, indent=1)
@@ -261,13 +264,6 @@ def run(cases, settings, case_names, command, json_path=None):
     load_before = [round(x, 2) for x in os.getloadavg()]
     results = {"cases": {}, "case_seconds": {}, "case_cpu_seconds": {},
                "targets": []}
-    # A full collection walks every tracked object, TensorFlow's and Keras'
-    # modules included (~0.4 s), and the cases collect often (the memory
-    # case before every measure, Keras 3's `clear_session` each time):
-    # frozen, what the imports made is skipped; the cases' own garbage is
-    # still collected.
-    gc.collect()
-    gc.freeze()
     try:
         _run_cases(cases, settings, case_names, results, json_path)
     finally:
